@@ -1,0 +1,22 @@
+"""Errors the user can act on.
+
+Every exception raised for bad input derives from ``PbpError``. Its message is
+one line that names the input and says what was expected; the CLI prints it
+without a traceback and exits with a non-zero status.
+"""
+
+
+class PbpError(Exception):
+    """Bad input or an impossible request; the message is meant for the user."""
+
+
+class DataError(PbpError):
+    """A data file or data set that is missing, corrupt or inconsistent."""
+
+
+class ModelFileError(PbpError):
+    """A model file that cannot be read or does not fit the request."""
+
+
+class ConfigError(PbpError, ValueError):
+    """An option or parameter with an impossible value."""
