@@ -1,0 +1,112 @@
+"""Backpropagation: the forward pass, the deltas and the gradients. All the math.
+
+This is the reference every executor is checked against; executors only
+decide where shards of a batch run and how their gradients are summed.
+It allocates nothing per call: every array it writes is a preallocated
+buffer in a :class:`Workspace` (or a view of one).
+
+Shapes, for a shard of ``n`` samples and layer ``l`` with ``n_in -> n_out``::
+
+    x        (n, sizes[0])       input
+    a[l]     (n, sizes[l])       activations, a[0] = x, a[L] = output
+    W_l      (n_in, n_out)       b_l (n_out,)
+    delta[l] (n, sizes[l])       dLoss/dz at layer l
+    dW_l     (n_in, n_out)       = a[l-1]^T @ delta[l], summed over the shard
+    db_l     (n_out,)            = column sums of delta[l]
+
+Gradients and losses are SUMS over the shard, never means: shards of uneven
+size then add up exactly, and the executor divides once by the global batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .activations import get_activation, loss_sum, output_delta
+from .network import Network
+
+
+class Workspace:
+    """Buffers for one worker's forward and backward pass, up to ``rows`` samples."""
+
+    def __init__(self, network: Network, rows: int, dtype: np.dtype | type = np.float32):
+        self.network = network
+        self.rows = rows
+        self.functions = [get_activation(name) for name in network.activations]
+        widths = network.sizes[1:]
+        self.a = [np.empty((rows, w), dtype) for w in widths]        # a[1..L]
+        self.delta = [np.empty((rows, w), dtype) for w in widths]    # delta[1..L]
+        self.scratch = [np.empty((rows, w), dtype) for w in widths]  # for f'
+        # Pre-activations are kept only for activations whose derivative
+        # needs its input (user-defined ones); the built-ins use the output.
+        self.z = [np.empty((rows, w), dtype) if f.derivative_from == "input" else None
+                  for f, w in zip(self.functions, widths)]
+
+
+def forward(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray,
+            ws: Workspace) -> np.ndarray:
+    """Activations of every layer for ``x`` (n, sizes[0]); returns the output (n, sizes[-1]).
+
+    ``layers`` are the ``(W, b)`` views from :meth:`Network.layers`.
+    """
+    n = x.shape[0]
+    a_prev = x
+    for l, (weights, bias) in enumerate(layers):
+        z = ws.a[l][:n]
+        np.matmul(a_prev, weights, out=z)     # (n, n_in) @ (n_in, n_out)
+        z += bias
+        if ws.z[l] is not None:
+            ws.z[l][:n] = z
+        a = ws.functions[l].function(z)       # in place for the built-ins
+        if a is not z:
+            z[...] = a
+        a_prev = z
+    return a_prev
+
+
+def backward(layers: list[tuple[np.ndarray, np.ndarray]],
+             grads: list[tuple[np.ndarray, np.ndarray]],
+             x: np.ndarray, y: np.ndarray, ws: Workspace) -> float:
+    """Gradient sums into ``grads`` (views of a flat buffer); returns the loss sum.
+
+    Needs the activations of a :func:`forward` on the same ``x`` in ``ws``.
+    ``y`` (n, sizes[-1]) holds the targets.
+    """
+    n = x.shape[0]
+    network = ws.network
+    last = network.n_layers - 1
+    output = ws.a[last][:n]
+    loss = loss_sum(network.activations[-1], network.loss, output, y)
+    # Output delta: (a - y) * f'(a) for MSE, a - y for matched cross-entropy.
+    delta = output_delta(ws.functions[last], network.loss, output, y,
+                         None if ws.z[last] is None else ws.z[last][:n],
+                         out=ws.delta[last][:n], scratch=ws.scratch[last][:n])
+    for l in range(last, -1, -1):
+        a_prev = x if l == 0 else ws.a[l - 1][:n]
+        grad_weights, grad_bias = grads[l]
+        np.matmul(a_prev.T, delta, out=grad_weights)  # (n_in, n) @ (n, n_out)
+        np.sum(delta, axis=0, out=grad_bias)
+        if l == 0:
+            break
+        # Hidden delta: (delta @ W^T) * f'(a_prev), f' from the stored output.
+        weights = layers[l][0]
+        delta_prev = ws.delta[l - 1][:n]
+        np.matmul(delta, weights.T, out=delta_prev)  # (n, n_out) @ (n_out, n_in)
+        z_prev = None if ws.z[l - 1] is None else ws.z[l - 1][:n]
+        ws.functions[l - 1].scale_delta(delta_prev, a_prev, z_prev, ws.scratch[l - 1][:n])
+        delta = delta_prev
+    return loss
+
+
+def gradient(network: Network, params: np.ndarray, x: np.ndarray, y: np.ndarray,
+             ws: Workspace | None = None) -> tuple[float, np.ndarray]:
+    """Loss sum and gradient sum (flat, same layout as ``params``) for one batch.
+
+    A convenience for tests and one-off use; executors keep their buffers.
+    """
+    ws = ws or Workspace(network, x.shape[0], params.dtype)
+    grad = np.empty_like(params)
+    layers = network.layers(params)
+    forward(layers, x, ws)
+    loss = backward(layers, network.layers(grad), x, y, ws)
+    return loss, grad
