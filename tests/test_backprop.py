@@ -5,7 +5,7 @@ import pytest
 
 from helpers import assert_allclose_verbose, random_batch
 from parallel_backprop.activations import register_activation
-from parallel_backprop.backprop import Workspace, forward, gradient
+from parallel_backprop.backprop import Workspace, backward, forward, gradient
 from parallel_backprop.network import Network
 
 HIDDEN = ["sigmoid", "tanh", "relu", "linear"]
@@ -122,3 +122,21 @@ def test_forward_writes_only_workspace_buffers():
     expected = 1 / (1 + np.exp(-(1 / (1 + np.exp(-(x @ network.layers(params)[0][0]))))
                                  @ network.layers(params)[1][0]))
     assert_allclose_verbose(out, expected, rtol=1e-5, what="forward")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_update_equals_gradient_step_in_place(dtype):
+    rng = np.random.default_rng(5)
+    network = Network((13, 9, 7, 3), ("tanh", "relu", "sigmoid"))
+    params = network.init_params(rng, dtype)
+    x, y = random_batch(network, 11, rng, dtype)
+    _, grad = gradient(network, params, x, y)
+    expected = params - 0.3 / 11 * grad
+    layers = network.layers(params)
+    ws = Workspace(network, 16, dtype)
+    forward(layers, x, ws)
+    backward(layers, x, y, ws, update_scale=0.3 / 11)
+    # The views still point into params: the update happened in place, not on a copy.
+    assert all(np.shares_memory(w, params) for w, _ in layers)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    assert_allclose_verbose(params, expected, rtol=rtol, atol=rtol * 1e-2, what="fused update")

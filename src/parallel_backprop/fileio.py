@@ -1,0 +1,53 @@
+"""Atomic file writes: a reader (or a crash) never sees half a file.
+
+The content goes to a temporary file in the destination's folder, is
+flushed and fsynced, then renamed over the destination, which POSIX makes
+atomic. A failure leaves the previous file untouched and no temporary
+behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+from .errors import PbpError
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file that replaces ``path`` when the block ends without error."""
+    path = Path(path)
+    check_writable(path)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+
+
+def check_writable(path: str | os.PathLike, what: str = "output file") -> None:
+    """Raise a one-line error now if ``path`` cannot be written later.
+
+    Called before long work (training) so that a bad ``--save`` path fails
+    in a second rather than after an hour.
+    """
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise PbpError(f"{what} {path}: is a directory, expected a file path")
+    if not parent.is_dir():
+        raise PbpError(f"{what} {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PbpError(f"{what} {path}: folder {parent} is not writable")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise PbpError(f"{what} {path}: exists and is not writable")
