@@ -11,23 +11,44 @@ import numpy as np
 from ..errors import ConfigError
 from ..network import Network
 from .base import Executor
+from .blas import BlasExecutor
+from .hybrid import HybridExecutor
 from .serial import SerialExecutor
+from .threads import ThreadsExecutor
 
 EXECUTORS: dict[str, type[Executor]] = {
     "serial": SerialExecutor,
+    "threads": ThreadsExecutor,
+    "blas": BlasExecutor,
+    "hybrid": HybridExecutor,
 }
 
 
 def make_executor(name: str, network: Network, params: np.ndarray, *, batch_size: int,
-                  threads: int = 1) -> Executor:
-    """Create the executor ``name``, holding a copy of ``params``."""
+                  threads: int = 1, blas_threads: int = 1) -> Executor:
+    """Create the executor ``name``, holding a copy of ``params``.
+
+    ``threads`` is the executor's degree of parallelism (workers for
+    ``threads`` and ``hybrid``, BLAS threads for ``blas``); ``blas_threads``
+    is the BLAS threads inside each ``hybrid`` worker.
+    """
     if name not in EXECUTORS:
         raise ConfigError(f"executor {name!r}: expected one of {', '.join(EXECUTORS)}")
     if batch_size < 1:
         raise ConfigError(f"batch size {batch_size}: expected a positive integer")
     if threads < 1:
         raise ConfigError(f"threads {threads}: expected a positive integer")
+    if not (isinstance(blas_threads, int) and blas_threads >= 1):
+        raise ConfigError(f"blas threads {blas_threads!r}: expected a positive integer")
+    if name == "hybrid":
+        return HybridExecutor(network, params, batch_size=batch_size, threads=threads,
+                              blas_threads=blas_threads)
+    if blas_threads != 1:
+        raise ConfigError(
+            f"blas threads {blas_threads}: only the hybrid executor takes BLAS threads per "
+            f"worker; for executor {name!r} leave it at 1 (use threads)")
     return EXECUTORS[name](network, params, batch_size=batch_size, threads=threads)
 
 
-__all__ = ["EXECUTORS", "Executor", "SerialExecutor", "make_executor"]
+__all__ = ["EXECUTORS", "BlasExecutor", "Executor", "HybridExecutor", "SerialExecutor",
+           "ThreadsExecutor", "make_executor"]

@@ -1,0 +1,187 @@
+"""`pbp` end to end on synthetic data, and bad input through the command line."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from parallel_backprop.cli import main
+from parallel_backprop.modelio import load_model
+from parallel_backprop.trainer import predict_outputs
+
+SMALL = ["--dataset", "synthetic", "--samples", "600", "--features", "12", "--classes", "3",
+         "--net", "12-16-3", "--batch-size", "32", "--epochs", "3", "--lr", "0.5", "--quiet"]
+
+
+def run(argv, capsys):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def trained(tmp_path, capsys):
+    model = tmp_path / "model.npz"
+    metrics = tmp_path / "metrics.json"
+    code, _, err = run(["train", *SMALL, "--save", model, "--metrics-json", metrics], capsys)
+    assert code == 0, err
+    return model, json.loads(metrics.read_text())
+
+
+def test_train_writes_model_and_metrics(trained):
+    model_path, metrics = trained
+    for key in ("test_accuracy", "val_accuracy", "samples_per_s", "epoch_s", "executor",
+                "net", "batch_size", "threads", "epochs"):
+        assert key in metrics
+    assert metrics["net"] == "12-16-3" and metrics["executor"] == "serial"
+    assert len(metrics["epochs"]) == 3 and metrics["samples_per_s"] > 0
+    # Learnable synthetic labels: well above chance (1/3) after 3 epochs.
+    assert metrics["test_accuracy"] > 0.6
+    assert metrics["epochs"][-1]["loss"] < metrics["epochs"][0]["loss"]
+    assert load_model(model_path).network.sizes == (12, 16, 3)
+
+
+def test_training_is_reproducible_for_a_seed(tmp_path, capsys):
+    outputs = []
+    for name in ("a.npz", "b.npz"):
+        assert run(["train", *SMALL, "--save", tmp_path / name], capsys)[0] == 0
+        outputs.append(load_model(tmp_path / name).params)
+    assert np.array_equal(*outputs)
+
+
+def test_predict_matches_training_accuracy_and_writes_predictions(trained, tmp_path, capsys):
+    model_path, metrics = trained
+    out = tmp_path / "pred.npy"
+    code, stdout, err = run(["predict", model_path, "--samples", "600", "--features", "12",
+                             "--classes", "3", "--output", out], capsys)
+    assert code == 0, err
+    assert f"accuracy {metrics['test_accuracy']:.4f}" in stdout
+    from parallel_backprop.data import load_dataset
+    data = load_dataset("synthetic", synthetic_samples=600, synthetic_features=12,
+                        synthetic_classes=3)
+    model = load_model(model_path)
+    expected = model.network.classify(predict_outputs(model.network, model.params, data.x_test))
+    assert np.array_equal(np.load(out), expected)
+
+
+def test_predict_csv_input_with_labels(trained, tmp_path, capsys):
+    model_path, _ = trained
+    rng = np.random.default_rng(1)
+    rows = np.column_stack([rng.standard_normal((5, 12)), [0, 1, 2, 1, 0]])
+    csv = tmp_path / "rows.csv"
+    np.savetxt(csv, rows, delimiter=",")
+    out = tmp_path / "pred.csv"
+    code, stdout, err = run(["predict", model_path, "--input", csv, "--output", out], capsys)
+    assert code == 0, err
+    assert "on 5 samples" in stdout
+    lines = out.read_text().splitlines()
+    assert lines[0] == "index,class,name" and len(lines) == 6
+
+
+def test_console_script_runs_as_a_process(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "parallel_backprop.cli", "train", *SMALL,
+                             "--epochs", "1"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    bad = subprocess.run([sys.executable, "-m", "parallel_backprop.cli", "train",
+                          "--dataset", "synthetic", "--batch-size", "0"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0
+    assert bad.stderr.strip().count("\n") == 0 and "Traceback" not in bad.stderr
+
+
+def pickled_model(path):
+    np.savez(path, format=np.array("parallel-backprop-model"),
+             params=np.array([{"evil": 1}], dtype=object))
+
+
+BAD_TRAIN = {
+    "unknown dataset": (["--dataset", "cifar"], "cifar"),
+    "net does not parse": ([*SMALL, "--net", "12-x-3"], "net '12-x-3'"),
+    "net input mismatch": ([*SMALL, "--net", "784-16-3"], "does not match the data's 12"),
+    "net output mismatch": ([*SMALL, "--net", "12-16-7"], "output size 7"),
+    "batch size 0": ([*SMALL, "--batch-size", "0"], "batch-size"),
+    "negative lr": ([*SMALL, "--lr", "-0.1"], "learning rate"),
+    "nan lr": ([*SMALL, "--lr", "nan"], "learning rate"),
+    "epochs 0": ([*SMALL, "--epochs", "0"], "epochs"),
+    "threads 0": ([*SMALL, "--threads", "0"], "threads"),
+    "unknown executor": ([*SMALL, "--executor", "quantum"], "quantum"),
+    "unknown activation": ([*SMALL, "--activation", "swish"], "swish"),
+    "activation count": ([*SMALL, "--net", "12-8-8-3", "--activation", "relu,tanh,relu"],
+                         "3 names for 2 hidden layers"),
+    "softmax hidden": ([*SMALL, "--activation", "softmax"], "only valid on the output"),
+    "cross-entropy tanh": ([*SMALL, "--loss", "cross-entropy", "--output-activation", "tanh"],
+                           "needs a softmax or sigmoid output"),
+    "save folder missing": ([*SMALL, "--save", "/nonexistent/dir/m.npz"], "does not exist"),
+    "save is a directory": ([*SMALL, "--save", "/tmp"], "is a directory"),
+    "metrics folder missing": ([*SMALL, "--metrics-json", "/nonexistent/m.json"],
+                               "does not exist"),
+    "samples 0": (["--dataset", "synthetic", "--samples", "0"], "samples"),
+    "mnist offline": (["--dataset", "mnist", "--data-dir", "{tmp}/empty"], "mnist"),
+    "kdd file missing": (["--dataset", "kdd99", "--kdd-file", "{tmp}/nope.csv"], "nope.csv"),
+    "kdd file corrupt": (["--dataset", "kdd99", "--kdd-file", "{tmp}/bad.csv"], "bad.csv"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_TRAIN))
+def test_bad_train_input_gives_one_clear_line(case, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PBP_OFFLINE", "1")
+    monkeypatch.setenv("PBP_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad.csv").write_text("0,tcp,http,SF,181,5450\n")
+    argv, expected = BAD_TRAIN[case]
+    argv = [str(a).replace("{tmp}", str(tmp_path)) for a in argv]
+    code, _, err = run(["train", *argv], capsys)
+    assert code != 0
+    assert err.startswith("pbp: error:") and err.strip().count("\n") == 0, err
+    assert expected.lower() in err.lower(), err
+
+
+def test_bad_predict_input_gives_one_clear_line(trained, tmp_path, capsys):
+    model_path, _ = trained
+    rng = np.random.default_rng(0)
+    files = {
+        "missing.npz": None,
+        "garbage.npz": lambda p: p.write_bytes(b"not a zip file at all"),
+        "truncated.npz": lambda p: p.write_bytes(model_path.read_bytes()[:200]),
+        "pickle.npz": pickled_model,
+    }
+    for name, make in files.items():
+        path = tmp_path / name
+        if make:
+            make(path)
+        code, _, err = run(["predict", path], capsys)
+        assert code != 0 and err.startswith("pbp: error:") and name in err, err
+        assert err.strip().count("\n") == 0, err
+
+    def csv(name, rows):
+        path = tmp_path / name
+        np.savetxt(path, rows, delimiter=",")
+        return path
+
+    nan_rows = rng.standard_normal((3, 12))
+    nan_rows[1, 4] = np.nan
+    inputs = {
+        "nan.csv": csv("nan.csv", nan_rows),
+        "label.csv": csv("label.csv", np.column_stack([rng.standard_normal((2, 12)), [0, 9]])),
+        "width.csv": csv("width.csv", rng.standard_normal((2, 5))),
+        "absent.csv": tmp_path / "absent.csv",
+    }
+    for name, path in inputs.items():
+        code, _, err = run(["predict", model_path, "--input", path], capsys)
+        assert code != 0 and err.startswith("pbp: error:") and name in err, (name, err)
+        assert err.strip().count("\n") == 0, err
+    code, _, err = run(["predict", model_path, "--output", tmp_path / "p.txt"], capsys)
+    assert code != 0 and ".csv or .npy" in err
+
+
+def test_failed_run_keeps_the_model_already_saved(trained, capsys):
+    model_path, _ = trained
+    before = model_path.read_bytes()
+    # A learning rate this large on linear units overflows: the run must diverge.
+    code, _, err = run(["train", *SMALL, "--activation", "linear", "--output-activation",
+                        "linear", "--lr", "1e30", "--save", model_path], capsys)
+    assert code != 0 and "diverged" in err and "--lr" in err
+    assert model_path.read_bytes() == before
+    assert [p.name for p in model_path.parent.iterdir() if p.name.endswith(".tmp")] == []
