@@ -91,7 +91,10 @@ def cli() -> None:
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--executor", type=click.Choice(list(EXECUTORS)), default="serial",
               show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Workers (threads, hybrid) or BLAS threads (blas).")
+@click.option("--blas-threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="BLAS threads inside each hybrid worker.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--save", type=click.Path(path_type=Path), help="Write the model to this .npz.")
 @click.option("--metrics-json", type=click.Path(path_type=Path),
@@ -99,10 +102,11 @@ def cli() -> None:
 @click.option("--quiet", is_flag=True, help="Print only errors.")
 def train_command(dataset, data_dir, limit, kdd_task, kdd_encoding, kdd_file, test_file,
                   samples, features, classes, net, activation, output_activation, loss,
-                  batch_size, lr, epochs, executor, threads, seed, save, metrics_json, quiet):
+                  batch_size, lr, epochs, executor, threads, blas_threads, seed, save, metrics_json,
+                  quiet):
     """Train a network on a data set and report its accuracy."""
     config = TrainConfig(batch_size=batch_size, lr=lr, epochs=epochs, seed=seed,
-                         executor=executor, threads=threads)
+                         executor=executor, threads=threads, blas_threads=blas_threads)
     # Fail on an unwritable output now, not after the training it would lose.
     if save is not None:
         check_writable(save, "--save")
