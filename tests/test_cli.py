@@ -185,3 +185,34 @@ def test_failed_run_keeps_the_model_already_saved(trained, capsys):
     assert code != 0 and "diverged" in err and "--lr" in err
     assert model_path.read_bytes() == before
     assert [p.name for p in model_path.parent.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_kdd_predict_by_name_uses_the_models_encoding(tmp_path, capsys):
+    from test_data_kdd import ROWS
+
+    rows = ROWS.splitlines()
+    # 70 rows: the sample rows with varied byte counts, so the encoding has spread.
+    lines = []
+    for i in range(70):
+        fields = rows[i % len(rows)].split(",")
+        fields[4] = str(int(fields[4]) + 13 * i)
+        lines.append(",".join(fields))
+    kdd_file = tmp_path / "kdd.csv"
+    kdd_file.write_text("\n".join(lines) + "\n")
+    model, metrics = tmp_path / "kdd.npz", tmp_path / "kdd.json"
+    code, _, err = run(["train", "--dataset", "kdd99", "--kdd-file", kdd_file, "--net", "1h",
+                        "--batch-size", "8", "--epochs", "2", "--quiet", "--save", model,
+                        "--metrics-json", metrics], capsys)
+    assert code == 0, err
+    test_accuracy = json.loads(metrics.read_text())["test_accuracy"]
+    code, stdout, err = run(["predict", model, "--kdd-file", kdd_file], capsys)
+    assert code == 0, err
+    assert f"accuracy {test_accuracy:.4f}" in stdout
+    # The fitted encoding is applied as is, even where a refit would differ (--limit).
+    from parallel_backprop.data import load_dataset
+
+    fitted = load_model(model).preprocessor
+    full = load_dataset("kdd99", kdd_file=kdd_file, progress=False)
+    limited = load_dataset("kdd99", kdd_file=kdd_file, limit=5, progress=False, fitted=fitted)
+    assert limited.preprocessor is fitted
+    assert np.array_equal(limited.x_test, full.x_test)

@@ -57,14 +57,14 @@ def _dataset_options(func):
 
 
 def _load(dataset, seed, quiet, data_dir, limit, kdd_task, kdd_encoding, kdd_file, test_file,
-          samples, features, classes):
+          samples, features, classes, fitted=None):
     from .data import load_dataset
 
     return load_dataset(
         dataset, data_dir=data_dir, limit=limit, seed=seed, progress=not quiet,
         kdd_task=kdd_task, kdd_encoding=kdd_encoding, kdd_file=kdd_file,
         kdd_test_file=test_file, synthetic_samples=samples,
-        synthetic_features=features, synthetic_classes=classes)
+        synthetic_features=features, synthetic_classes=classes, fitted=fitted)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -165,13 +165,11 @@ def predict_command(model_path, dataset, input_path, data_dir, limit, kdd_task, 
         name = dataset or model.dataset
         if name not in DATASET_NAMES:
             raise PbpError(f"model file {model_path}: trained on {name!r}; pass --dataset or --input")
+        # KDD rows go through the model's own fitted encoding, never a refitted one.
+        fitted = model.preprocessor if name == "kdd99" else None
         data = _load(name, seed, quiet, data_dir, limit, kdd_task, kdd_encoding, kdd_file,
-                     test_file, samples, features, classes)
-        # The model's own preprocessing, not one refitted on this data.
+                     test_file, samples, features, classes, fitted)
         x, labels = data.x_test, data.y_test
-        if data.preprocessor.kind == "kdd":
-            raise PbpError("predicting a KDD Cup 99 data set by name would refit its encoding; "
-                           "pass the rows with --input FILE instead")
     if x.shape[1] != model.network.sizes[0]:
         raise PbpError(f"input has {x.shape[1]} features, model {model_path} expects "
                        f"{model.network.sizes[0]}")

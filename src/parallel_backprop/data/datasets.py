@@ -74,7 +74,8 @@ def load_dataset(name: str, *, data_dir=None, limit: int | None = None, seed: in
                  kdd_task: str = "binary", kdd_encoding: str = "onehot", kdd_file=None,
                  kdd_test_file=None, kdd_test_fraction: float = 0.2,
                  synthetic_samples: int = 60000, synthetic_features: int = 784,
-                 synthetic_classes: int = 10, download: bool | None = None) -> Dataset:
+                 synthetic_classes: int = 10, download: bool | None = None,
+                 fitted: Preprocessor | None = None) -> Dataset:
     """Load data set ``name`` (one of ``DATASETS``), split and preprocessed.
 
     Parameters
@@ -101,6 +102,9 @@ def load_dataset(name: str, *, data_dir=None, limit: int | None = None, seed: in
         Size of the synthetic training pool, input width, number of classes.
     download : bool, optional
         False: never download (also when $PBP_OFFLINE is set).
+    fitted : Preprocessor, optional
+        KDD: apply this already-fitted preprocessing (a saved model's, whose
+        task it also sets) instead of fitting one on the training split.
     """
     if name not in DATASETS:
         raise DataError(f"unknown data set {name!r}, expected one of {', '.join(DATASETS)}")
@@ -111,7 +115,7 @@ def load_dataset(name: str, *, data_dir=None, limit: int | None = None, seed: in
     rng = np.random.default_rng(seed)
     if name == "kdd99":
         return _load_kdd(rng, data_dir, limit, val_fraction, progress, download, kdd_task,
-                         kdd_encoding, kdd_file, kdd_test_file, kdd_test_fraction)
+                         kdd_encoding, kdd_file, kdd_test_file, kdd_test_fraction, fitted)
     if name == "synthetic":
         return _load_synthetic(rng, limit, val_fraction, synthetic_samples,
                                synthetic_features, synthetic_classes)
@@ -172,7 +176,11 @@ def _load_images(name, rng, data_dir, limit, val_fraction, progress, download) -
 
 
 def _load_kdd(rng, data_dir, limit, val_fraction, progress, download, task, encoding,
-              kdd_file, kdd_test_file, test_fraction) -> Dataset:
+              kdd_file, kdd_test_file, test_fraction, fitted) -> Dataset:
+    if fitted is not None:
+        if not isinstance(fitted, KddPreprocessor):
+            raise DataError(f"fitted preprocessing {fitted.kind!r}: expected KDD Cup 99's")
+        task = fitted.task
     if task not in TASKS:
         raise DataError(f"KDD task {task!r}: expected one of {', '.join(TASKS)}")
     encoder = KddEncoder(encoding)  # validates the encoding before any reading
@@ -192,7 +200,7 @@ def _load_kdd(rng, data_dir, limit, val_fraction, progress, download, task, enco
         test, pool = table.take(order[:n_test]), order[n_test:]
     train, val = split_pool(len(pool), limit, val_fraction, rng)
     train_table, val_table = table.take(pool[train]), table.take(pool[val])
-    prep = KddPreprocessor(encoder.fit(train_table), task)
+    prep = fitted if fitted is not None else KddPreprocessor(encoder.fit(train_table), task)
     return _finish(Dataset(
         "kdd99", prep.transform(train_table), prep.targets(train_table.labels),
         prep.transform(val_table), prep.targets(val_table.labels),
