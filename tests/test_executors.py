@@ -31,8 +31,9 @@ LR = 0.3
 
 
 def small_network():
-    # Three layers so hidden deltas chain; n_params = 313, not a multiple of 16 * T.
-    return Network((13, 11, 7, 3), ("tanh", "sigmoid", "sigmoid"), "mse")
+    # Three layers so hidden deltas chain; widths 67 and 35 so that 2..4 workers
+    # split their columns (in slices of 16) unevenly; the 3 outputs go to one worker.
+    return Network((13, 67, 35, 3), ("tanh", "sigmoid", "sigmoid"), "mse")
 
 
 def executor_kwargs(name, workers):
@@ -116,17 +117,16 @@ def test_repeated_runs_are_bitwise_identical(name, workers):
     assert np.array_equal(params_a, params_b)
 
 
-def test_threads_with_one_worker_is_serial_up_to_rounding():
-    # Not bitwise: threads writes the gradient and then updates; serial folds
-    # the update into the gradient GEMM.
+def test_threads_with_one_worker_is_serial():
+    # One worker makes exactly the serial executor's calls, in the same order.
     rng = np.random.default_rng(23)
     network = small_network()
     params = network.init_params(rng)
     batches = five_batches(network, rng)
     serial_losses, expected = run_steps("serial", network, params, batches)
     losses, actual = run_steps("threads", network, params, batches, threads=1)
-    assert losses == pytest.approx(serial_losses, rel=1e-5)
-    assert_allclose_verbose(actual, expected, rtol=1e-5, atol=1e-7, what="threads T=1")
+    assert losses == serial_losses
+    assert np.array_equal(actual, expected)
 
 
 @pytest.mark.parametrize("name", PARALLEL)
@@ -152,7 +152,9 @@ def learnable_problem(seed=0, n=2000, features=20, classes=5):
 
 
 def test_training_reaches_serial_accuracy():
-    x, labels = learnable_problem()
+    # 3400 validation samples: a 1% tolerance is 34 of them, well above the
+    # few that rounding differences between executors move.
+    x, labels = learnable_problem(n=5000)
     network = Network((20, 32, 5), ("sigmoid", "sigmoid"), "mse")
     split = 1600
     accuracy = {}

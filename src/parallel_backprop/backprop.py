@@ -20,10 +20,12 @@ size then add up exactly, and the executor divides once by the global batch.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
-from scipy.linalg.blas import get_blas_funcs
 
 from .activations import get_activation, loss_sum, output_delta
+from .gemm import gemm
 from .network import Network
 
 
@@ -44,6 +46,19 @@ class Workspace:
         self.z = [np.empty((rows, w), dtype) if f.derivative_from == "input" else None
                   for f, w in zip(self.functions, widths)]
 
+    def row_view(self, start: int, stop: int) -> "Workspace":
+        """A workspace over rows [start, stop) of this one's buffers: views, no copy.
+
+        Parallel workers each write their rows of one shared workspace; the
+        bias scratch stays shared (workers use disjoint columns of it).
+        """
+        view = copy.copy(self)
+        view.rows = stop - start
+        view.a, view.delta, view.scratch = ([buffer[start:stop] for buffer in buffers]
+                                            for buffers in (self.a, self.delta, self.scratch))
+        view.z = [None if buffer is None else buffer[start:stop] for buffer in self.z]
+        return view
+
 
 def forward(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray,
             ws: Workspace) -> np.ndarray:
@@ -55,7 +70,7 @@ def forward(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray,
     a_prev = x
     for l, (weights, bias) in enumerate(layers):
         z = ws.a[l][:n]
-        np.matmul(a_prev, weights, out=z)     # (n, n_in) @ (n_in, n_out)
+        gemm(a_prev, weights, z)              # (n, n_in) @ (n_in, n_out)
         z += bias
         if ws.z[l] is not None:
             ws.z[l][:n] = z
@@ -82,6 +97,27 @@ def backward(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, y: np.n
         so the gradient is never written out (saves a write and two passes
         over the parameters per step, ~3% of a Net-1h step at batch 128).
     """
+    loss = deltas(layers, x, y, ws)
+    n = x.shape[0]
+    for l, (weights, bias) in enumerate(layers):
+        a_prev = x if l == 0 else ws.a[l - 1][:n]
+        delta = ws.delta[l][:n]
+        if grads is not None:
+            grad_weights, grad_bias = grads[l]
+            gemm(a_prev.T, delta, grad_weights)           # (n_in, n) @ (n, n_out)
+            np.sum(delta, axis=0, out=grad_bias)
+        else:
+            update(weights, bias, a_prev, delta, update_scale, ws.bias_step[l])
+    return loss
+
+
+def deltas(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, y: np.ndarray,
+           ws: Workspace) -> float:
+    """Every layer's delta into ``ws.delta`` (n rows); returns the loss sum.
+
+    Needs the activations of a :func:`forward` on the same ``x`` in ``ws``.
+    Reads the weights and changes nothing else, so the updates can come after.
+    """
     n = x.shape[0]
     network = ws.network
     last = network.n_layers - 1
@@ -91,42 +127,30 @@ def backward(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, y: np.n
     delta = output_delta(ws.functions[last], network.loss, output, y,
                          None if ws.z[last] is None else ws.z[last][:n],
                          out=ws.delta[last][:n], scratch=ws.scratch[last][:n])
-    for l in range(last, -1, -1):
-        a_prev = x if l == 0 else ws.a[l - 1][:n]
-        weights, bias = layers[l]
-        delta_prev = None
-        if l > 0:
-            # Hidden delta, before W changes: (delta @ W^T) * f'(a_prev),
-            # f' from the stored output.
-            delta_prev = ws.delta[l - 1][:n]
-            np.matmul(delta, weights.T, out=delta_prev)  # (n, n_out) @ (n_out, n_in)
-            z_prev = None if ws.z[l - 1] is None else ws.z[l - 1][:n]
-            ws.functions[l - 1].scale_delta(delta_prev, a_prev, z_prev, ws.scratch[l - 1][:n])
-        if grads is not None:
-            grad_weights, grad_bias = grads[l]
-            np.matmul(a_prev.T, delta, out=grad_weights)  # (n_in, n) @ (n, n_out)
-            np.sum(delta, axis=0, out=grad_bias)
-        else:
-            gemm_update(weights, a_prev, delta, update_scale)
-            bias_step = np.sum(delta, axis=0, out=ws.bias_step[l])
-            bias_step *= update_scale
-            bias -= bias_step
+    for l in range(last, 0, -1):
+        # Hidden delta: (delta @ W^T) * f'(a_prev), f' from the stored output.
+        weights = layers[l][0]
+        a_prev, delta_prev = ws.a[l - 1][:n], ws.delta[l - 1][:n]
+        gemm(delta, weights.T, delta_prev)                 # (n, n_out) @ (n_out, n_in)
+        z_prev = None if ws.z[l - 1] is None else ws.z[l - 1][:n]
+        ws.functions[l - 1].scale_delta(delta_prev, a_prev, z_prev, ws.scratch[l - 1][:n])
         delta = delta_prev
     return loss
 
 
-def gemm_update(weights: np.ndarray, a_prev: np.ndarray, delta: np.ndarray,
-                scale: float) -> None:
-    """``W -= scale * a_prev^T @ delta`` in place, one BLAS call, no temporary.
+def update(weights: np.ndarray, bias: np.ndarray, a_prev: np.ndarray, delta: np.ndarray,
+           scale: float, bias_step: np.ndarray) -> None:
+    """The SGD step of one layer, or of some of its output columns, folded into the product.
 
-    W (n_in, n_out), a_prev (n, n_in) and delta (n, n_out) are C-ordered. BLAS
-    is column-major, so it sees W^T (n_out, n_in) and computes
-    ``W^T := W^T - scale * delta^T @ a_prev``; passing the ``.T`` views (which
-    are F-ordered) keeps SciPy from copying any operand, and a copied ``c``
-    would silently leave W unchanged.
+    ``W -= scale * a_prev^T @ delta`` in one GEMM with beta = 1 (no gradient
+    written) and ``b -= scale * column sums of delta``. W (n_in, m), b (m,),
+    a_prev (n, n_in), delta (n, m), bias_step (m,) scratch; W, b and delta
+    may be column slices of a layer's arrays.
     """
-    gemm = get_blas_funcs("gemm", (weights,))
-    gemm(-scale, delta.T, a_prev.T, beta=1.0, c=weights.T, trans_b=1, overwrite_c=1)
+    gemm(a_prev.T, delta, weights, alpha=-scale, beta=1.0)  # (n_in, n) @ (n, m)
+    np.sum(delta, axis=0, out=bias_step)
+    bias_step *= scale
+    bias -= bias_step
 
 
 def gradient(network: Network, params: np.ndarray, x: np.ndarray, y: np.ndarray,

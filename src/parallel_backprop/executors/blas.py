@@ -1,19 +1,16 @@
 """The blas executor: one shard, the matrix products on ``threads`` BLAS threads (the seed's "Fast Parallel").
 
-The serial algorithm with a multithreaded BLAS: forward, backward into a
-gradient buffer, then ``params -= lr/n * gradient``. Only the GEMMs run in
-parallel, inside OpenBLAS; the element-wise work stays on the caller's core.
+The serial algorithm with a multithreaded BLAS: forward, deltas, and the
+update folded into the gradient GEMM, exactly the serial executor's calls.
+Only the GEMMs run in parallel, inside OpenBLAS; the element-wise work stays
+on the caller's core, which is what limits this executor at small batches.
 
-Why not :class:`SerialExecutor`'s step with its fused update? That update
-is a ``scipy.linalg.blas`` GEMM, and SciPy bundles its OWN OpenBLAS, separate
-from NumPy's (see FINDINGS). With both allowed T threads, each library keeps
-its own pool of worker threads, and an OpenBLAS worker busy-waits for a
-while after every call: the idle pool spins on the cores the other pool
-needs. Measured on 2 cores, Net-1h, batch 256, samples/s relative to
-serial: fused step with both pools at 2 threads 0.67x (cpu/wall 2.0, half
-of it spinning), fused with only NumPy's at 2 1.33x, gradient path (NumPy's
-BLAS only) 1.80x. So this executor keeps every product in NumPy's BLAS and
-pays one extra pass over the parameters for the separate update.
+Every product goes through :mod:`..gemm`, i.e. SciPy's OpenBLAS. NumPy
+bundles a second OpenBLAS: with both libraries allowed T threads, each keeps its own pool, and an OpenBLAS
+worker busy-waits for a while after every call, so an idle pool spins on
+the cores the other one needs (measured on 2 cores, Net-1h, batch 256: a
+step mixing the two libraries at 2 threads ran at 0.67x serial). Routing
+every product through one library avoids that.
 
 This is :class:`~.threads.ThreadsExecutor` with one worker (no extra Python
 threads; its barrier has one party and never blocks) and ``threads`` BLAS

@@ -1,55 +1,50 @@
 """The threads executor: the mini-batch split across CPU threads (the seed's Algorithm 5).
 
-Data parallelism on one machine. A step on ``n`` rows with ``T`` workers::
+Data parallelism on one machine. A step on ``n`` rows with ``T`` workers
+sharing one full-batch workspace::
 
-    1. shard      worker k takes rows [start_k, stop_k) of the batch, contiguous,
-                  sizes differing by at most one (T > n: workers n.. get none);
-                  forward + backward into its OWN flat gradient buffer g_k,
-                  a SUM over its rows, with its own Workspace
-       barrier    every g_k is written
-    2. reduce     worker k owns slice P_k of the flat parameter buffer:
-                  g_0[P_k] += g_1[P_k] + ... (in worker order 0..m-1, m = min(n, T)),
-                  params[P_k] -= lr / n * g_0[P_k]
+    1. rows       worker k takes rows [start_k, stop_k) of the batch, contiguous,
+                  sizes differing by at most one (T > n: workers n.. get none):
+                  forward and every layer's delta for its rows, into ITS rows
+                  of the shared activations and deltas; the loss of its rows
+       barrier    every row of every delta is written (and W is no longer read)
+    2. columns    worker k owns columns C_k of every layer's output:
+                  W_l[:, C_k] -= lr/n * a_{l-1}^T @ delta_l[:, C_k]   (one GEMM, beta = 1)
+                  b_l[C_k]    -= lr/n * column sums of delta_l[:, C_k]
 
-The fixed summation order makes a run bit-for-bit reproducible for a given
-seed and T (not across different T: float addition is not associative).
-Dividing once by the global ``n`` keeps uneven shards exact.
+The partial gradients of the seed's thread-batches are still summed, but
+inside the update GEMM: its inner dimension runs over all n rows, the shards
+one after another, so the "reduction" costs no pass of its own. Compared with
+each worker writing a full gradient for its shard and then summing T of them
+(what this executor did first), it writes no gradient at all, reads the
+parameters once instead of T + 2 times, and the update GEMM works on the
+whole batch (K = n, not n / T). Measured on 2 cores, Net-1h, batch 128: that
+version took ~3.3 ms per step against ~5.1 ms serial (1.5x); its reduction
+and update alone were ~0.19 ms and its gradient GEMMs ~10% slower than the
+serial ones for their short K.
 
-Why not the serial executor's fused update (``W -= s * a^T @ delta`` in the
-gradient GEMM, no gradient written)? Three reasons. The update of W_l cannot
-start before every worker is done with W_l: the others still read it in
-their forward pass and in their hidden delta ``delta @ W^T``. T fused
-updates into the same W would race and sum in a timing-dependent order.
-And that GEMM is a ``scipy.linalg.blas`` call, whose f2py wrapper HOLDS the
-GIL for the whole product (measured: two threads calling it take turns,
-2.4 -> 4.9 ms per call; ``np.matmul`` overlaps, 2.4 -> 2.5 ms). So the
-workers write partial gradients with ``np.matmul``, wait at a barrier, and
-only then reduce and update, with NumPy ufuncs only.
+Every product goes through :func:`..gemm.gemm`, which drops the GIL for
+the whole BLAS call and updates column slices of W in place; the
+element-wise work (activations, f', sums) is NumPy ufuncs on large arrays,
+which drop the GIL too. What remains under the GIL is ~40 Python-level calls
+per worker per step.
 
-Threads, not processes: NumPy drops the GIL inside BLAS calls and inside
-element-wise loops on large arrays, which is nearly all of a step; the
-Python work between them is ~50 NumPy calls per worker per step. Measured
-on 2 cores (Net-1h, 64-row shards), two threads run their shards as fast
-as two processes do, so the GIL is not what limits this executor. The
-caller's thread is worker 0; T - 1 threads are started once in
-``__init__`` and wait on one cyclic ``threading.Barrier``. Nothing is
-allocated per step but a few small Python objects (views, the barrier's
-waiter locks); all arrays are preallocated.
+Each parameter is written by exactly one GEMM over the batch in a fixed
+order, so a run is bit-for-bit reproducible for a given seed and T, and
+T = 1 performs exactly the serial executor's operations. (Different T give
+results equal up to rounding: BLAS blocks the products differently.)
 
-The step costs two barrier crossings: "go" and "gradients written". The
-caller returns as soon as its own slice of the update is done; the other
-workers finish theirs while the trainer gathers the next batch, and the next
-"go" (which every worker reaches only after its update) orders it before the
-next forward pass. ``params`` and ``predict`` wait for it the same way.
+Threads, not processes: the caller's thread is worker 0; T - 1 threads are
+started once in ``__init__`` and wait on one cyclic ``threading.Barrier``.
+Nothing is allocated per step but a few small Python objects (views, ctypes
+arguments, the barrier's waiter locks); the row views of the workspace are
+made once per distinct batch length (the full batch and the epoch's last).
 
-Where a step's time goes (2 cores, Net-1h, batch 128, T = 2, ~3.3 ms; the
-serial step is ~5.1 ms): each 64-row shard 2.7-2.9 ms (half the serial work
-but ~10% less efficient: K = 64 in the gradient GEMM, and the gradient is
-written instead of folded in), +~0.15 ms when both cores run (shared cache
-and memory, not the GIL), the reduce-and-update ~0.19 ms (8 passes over a
-half of the 3.2 MB of parameters), barriers, wake-ups and imbalance
-~0.2 ms. Hence ~1.5x at batch 128, ~1.7x at 256 and ~1.95x at 1024. On 2
-cores at small batches, ``blas`` (one shard, 2 BLAS threads) is faster.
+The step costs two barrier crossings: "go" and "deltas written". The caller
+returns as soon as its own columns are updated; the other workers finish
+theirs while the trainer gathers the next batch, and the next "go" (which
+every worker reaches only after its update) orders it before the next
+forward pass. ``params`` and ``predict`` wait for it the same way.
 
 BLAS is pinned to one thread per worker for the executor's lifetime (T
 workers x 1 BLAS thread = T cores). threadpoolctl's limit is process-wide,
@@ -70,7 +65,7 @@ import threading
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ..backprop import Workspace, backward, forward
+from ..backprop import Workspace, deltas, forward, update
 from ..errors import ConfigError
 from ..network import Network
 from .base import Executor
@@ -78,8 +73,8 @@ from .base import Executor
 # Jobs posted to the workers (the first item of ``_job``).
 _STEP, _PREDICT, _SYNC, _STOP = "step", "predict", "sync", "stop"
 
-# Parameter slices start on 64-byte boundaries (16 float32), so no two workers
-# write the same cache line during the update.
+# Column slices start on 64-byte boundaries (16 float32), so no two workers
+# write the same cache line of W during the update.
 _ALIGN = 16
 
 
@@ -125,17 +120,15 @@ class ThreadsExecutor(Executor):
         self.blas_threads = blas_threads
         self._params = np.array(params, copy=True)                  # (P,)
         self._layers = network.layers(self._params)
-        dtype = self._params.dtype
-        shard_rows = -(-batch_size // T)                            # ceil(batch / T)
-        self._ws = [Workspace(network, shard_rows, dtype) for _ in range(T)]
-        # g_k: worker k's gradient SUM over its shard, same layout as params.
-        self._grads = [np.empty_like(self._params) for _ in range(T)]   # T x (P,)
-        self._grad_layers = [network.layers(g) for g in self._grads]
-        # Worker k's slice of the update: params[P_k] and every g_j[P_k].
-        P = self._params.size
-        cuts = [min(P, round(k * P / T / _ALIGN) * _ALIGN) for k in range(T)] + [P]
-        self._param_slices = [self._params[cuts[k]:cuts[k + 1]] for k in range(T)]
-        self._grad_slices = [[g[cuts[k]:cuts[k + 1]] for g in self._grads] for k in range(T)]
+        self._ws = Workspace(network, batch_size, self._params.dtype)  # shared, batch rows
+        self._row_shards: dict[int, list[Workspace]] = {}           # n -> T row views
+        # Worker k's columns [c0, c1) of each layer's output, W and b views of them.
+        self._columns = []
+        for weights, bias in self._layers:
+            width = bias.shape[0]
+            cuts = [min(width, round(k * width / T / _ALIGN) * _ALIGN) for k in range(T)]
+            cuts.append(width)
+            self._columns.append([(cuts[k], cuts[k + 1]) for k in range(T)])
         self._losses = [0.0] * T
 
         self._job: tuple = (_SYNC,)
@@ -235,28 +228,39 @@ class ThreadsExecutor(Executor):
             _, x, y, scale, n = job
             start, stop = shard_bounds(n, self._workers, k)
             if start < stop:
-                ws, xs, ys = self._ws[k], x[start:stop], y[start:stop]
-                forward(self._layers, xs, ws)
-                self._losses[k] = backward(self._layers, xs, ys, ws,
-                                           grads=self._grad_layers[k])
-            self._barrier.wait()             # every partial gradient is written
-            self._update(k, scale, min(n, self._workers))
+                rows = self._shards(n)[k]
+                forward(self._layers, x[start:stop], rows)
+                self._losses[k] = deltas(self._layers, x[start:stop], y[start:stop], rows)
+            self._barrier.wait()             # every delta is written, W no longer read
+            self._update(k, x, n, scale)
         elif kind is _PREDICT:
             _, x, out = job
-            start, stop = shard_bounds(x.shape[0], self._workers, k)
-            ws = self._ws[k]
-            for lo in range(start, stop, ws.rows):
-                hi = min(lo + ws.rows, stop)
-                out[lo:hi] = forward(self._layers, x[lo:hi], ws)
+            busy = min(self._workers, self.batch_size)   # workers with >= 1 workspace row
+            if k < busy:
+                start, stop = shard_bounds(x.shape[0], busy, k)
+                rows = self._shards(self.batch_size)[k]
+                for lo in range(start, stop, rows.rows):
+                    hi = min(lo + rows.rows, stop)
+                    out[lo:hi] = forward(self._layers, x[lo:hi], rows)
             self._barrier.wait()             # every row of out is written
         else:                                # _SYNC
             self._barrier.wait()
 
-    def _update(self, k: int, scale: float, m: int) -> None:
-        """params[P_k] -= scale * (g_0 + ... + g_{m-1})[P_k], summed in place into g_0."""
-        grads, params = self._grad_slices[k], self._param_slices[k]
-        total = grads[0]
-        for j in range(1, m):
-            np.add(total, grads[j], out=total)
-        np.multiply(total, scale, out=total)
-        np.subtract(params, total, out=params)
+    def _shards(self, n: int) -> list[Workspace]:
+        """The T row views of the shared workspace for a batch of ``n`` rows (cached)."""
+        shards = self._row_shards.get(n)
+        if shards is None:                   # at most twice a run: races only duplicate it
+            shards = [self._ws.row_view(*shard_bounds(n, self._workers, k))
+                      for k in range(self._workers)]
+            self._row_shards[n] = shards
+        return shards
+
+    def _update(self, k: int, x: np.ndarray, n: int, scale: float) -> None:
+        """Worker k's columns of every layer: W -= scale * a_prev^T @ delta, b likewise."""
+        ws = self._ws
+        for l, (weights, bias) in enumerate(self._layers):
+            c0, c1 = self._columns[l][k]
+            if c0 < c1:
+                a_prev = x if l == 0 else ws.a[l - 1][:n]
+                update(weights[:, c0:c1], bias[c0:c1], a_prev, ws.delta[l][:n, c0:c1],
+                       scale, ws.bias_step[l][c0:c1])
