@@ -65,7 +65,7 @@ def assert_well_formed(data, n_features, n_classes):
 @pytest.mark.parametrize("compress", [True, False], ids=["gzip", "raw"])
 def test_mnist_from_data_dir(tmp_path, compress):
     make_image_set(tmp_path / "d", compress=compress)
-    data = load_dataset("mnist", data_dir=tmp_path / "d")
+    data = load_dataset("mnist", data_dir=tmp_path / "d", image_scaling="unit")
     assert_well_formed(data, 784, 10)
     assert (len(data.x_train), len(data.x_val), len(data.x_test)) == (50, 10, 12)
     assert data.class_names == [str(d) for d in range(10)] and data.name == "mnist"
@@ -176,7 +176,30 @@ def test_splits_are_seeded(tmp_path):
     for split in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
         np.testing.assert_array_equal(getattr(a, split), getattr(b, split))
     assert not np.array_equal(a.x_train, c.x_train)
-    np.testing.assert_array_equal(a.x_test, c.x_test)  # the test files are not shuffled
+    # The test files are not shuffled; only the scaling fitted on the training split moves.
+    np.testing.assert_allclose(a.x_test * a.preprocessor.std + a.preprocessor.mean,
+                               c.x_test * c.preprocessor.std + c.preprocessor.mean, atol=1e-5)
+
+
+def test_image_standardisation_is_fitted_on_the_training_split_only(tmp_path):
+    folder = make_image_set(tmp_path / "d")
+    unit = load_dataset("mnist", data_dir=folder, image_scaling="unit")
+    data = load_dataset("mnist", data_dir=folder)
+    scaler = data.preprocessor
+    assert scaler.mean == pytest.approx(unit.x_train.mean(dtype=np.float64))
+    assert scaler.std == pytest.approx(unit.x_train.std(dtype=np.float64))
+    assert abs(data.x_train.mean()) < 1e-5 and data.x_train.std() == pytest.approx(1, rel=1e-4)
+    for split in ("x_train", "x_val", "x_test"):
+        np.testing.assert_allclose(getattr(data, split),
+                                   (getattr(unit, split) - scaler.mean) / scaler.std, atol=1e-5)
+    # A saved model's scaler is applied as it is, never refitted.
+    again = load_dataset("mnist", data_dir=folder, limit=7, fitted=scaler)
+    assert again.preprocessor is scaler
+    np.testing.assert_array_equal(again.x_test, data.x_test)
+    with pytest.raises(DataError, match="kind 'image' cannot be applied to kdd99"):
+        load_dataset("kdd99", fitted=scaler)
+    with pytest.raises(DataError, match="image scaling 'log'"):
+        load_dataset("mnist", data_dir=folder, image_scaling="log")
 
 
 def test_bad_arguments():
@@ -203,7 +226,9 @@ def test_real_fashion_mnist_from_debian():
     assert (len(data.x_train), len(data.x_val), len(data.x_test)) == (50_000, 10_000, 10_000)
     assert np.bincount(data.y_test).tolist() == [1000] * 10
     assert np.bincount(np.concatenate([data.y_train, data.y_val])).tolist() == [6000] * 10
-    assert data.x_train.max() == 1.0 and data.x_train.min() == 0.0
+    # Standardised with the training split's pixel mean and deviation.
+    assert abs(data.x_train.mean()) < 1e-3 and abs(data.x_train.std() - 1) < 1e-3
+    assert 0.2 < data.preprocessor.mean < 0.4 and 0.3 < data.preprocessor.std < 0.4
 
 
 # --- synthetic ----------------------------------------------------------------------------

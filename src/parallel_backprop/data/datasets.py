@@ -41,6 +41,7 @@ CLASS_NAMES = {
                       "Sneaker", "Bag", "Ankle boot"],
 }
 IMAGE_SHAPE = (28, 28)
+IMAGE_SCALINGS = ("standard", "unit")
 
 # Synthetic data are a fixed function of their sizes (like a file on disk):
 # ``seed`` only moves the train/validation split, as for the real data sets.
@@ -75,7 +76,8 @@ def load_dataset(name: str, *, data_dir=None, limit: int | None = None, seed: in
                  kdd_test_file=None, kdd_test_fraction: float = 0.2,
                  synthetic_samples: int = 60000, synthetic_features: int = 784,
                  synthetic_classes: int = 10, download: bool | None = None,
-                 fitted: Preprocessor | None = None) -> Dataset:
+                 fitted: Preprocessor | None = None,
+                 image_scaling: str = "standard") -> Dataset:
     """Load data set ``name`` (one of ``DATASETS``), split and preprocessed.
 
     Parameters
@@ -102,9 +104,13 @@ def load_dataset(name: str, *, data_dir=None, limit: int | None = None, seed: in
         Size of the synthetic training pool, input width, number of classes.
     download : bool, optional
         False: never download (also when $PBP_OFFLINE is set).
+    image_scaling : {"standard", "unit"}
+        MNIST and Fashion-MNIST: pixels in [0, 1] standardised with the
+        training split's mean and standard deviation, or left in [0, 1] (the
+        seed's inputs).
     fitted : Preprocessor, optional
-        KDD: apply this already-fitted preprocessing (a saved model's, whose
-        task it also sets) instead of fitting one on the training split.
+        Apply this already-fitted preprocessing (a saved model's) instead of
+        fitting one on the training split; for KDD it also sets the task.
     """
     if name not in DATASETS:
         raise DataError(f"unknown data set {name!r}, expected one of {', '.join(DATASETS)}")
@@ -112,6 +118,10 @@ def load_dataset(name: str, *, data_dir=None, limit: int | None = None, seed: in
         _check_int("limit", limit, 1)
     _check_int("seed", seed, 0)
     _check_fraction("val_fraction", val_fraction)
+    expected_kind = {"kdd99": "kdd", "synthetic": "identity"}.get(name, "image")
+    if fitted is not None and fitted.kind != expected_kind:
+        raise DataError(f"fitted preprocessing of kind {fitted.kind!r} cannot be applied to "
+                        f"{name}: expected {expected_kind!r}")
     rng = np.random.default_rng(seed)
     if name == "kdd99":
         return _load_kdd(rng, data_dir, limit, val_fraction, progress, download, kdd_task,
@@ -119,7 +129,8 @@ def load_dataset(name: str, *, data_dir=None, limit: int | None = None, seed: in
     if name == "synthetic":
         return _load_synthetic(rng, limit, val_fraction, synthetic_samples,
                                synthetic_features, synthetic_classes)
-    return _load_images(name, rng, data_dir, limit, val_fraction, progress, download)
+    return _load_images(name, rng, data_dir, limit, val_fraction, progress, download,
+                        image_scaling, fitted)
 
 
 def _check_int(what: str, value, minimum: int) -> None:
@@ -155,7 +166,11 @@ def _finish(dataset: Dataset) -> Dataset:
     return dataset
 
 
-def _load_images(name, rng, data_dir, limit, val_fraction, progress, download) -> Dataset:
+def _load_images(name, rng, data_dir, limit, val_fraction, progress, download,
+                 image_scaling, fitted) -> Dataset:
+    if image_scaling not in IMAGE_SCALINGS:
+        raise DataError(f"image scaling {image_scaling!r}: expected one of "
+                        f"{', '.join(IMAGE_SCALINGS)}")
     paths = locate_images(name, data_dir, download, progress)
     x_pool, y_pool = load_idx_pair(paths["train-images"], paths["train-labels"])
     x_test, y_test = load_idx_pair(paths["test-images"], paths["test-labels"])
@@ -168,7 +183,12 @@ def _load_images(name, rng, data_dir, limit, val_fraction, progress, download) -
         if y.min() < 0 or y.max() >= len(CLASS_NAMES[name]):
             raise DataError(f"{path}: label {int(y.max())} outside 0..{len(CLASS_NAMES[name]) - 1}")
     train, val = split_pool(len(x_pool), limit, val_fraction, rng)
-    scaler = ImageScaler(IMAGE_SHAPE, len(CLASS_NAMES[name]))
+    if fitted is not None:
+        scaler = fitted
+    else:
+        scaler = ImageScaler(IMAGE_SHAPE, len(CLASS_NAMES[name]))
+        if image_scaling == "standard":
+            scaler.fit(x_pool[train])
     return _finish(Dataset(
         name, scaler.transform(x_pool[train]), y_pool[train],
         scaler.transform(x_pool[val]), y_pool[val], scaler.transform(x_test), y_test,
@@ -178,8 +198,6 @@ def _load_images(name, rng, data_dir, limit, val_fraction, progress, download) -
 def _load_kdd(rng, data_dir, limit, val_fraction, progress, download, task, encoding,
               kdd_file, kdd_test_file, test_fraction, fitted) -> Dataset:
     if fitted is not None:
-        if not isinstance(fitted, KddPreprocessor):
-            raise DataError(f"fitted preprocessing {fitted.kind!r}: expected KDD Cup 99's")
         task = fitted.task
     if task not in TASKS:
         raise DataError(f"KDD task {task!r}: expected one of {', '.join(TASKS)}")
