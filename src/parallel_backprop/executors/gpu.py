@@ -1,0 +1,344 @@
+"""The gpu executor: the whole training step on a GPU, in Triton kernels (the seed's CUDA).
+
+The step is the seed's decomposition, one kernel per step (see
+:mod:`.gpu_kernels` for the kernels and their math)::
+
+    forward layer      a[l] = f(a[l-1] @ W_l + b_l)               l = 1..L-1
+    output delta       a[L], delta[L], loss partials              one kernel
+    loss total         loss = sum of partials; epoch total += loss
+    for l = L..1:
+      hidden delta     delta[l-1] = (delta[l] @ W_l^T) * f'(a[l-1])   (l > 1, old W_l)
+      weight update    W_l -= lr/n * a[l-1]^T @ delta[l]; b_l -= lr/n * colsum(delta[l])
+
+Everything a step touches lives on the device for the executor's lifetime,
+allocated once: the parameters as ONE flat float32 tensor with per-layer
+views (the layout of :class:`~parallel_backprop.network.Network`), the
+activations, the deltas, the loss partials and a one-element ``lr / n``
+(read by the update kernel from memory, so a captured graph follows a
+change of learning rate or of the number of rows).
+
+CUDA graphs: the first step with a given number of rows runs as plain
+launches (which also compiles the kernels), then the same 2L + 1 launches
+are captured once in a ``torch.cuda.CUDAGraph`` and every later step of
+that size is one ``replay``. A step otherwise costs 2L + 1 Triton launches
+of ~10-20 us of Python each, more than the GPU work of a Net-1h step at
+batch 128 (~0.42 GFLOP). A trainer's run needs two graphs: the batch size
+and the epoch's last, smaller batch.
+
+Two ways to feed it:
+
+- ``step(x, y, lr)``, the executor contract: the host batch is copied into
+  the device buffers through pinned memory, the step runs, and the loss is
+  read back: one host-device synchronisation per step.
+- ``load_data(x, targets)`` once and ``train_epoch(order, lr)`` per epoch,
+  which the trainer uses when an executor offers them: the training set is
+  copied to the device once, each epoch uploads only its shuffled order
+  (8 bytes per sample), the gather of a batch's rows is part of the graph,
+  and the loss is summed on the device and read once per epoch. The host
+  only enqueues work: a D2D copy of the batch's indices and a graph replay.
+
+Without a GPU the kernels run on CPU tensors under Triton's interpreter
+when the program was started with ``TRITON_INTERPRET=1`` (tests, and anyone
+checking the kernels without a GPU); otherwise the executor refuses to
+start with a message that says what to do.
+
+Precision: ``"fp32"`` (default) makes every ``tl.dot`` IEEE fp32, as PyTorch
+does for fp32 matmuls by default; ``"tf32"`` lets them use tensor cores.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..network import Network
+from .base import Executor
+
+PRECISIONS = ("fp32", "tf32")
+
+# Graphs kept per executor, one per (rows, gather) shape seen; beyond that
+# steps run as plain launches (a trainer needs two).
+_MAX_GRAPHS = 8
+
+_INSTALL_HINT = "pip install 'parallel-backprop[gpu]'"
+
+
+def load_backend():
+    """``(torch, gpu_kernels)``; a clear error when PyTorch or Triton is missing."""
+    try:
+        import torch
+        import triton  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(
+            f"executor 'gpu' needs PyTorch and Triton ({exc}); install them with: "
+            f"{_INSTALL_HINT}") from exc
+    from . import gpu_kernels
+
+    return torch, gpu_kernels
+
+
+def select_device(torch, kernels):
+    """CPU tensors under the Triton interpreter, else the current CUDA device, else an error."""
+    if kernels.INTERPRETED:
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    raise ConfigError(
+        "executor 'gpu': PyTorch sees no CUDA GPU; train on the CPU with --executor "
+        "serial, threads, blas or hybrid, or run the gpu kernels on the CPU (slowly, "
+        "for checking) by starting the program with TRITON_INTERPRET=1 set")
+
+
+class GpuExecutor(Executor):
+    """Forward, backward and update on one GPU, in Triton kernels, replayed from CUDA graphs.
+
+    Parameters
+    ----------
+    network : Network
+        Built-in activations only (sigmoid, tanh, relu, linear; softmax output
+        of at most ``gpu_kernels.MAX_ROW_BLOCK`` units).
+    params : (n_params,) float32 array
+        Copied to the device.
+    batch_size : int
+        The largest batch ``step`` will be given.
+    threads : int
+        Must be 1: the parallelism is the GPU's.
+    precision : {"fp32", "tf32"}
+    cuda_graphs : bool
+        Capture steps in CUDA graphs (on a GPU; ignored under the interpreter).
+    """
+
+    name = "gpu"
+
+    def __init__(self, network: Network, params: np.ndarray, *, batch_size: int,
+                 threads: int = 1, precision: str = "fp32", cuda_graphs: bool = True):
+        super().__init__(network, params, batch_size=batch_size, threads=threads)
+        if threads != 1:
+            raise ConfigError(
+                f"threads {threads}: the gpu executor runs on one GPU; leave threads at 1")
+        if precision not in PRECISIONS:
+            raise ConfigError(
+                f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+        params = np.asarray(params)
+        if params.dtype != np.float32 or params.shape != (network.n_params,):
+            raise ConfigError(
+                f"parameters of dtype {params.dtype} and shape {params.shape}: the gpu "
+                f"executor trains float32 ({network.n_params},) parameters")
+        torch, kernels = load_backend()
+        for name in network.activations[:-1]:
+            if name not in kernels.ACTIVATIONS:
+                raise ConfigError(
+                    f"activation {name!r}: the gpu executor has kernels for "
+                    f"{', '.join(kernels.ACTIVATIONS)}")
+        if network.activations[-1] not in kernels.OUTPUT_ACTIVATIONS:
+            raise ConfigError(
+                f"output activation {network.activations[-1]!r}: the gpu executor has kernels "
+                f"for {', '.join(kernels.OUTPUT_ACTIVATIONS)}")
+        if network.activations[-1] == "softmax" and network.sizes[-1] > kernels.MAX_ROW_BLOCK:
+            raise ConfigError(
+                f"softmax output of {network.sizes[-1]} units: the gpu executor holds a row "
+                f"in one block, at most {kernels.MAX_ROW_BLOCK} units")
+        self._torch, self._k = torch, kernels
+        self.precision = precision
+        self._dot = kernels.PRECISIONS[precision]
+        self.device = device = select_device(torch, kernels)
+        self._graphs_on = cuda_graphs and device.type == "cuda"
+        self._graphs: dict[tuple[int, bool], object] = {}
+        self._closed = False
+
+        f32 = dict(dtype=torch.float32, device=device)
+        B, sizes = batch_size, network.sizes
+        self._params = torch.tensor(params, **f32)                     # (P,)
+        self._layers = network.layers(self._params)                    # [(W (n_in, n_out), b)]
+        self._x = torch.empty((B, sizes[0]), **f32)                    # the batch's inputs
+        self._y = torch.empty((B, sizes[-1]), **f32)                   # ... and targets
+        self._a = [torch.empty((B, w), **f32) for w in sizes[1:]]      # a[1..L]
+        self._delta = [torch.empty((B, w), **f32) for w in sizes[1:]]  # delta[1..L]
+        parts = kernels.max_loss_parts(B, sizes[-1])
+        self._loss_parts = torch.zeros(parts, **f32)                   # one per output tile
+        self._loss = torch.zeros(1, **f32)                             # the step's loss sum
+        self._total = torch.zeros(1, dtype=torch.float64, device=device)  # summed over steps
+        self._scale = torch.zeros(1, **f32)                            # lr / n
+        self._scale_value: float | None = None
+        if device.type == "cuda":                                      # staging for step()
+            self._x_host = torch.empty((B, sizes[0]), dtype=torch.float32, pin_memory=True)
+            self._y_host = torch.empty((B, sizes[-1]), dtype=torch.float32, pin_memory=True)
+        else:                                                          # the buffers themselves
+            self._x_host, self._y_host = self._x, self._y
+        # Resident training set (load_data): inputs, targets, epoch order, batch indices.
+        self._x_all = self._t_all = self._order = None
+        self._idx = torch.empty(B, dtype=torch.int64, device=device)
+
+    # ---- the executor contract ---------------------------------------------
+
+    def step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
+        n = x.shape[0]
+        self._check_open()
+        if not 1 <= n <= self.batch_size:
+            raise ConfigError(
+                f"batch of {n} rows: expected 1 to {self.batch_size} (the batch size)")
+        self._stage(x, y, n)
+        self._set_scale(lr / n)
+        self._run(n, gather=False)
+        return float(self._loss.item())     # waits for the step: the contract's float
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        self._check_open()
+        if x.ndim != 2 or x.shape[1] != self.network.sizes[0]:
+            raise ConfigError(f"inputs of shape {x.shape}: expected (n, {self.network.sizes[0]})")
+        out = np.empty((x.shape[0], self.network.sizes[-1]), np.float32)
+        for start in range(0, x.shape[0], self.batch_size):
+            chunk = x[start:start + self.batch_size]
+            n = chunk.shape[0]
+            self._stage(chunk, None, n)
+            self._forward(n, loss=None)
+            out[start:start + n] = self._a[-1][:n].cpu().numpy()
+        return out
+
+    def params(self) -> np.ndarray:
+        self._check_open()
+        return self._params.to("cpu", copy=True).numpy()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._graphs.clear()
+        self._x_all = self._t_all = self._order = None
+
+    # ---- the training set on the device ------------------------------------
+
+    def load_data(self, x: np.ndarray, targets: np.ndarray) -> bool:
+        """Copy the training set (n, n_in) and its targets (n, n_out) to the device, once.
+
+        Returns False, keeping nothing, when it does not fit in the device's
+        memory: the caller then hands batches to :meth:`step` instead.
+        """
+        self._check_open()
+        torch = self._torch
+        if x.shape[0] != targets.shape[0] or x.shape[1:] != (self.network.sizes[0],) \
+                or targets.shape[1:] != (self.network.sizes[-1],):
+            raise ConfigError(
+                f"training set of shapes {x.shape} and {targets.shape}: expected "
+                f"(n, {self.network.sizes[0]}) inputs and (n, {self.network.sizes[-1]}) targets")
+        try:
+            self._x_all = torch.tensor(x, dtype=torch.float32, device=self.device)
+            self._t_all = torch.tensor(targets, dtype=torch.float32, device=self.device)
+            self._order = torch.empty(x.shape[0], dtype=torch.int64, device=self.device)
+        except torch.cuda.OutOfMemoryError:
+            self._x_all = self._t_all = self._order = None
+            torch.cuda.empty_cache()
+            return False
+        return True
+
+    def train_epoch(self, order: np.ndarray, lr: float, on_step=None) -> float:
+        """One epoch over the loaded training set in ``order`` (row indices); returns the loss sum.
+
+        Batches are ``order[k*b:(k+1)*b]`` for the executor's batch size b, the
+        last one smaller, exactly as a caller of :meth:`step` would cut them.
+        ``on_step()`` is called after each step is enqueued (a progress bar);
+        the device is waited for once, at the end.
+        """
+        self._check_open()
+        if self._x_all is None:
+            raise ConfigError("train_epoch: no training set on the device; call load_data first")
+        torch = self._torch
+        n, rows = order.shape[0], self._order.shape[0]
+        if order.ndim != 1 or n > rows or (n and not 0 <= order.min() <= order.max() < rows):
+            # checked here: a bad index on the device is an assert that ends the CUDA context
+            raise ConfigError(
+                f"order of shape {order.shape}: expected at most {rows} row indices "
+                f"in 0..{rows - 1}")
+        self._order[:n].copy_(torch.from_numpy(np.ascontiguousarray(order, np.int64)))
+        self._total.zero_()
+        for start in range(0, n, self.batch_size):
+            rows = min(self.batch_size, n - start)
+            self._idx[:rows].copy_(self._order[start:start + rows])
+            self._set_scale(lr / rows)
+            self._run(rows, gather=True)
+            if on_step is not None:
+                on_step()
+        return float(self._total.item())    # the epoch's one wait for the device
+
+    # ---- the step ------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ConfigError("the gpu executor is closed")
+
+    def _stage(self, x: np.ndarray, y: np.ndarray | None, n: int) -> None:
+        """Host rows into the device buffers (through pinned memory on a GPU)."""
+        if x.shape[1:] != (self.network.sizes[0],) or (
+                y is not None and y.shape != (n, self.network.sizes[-1])):
+            raise ConfigError(
+                f"batch of shapes {x.shape} and {None if y is None else y.shape}: expected "
+                f"(n, {self.network.sizes[0]}) inputs and (n, {self.network.sizes[-1]}) targets")
+        # The previous step's copies out of the pinned buffers are done: step,
+        # predict and train_epoch all wait for the device before returning.
+        np.copyto(self._x_host[:n].numpy(), x, casting="same_kind")
+        if y is not None:
+            np.copyto(self._y_host[:n].numpy(), y, casting="same_kind")
+        if self._x_host is not self._x:
+            self._x[:n].copy_(self._x_host[:n], non_blocking=True)
+            if y is not None:
+                self._y[:n].copy_(self._y_host[:n], non_blocking=True)
+
+    def _set_scale(self, value: float) -> None:
+        if value != self._scale_value:       # a fill is a launch: only when it changes
+            self._scale.fill_(value)
+            self._scale_value = value
+
+    def _run(self, n: int, gather: bool) -> None:
+        """The step on rows [0, n): a graph replay when one is captured, else plain launches."""
+        key = (n, gather)
+        graph = self._graphs.get(key)
+        if graph is not None:
+            graph.replay()
+            return
+        self._launch_step(n, gather)         # the first time also compiles the kernels
+        if self._graphs_on and len(self._graphs) < _MAX_GRAPHS:
+            self._graphs[key] = self._capture(n, gather)
+
+    def _capture(self, n: int, gather: bool):
+        """Record the step's launches in a CUDA graph. Capturing runs nothing."""
+        torch = self._torch
+        graph = torch.cuda.CUDAGraph()
+        torch.cuda.synchronize()
+        with torch.cuda.graph(graph):
+            self._launch_step(n, gather)
+        return graph
+
+    def _launch_step(self, n: int, gather: bool) -> None:
+        if gather:                            # the batch's rows of the resident training set
+            idx = self._idx[:n]
+            self._torch.index_select(self._x_all, 0, idx, out=self._x[:n])
+            self._torch.index_select(self._t_all, 0, idx, out=self._y[:n])
+        self._forward(n, loss=self.network.loss)
+        self._backward(n)
+
+    def _forward(self, n: int, loss: str | None) -> None:
+        """a[1..L] for rows [0, n); with ``loss``, also delta[L] and the loss."""
+        k, acts = self._k, self.network.activations
+        a_prev = self._x[:n]
+        last = len(self._layers) - 1
+        for l, (weights, bias) in enumerate(self._layers[:-1]):
+            k.forward_layer(a_prev, weights, bias, self._a[l][:n], acts[l], self._dot)
+            a_prev = self._a[l][:n]
+        weights, bias = self._layers[last]
+        parts = k.forward_output_delta(
+            a_prev, weights, bias, self._y[:n], self._a[last][:n], self._delta[last][:n],
+            self._loss_parts, acts[last], loss, self._dot)
+        if loss is not None:
+            k.loss_total(parts, self._loss, self._total)
+
+    def _backward(self, n: int) -> None:
+        """Hidden deltas and fused updates, last layer first; W_l is read before it changes."""
+        k, acts = self._k, self.network.activations
+        for l in range(len(self._layers) - 1, -1, -1):
+            weights, bias = self._layers[l]
+            a_prev = self._x[:n] if l == 0 else self._a[l - 1][:n]
+            delta = self._delta[l][:n]
+            if l > 0:
+                k.hidden_delta(delta, weights, a_prev, self._delta[l - 1][:n], acts[l - 1],
+                               self._dot)
+            k.weight_update(a_prev, delta, weights, bias, self._scale, self._dot)

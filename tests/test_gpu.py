@@ -1,0 +1,439 @@
+"""The gpu executor's Triton kernels and the executor, on the CPU under Triton's interpreter.
+
+Triton reads ``TRITON_INTERPRET=1`` when it is first imported (its own
+library functions), when ``@triton.jit`` decorates a kernel, and while an
+interpreted kernel runs. So this module imports Triton and the kernels with
+the variable set (re-importing the kernels if something imported them
+compiled first), puts it back as it was, and sets it again around each of
+its own tests only: other tests see no change. The executor follows
+``gpu_kernels.INTERPRETED`` and runs on CPU tensors.
+
+The interpreter costs ~5-60 ms per launch, growing with programs x loop
+iterations: shapes are small and ragged (37 x 50 x 29 in blocks of 16, so
+every dimension has several blocks and a tail), and 1 x 1 x 1.
+"""
+
+import importlib
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import assert_allclose_verbose, random_batch
+from parallel_backprop.activations import register_activation
+from parallel_backprop.cli import main
+from parallel_backprop.errors import ConfigError
+from parallel_backprop.executors import gpu as gpu_module
+from parallel_backprop.executors import make_executor
+from parallel_backprop.modelio import load_model
+from parallel_backprop.network import Network
+from parallel_backprop.trainer import TrainConfig, train
+
+torch = pytest.importorskip("torch", reason="the gpu extra (torch, triton) is not installed")
+
+
+def import_interpreted_kernels():
+    """Triton and the kernels, imported with TRITON_INTERPRET=1; the variable then put back."""
+    previous = os.environ.get("TRITON_INTERPRET")
+    os.environ["TRITON_INTERPRET"] = "1"
+    try:
+        triton = pytest.importorskip("triton",
+                                     reason="the gpu extra (torch, triton) is not installed")
+        module = importlib.import_module("parallel_backprop.executors.gpu_kernels")
+        if not module.INTERPRETED:
+            module = importlib.reload(module)
+    finally:
+        if previous is None:
+            del os.environ["TRITON_INTERPRET"]
+        else:
+            os.environ["TRITON_INTERPRET"] = previous
+    if type(triton.language.zeros).__name__ != "InterpretedFunction":
+        pytest.skip("triton was imported before TRITON_INTERPRET=1 was set; run this file on "
+                    "its own or with TRITON_INTERPRET=1 in the environment",
+                    allow_module_level=True)
+    return module
+
+
+gk = import_interpreted_kernels()
+
+
+@pytest.fixture(autouse=True)
+def triton_interpreter(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+
+
+ACTIVATIONS = ["sigmoid", "tanh", "relu", "linear"]
+SHAPES = [(37, 50, 29), (1, 1, 1)]       # (M, K, N): rows, inputs, outputs
+BLOCKS = (16, 16, 16)
+LR = 0.3
+
+
+# ---- PyTorch references, float64 ------------------------------------------------
+
+def reference_activation(z, name):
+    return {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu,
+            "linear": lambda t: t, "softmax": lambda t: torch.softmax(t, dim=1)}[name](z)
+
+
+def reference_derivative(a, name):
+    return {"sigmoid": a * (1 - a), "tanh": 1 - a * a, "relu": (a > 0).to(a.dtype),
+            "linear": torch.ones_like(a)}[name]
+
+
+def reference_loss(a, y, name, loss):
+    if loss == "mse":
+        return 0.5 * ((a - y) ** 2).sum()
+    if name == "softmax":
+        return -(y * torch.log(a)).sum()
+    return -(y * torch.log(a) + (1 - y) * torch.log(1 - a)).sum()
+
+
+def tensors(rng, *shapes, scale=1.0):
+    return [torch.tensor(rng.standard_normal(s) * scale, dtype=torch.float32) for s in shapes]
+
+
+def close(actual, expected, what, rtol=1e-5, atol=1e-5):
+    assert_allclose_verbose(actual.double().numpy(), expected.double().numpy(), rtol=rtol,
+                            atol=atol, what=what)
+
+
+# ---- each kernel against PyTorch ------------------------------------------------
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_forward_layer_kernel(activation, shape):
+    M, K, N = shape
+    x, w, b = tensors(np.random.default_rng(M), (M, K), (K, N), (N,), scale=0.5)
+    out = torch.full((M, N), float("nan"))
+    gk.forward_layer(x, w, b, out, activation, blocks=BLOCKS)
+    expected = reference_activation(x.double() @ w.double() + b.double(), activation)
+    close(out, expected, f"forward {activation} {shape}")
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_hidden_delta_kernel(activation, shape):
+    M, K, N = shape                       # delta (M, N) back through W (K, N) to (M, K)
+    rng = np.random.default_rng(M + 1)
+    delta, w = tensors(rng, (M, N), (K, N))
+    a_prev = torch.tensor(rng.uniform(-0.5, 1.0, (M, K)), dtype=torch.float32)
+    if activation == "tanh":
+        a_prev.clamp_(-0.99, 0.99)
+    out = torch.full((M, K), float("nan"))
+    gk.hidden_delta(delta, w, a_prev, out, activation, blocks=BLOCKS)
+    expected = (delta.double() @ w.double().T) * reference_derivative(a_prev.double(), activation)
+    close(out, expected, f"hidden delta {activation} {shape}")
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_weight_update_kernel(shape):
+    M, K, N = shape                       # a_prev (M, K), delta (M, N) -> W (K, N)
+    a_prev, delta, w, b = tensors(np.random.default_rng(M + 2), (M, K), (M, N), (K, N), (N,))
+    w0, b0 = w.double().clone(), b.double().clone()
+    scale = torch.tensor([LR / M], dtype=torch.float32)
+    gk.weight_update(a_prev, delta, w, b, scale, blocks=BLOCKS)
+    close(w, w0 - LR / M * a_prev.double().T @ delta.double(), f"W update {shape}")
+    close(b, b0 - LR / M * delta.double().sum(0), f"b update {shape}")
+
+
+OUTPUTS = [(name, "mse") for name in [*ACTIVATIONS, "softmax"]] + [
+    ("sigmoid", "cross-entropy"), ("softmax", "cross-entropy")]
+
+
+@pytest.mark.parametrize("shape", [(37, 50, 29), (37, 50, 10), (1, 1, 1)],
+                         ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("activation,loss", OUTPUTS)
+def test_forward_output_delta_kernel(activation, loss, shape):
+    M, K, N = shape
+    rng = np.random.default_rng(M + N)
+    x, w, b = tensors(rng, (M, K), (K, N), (N,), scale=0.5)
+    if activation == "softmax":          # a distribution per row, as one-hot targets are
+        y = torch.softmax(torch.tensor(rng.standard_normal((M, N)), dtype=torch.float32), 1)
+    else:
+        y = torch.tensor(rng.uniform(0, 1, (M, N)), dtype=torch.float32)
+    out, delta = torch.full((M, N), float("nan")), torch.full((M, N), float("nan"))
+    blocks = (16, max(16, 1 << (N - 1).bit_length()), 16) if activation == "softmax" else BLOCKS
+    parts = gk.forward_output_delta(x, w, b, y, out, delta, torch.zeros(64), activation, loss,
+                                    blocks=blocks)
+    step_loss = torch.zeros(1)
+    total = torch.tensor([1.5], dtype=torch.float64)
+    gk.loss_total(parts, step_loss, total)
+
+    z = (x.double() @ w.double() + b.double()).requires_grad_()
+    a = reference_activation(z, activation)
+    expected_loss = reference_loss(a, y.double(), activation, loss)
+    expected_loss.backward()
+    what = f"{activation}+{loss} {shape}"
+    close(out, a.detach(), f"output {what}")
+    close(delta, z.grad, f"output delta {what}")
+    assert step_loss.item() == pytest.approx(expected_loss.item(), rel=1e-5), what
+    assert total.item() == pytest.approx(1.5 + expected_loss.item(), rel=1e-5), what
+
+
+def test_forward_output_without_loss_writes_only_the_activations():
+    M, K, N = 5, 7, 3
+    x, w, b = tensors(np.random.default_rng(0), (M, K), (K, N), (N,))
+    out = torch.empty(M, N)
+    gk.forward_output_delta(x, w, b, None, out, None, None, "softmax", None)
+    close(out, torch.softmax(x.double() @ w.double() + b.double(), 1), "softmax predict")
+
+
+def test_softmax_row_must_fit_one_block():
+    x, w, b = tensors(np.random.default_rng(0), (2, 3), (3, 40), (40,))
+    with pytest.raises(ValueError, match="a row must fit one"):
+        gk.forward_output_delta(x, w, b, None, torch.empty(2, 40), None, None, "softmax", None,
+                                blocks=(16, 32, 16))
+
+
+def test_launcher_rejects_a_wrong_shape():
+    x, w, b = tensors(np.random.default_rng(0), (4, 3), (5, 2), (2,))
+    with pytest.raises(ValueError, match="w: expected float32 \\(3, 2\\)"):
+        gk.forward_layer(x, w, b, torch.empty(4, 2), "relu")
+
+
+# ---- the executor against the serial one -----------------------------------------
+
+NETWORKS = {
+    "tanh-sigmoid-sigmoid-mse": Network((13, 11, 7, 3), ("tanh", "sigmoid", "sigmoid"), "mse"),
+    "relu-softmax-ce": Network((13, 11, 4), ("relu", "softmax"), "cross-entropy"),
+    "linear-softmax-mse": Network((13, 11, 4), ("linear", "softmax"), "mse"),
+    "relu-tanh-sigmoid-binary-ce": Network((13, 9, 6, 1), ("relu", "tanh", "sigmoid"),
+                                           "cross-entropy"),
+    "sigmoid-relu-mse": Network((13, 11, 5), ("sigmoid", "relu"), "mse"),
+    "tanh-linear-mse": Network((13, 11, 5), ("tanh", "linear"), "mse"),
+}
+
+
+def run_steps(name, network, params, batches, batch_size, **kwargs):
+    with make_executor(name, network, params, batch_size=batch_size, **kwargs) as executor:
+        losses = [executor.step(x, y, LR) for x, y in batches]
+        return losses, executor.params()
+
+
+@pytest.mark.parametrize("batch_size,rows", [(37, 37), (37, 5), (1, 1)])
+@pytest.mark.parametrize("net", list(NETWORKS))
+def test_one_step_matches_serial(net, batch_size, rows):
+    network = NETWORKS[net]
+    rng = np.random.default_rng(rows)
+    params = network.init_params(rng)
+    batches = [random_batch(network, rows, rng, np.float32)]
+    serial_losses, expected = run_steps("serial", network, params, batches, batch_size)
+    losses, actual = run_steps("gpu", network, params, batches, batch_size)
+    assert not np.array_equal(expected, params)
+    assert losses == pytest.approx(serial_losses, rel=1e-4)
+    assert_allclose_verbose(actual, expected, rtol=1e-4, atol=1e-6, what=f"gpu {net} n={rows}")
+
+
+def test_steps_of_changing_size_and_rate_match_serial():
+    network = NETWORKS["tanh-sigmoid-sigmoid-mse"]
+    rng = np.random.default_rng(5)
+    params = network.init_params(rng)
+    batches = [random_batch(network, n, rng, np.float32) for n in (29, 29, 11, 29)]
+    rates = [0.3, 0.3, 0.3, 0.1]
+    results = {}
+    for name in ("serial", "gpu"):
+        with make_executor(name, network, params, batch_size=29) as executor:
+            losses = [executor.step(x, y, lr) for (x, y), lr in zip(batches, rates)]
+            results[name] = losses, executor.params()
+    assert results["gpu"][0] == pytest.approx(results["serial"][0], rel=1e-4)
+    assert_allclose_verbose(results["gpu"][1], results["serial"][1], rtol=1e-4, atol=1e-6,
+                            what="four steps")
+
+
+def test_tf32_precision_runs():
+    # The interpreter computes every tl.dot in fp32, so here tf32 equals fp32;
+    # on a GPU it rounds the products' inputs to 10-bit mantissas.
+    network = NETWORKS["relu-softmax-ce"]
+    rng = np.random.default_rng(3)
+    params = network.init_params(rng)
+    batches = [random_batch(network, 9, rng, np.float32)]
+    _, expected = run_steps("serial", network, params, batches, 9)
+    _, actual = run_steps("gpu", network, params, batches, 9, precision="tf32")
+    assert_allclose_verbose(actual, expected, rtol=1e-2, atol=1e-4, what="tf32")
+
+
+@pytest.mark.parametrize("rows", [0, 1, 37])
+def test_predict_matches_serial(rows):
+    network = NETWORKS["relu-softmax-ce"]
+    rng = np.random.default_rng(rows)
+    params = network.init_params(rng)
+    x = rng.standard_normal((rows, 13)).astype(np.float32)
+    with make_executor("serial", network, params, batch_size=16) as serial:
+        expected = serial.predict(x)
+    with make_executor("gpu", network, params, batch_size=16) as executor:
+        actual = executor.predict(x)
+    assert actual.shape == (rows, 4) and actual.dtype == np.float32
+    assert_allclose_verbose(actual, expected, rtol=1e-5, atol=1e-6, what="gpu predict")
+
+
+def test_train_epoch_on_resident_data_equals_steps():
+    network = NETWORKS["tanh-sigmoid-sigmoid-mse"]
+    rng = np.random.default_rng(9)
+    params = network.init_params(rng)
+    x, y = random_batch(network, 45, rng, np.float32)
+    order = rng.permutation(45)
+    with make_executor("gpu", network, params, batch_size=16) as executor:
+        losses = [executor.step(x[order[k:k + 16]], y[order[k:k + 16]], LR)
+                  for k in range(0, 45, 16)]
+        by_steps = executor.params()
+    steps = []
+    with make_executor("gpu", network, params, batch_size=16) as executor:
+        assert executor.load_data(x, y)
+        loss = executor.train_epoch(order, LR, on_step=lambda: steps.append(1))
+        resident = executor.params()
+    assert len(steps) == 3
+    assert loss == pytest.approx(sum(losses), rel=1e-6)
+    assert np.array_equal(resident, by_steps)
+
+
+def test_training_matches_serial():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((150, 10)).astype(np.float32)
+    labels = np.argmax(x @ rng.standard_normal((10, 3)), axis=1)
+    network = Network((10, 12, 3), ("sigmoid", "softmax"), "cross-entropy")
+    results = {}
+    for name in ("serial", "gpu"):
+        config = TrainConfig(batch_size=40, lr=0.5, epochs=2, seed=1, executor=name)
+        results[name] = train(network, config, x[:120], labels[:120], x[120:], labels[120:],
+                              progress=False)
+    gpu, serial = results["gpu"], results["serial"]
+    assert_allclose_verbose(gpu.params, serial.params, rtol=1e-4, atol=1e-5, what="2 epochs")
+    for a, b in zip(gpu.epochs, serial.epochs):
+        assert a.loss == pytest.approx(b.loss, rel=1e-4)
+        assert abs(a.val_accuracy - b.val_accuracy) <= 1 / 30   # one sample near a tie at most
+
+
+def test_resumed_run_on_resident_data_matches_an_uninterrupted_one():
+    # Checkpoints inside an epoch send batches through step(); the resumed run
+    # takes the rest of that epoch on the device, from the same order.
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((120, 10)).astype(np.float32)
+    labels = np.argmax(x @ rng.standard_normal((10, 3)), axis=1)
+    network = Network((10, 12, 3), ("sigmoid", "softmax"), "cross-entropy")
+    config = TrainConfig(batch_size=40, lr=0.5, epochs=2, seed=1, executor="gpu")
+    full = train(network, config, x, labels, progress=False)
+    states = []
+    train(network, config, x, labels, progress=False, checkpoint=states.append,
+          checkpoint_every=2)
+    inside = next(state for state in states if state.step > 0)
+    assert (inside.epoch, inside.step) == (1, 2)
+    resumed = train(network, config, x, labels, progress=False, resume=inside)
+    assert_allclose_verbose(resumed.params, full.params, rtol=1e-6, atol=1e-7, what="resumed")
+    assert resumed.epochs[-1].loss == pytest.approx(full.epochs[-1].loss, rel=1e-6)
+
+
+def test_pbp_train_gpu_saves_the_serial_model(tmp_path, capsys):
+    small = ["train", "--dataset", "synthetic", "--samples", "150", "--features", "12",
+             "--classes", "3", "--net", "12-16-3", "--batch-size", "32", "--epochs", "2",
+             "--lr", "0.5", "--quiet"]
+    models = {}
+    for name in ("serial", "gpu"):
+        path = tmp_path / f"{name}.npz"
+        code = main([*small, "--executor", name, "--save", str(path)])
+        assert code == 0, capsys.readouterr().err
+        models[name] = load_model(path)
+    assert models["gpu"].metadata["executor"] == "gpu"
+    assert_allclose_verbose(models["gpu"].params, models["serial"].params, rtol=1e-4,
+                            atol=1e-5, what="saved model")
+
+
+# ---- bad requests: one clear error ---------------------------------------------------
+
+def test_rejects_what_it_cannot_run():
+    network = NETWORKS["relu-softmax-ce"]
+    params = network.init_params(0)
+    with pytest.raises(ConfigError, match="threads 2: the gpu executor runs on one GPU"):
+        make_executor("gpu", network, params, batch_size=8, threads=2)
+    with pytest.raises(ConfigError, match="trains float32"):
+        make_executor("gpu", network, params.astype(np.float64), batch_size=8)
+    with pytest.raises(ConfigError, match="precision 'bf16': expected one of fp32, tf32"):
+        make_executor("gpu", network, params, batch_size=8, precision="bf16")
+    with pytest.raises(ConfigError, match="only the gpu executor has a tf32 mode"):
+        make_executor("serial", network, params, batch_size=8, precision="tf32")
+    wide = Network((3, gk.MAX_ROW_BLOCK + 1), ("softmax",), "cross-entropy")
+    with pytest.raises(ConfigError, match=f"softmax output of {gk.MAX_ROW_BLOCK + 1} units"):
+        make_executor("gpu", wide, wide.init_params(0), batch_size=8)
+    with make_executor("gpu", network, params, batch_size=8) as executor:
+        x, y = random_batch(network, 9, np.random.default_rng(0), np.float32)
+        with pytest.raises(ConfigError, match="batch of 9 rows"):
+            executor.step(x, y, LR)
+        with pytest.raises(ConfigError, match="inputs of shape \\(9, 4\\)"):
+            executor.predict(y)
+
+
+def test_rejects_an_activation_without_kernels():
+    register_activation("test_gpu_softsign", lambda z: z / (1 + np.abs(z)),
+                        lambda a: (1 - np.abs(a)) ** 2)
+    network = Network((4, 5, 2), ("test_gpu_softsign", "sigmoid"))
+    with pytest.raises(ConfigError, match="activation 'test_gpu_softsign': the gpu executor"):
+        make_executor("gpu", network, network.init_params(0), batch_size=8)
+
+
+def test_without_a_gpu_or_the_interpreter_the_cli_says_what_to_do(monkeypatch, capsys):
+    monkeypatch.setattr(gk, "INTERPRETED", False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code = main(["train", "--dataset", "synthetic", "--samples", "50", "--features", "4",
+                 "--classes", "2", "--net", "4-3-1", "--executor", "gpu", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.count("\n") == 1
+    assert err.startswith("pbp: error: executor 'gpu': PyTorch sees no CUDA GPU")
+    assert "--executor serial" in err and "TRITON_INTERPRET=1" in err
+
+
+def test_missing_triton_gives_the_install_hint(monkeypatch):
+    monkeypatch.setitem(sys.modules, "triton", None)     # import triton -> ImportError
+    with pytest.raises(ConfigError, match=r"pip install 'parallel-backprop\[gpu\]'"):
+        gpu_module.load_backend()
+
+
+# ---- on a real GPU only: compiled kernels and CUDA graphs ------------------------------
+
+GRAPH_CHECK = textwrap.dedent("""
+    import numpy as np
+    from parallel_backprop.executors import gpu_kernels
+    from parallel_backprop.executors.gpu import GpuExecutor
+    from parallel_backprop.executors import make_executor
+    from parallel_backprop.network import Network
+    assert not gpu_kernels.INTERPRETED
+    net = Network((50, 37, 29, 10), ("sigmoid", "tanh", "softmax"), "cross-entropy")
+    rng = np.random.default_rng(0)
+    params = net.init_params(rng)
+    x = rng.standard_normal((300, 50)).astype(np.float32)
+    y = net.targets(rng.integers(0, 10, 300))
+    cuts = [(0, 64), (64, 128), (128, 150), (150, 214), (214, 236)]
+    out = {}
+    for name, kwargs in [("serial", {}), ("plain", {"cuda_graphs": False}), ("graph", {})]:
+        if name == "serial":
+            ex = make_executor("serial", net, params, batch_size=64)
+        else:
+            ex = GpuExecutor(net, params, batch_size=64, **kwargs)
+        with ex:
+            losses = [ex.step(x[a:b], y[a:b], 0.5) for a, b in cuts]
+            out[name] = losses, ex.params()
+    for name in ("plain", "graph"):
+        np.testing.assert_allclose(out[name][0], out["serial"][0], rtol=1e-4)
+        np.testing.assert_allclose(out[name][1], out["serial"][1], rtol=1e-4, atol=1e-6)
+    assert np.array_equal(out["plain"][1], out["graph"][1])
+    with GpuExecutor(net, params, batch_size=64) as ex:
+        assert ex.load_data(x, y)
+        order = rng.permutation(300)
+        loss = ex.train_epoch(order, 0.5)
+        loss2 = ex.train_epoch(order, 0.5)
+        assert np.isfinite(loss) and loss2 < loss
+    print("ok")
+""")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_compiled_kernels_and_cuda_graphs_match_serial_on_a_gpu():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
+    done = subprocess.run([sys.executable, "-c", GRAPH_CHECK], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]
