@@ -117,6 +117,28 @@ def test_repeated_runs_are_bitwise_identical(name, workers):
     assert np.array_equal(params_a, params_b)
 
 
+@pytest.mark.parametrize("name", PARALLEL)
+def test_caller_may_overwrite_the_batch_once_step_returns(name):
+    # As the trainer does: one batch buffer, refilled right after each step
+    # while the workers may still be finishing that step's update.
+    rng = np.random.default_rng(29)
+    network = small_network()
+    params = network.init_params(rng)
+    batches = five_batches(network, rng)
+    expected = run_steps(name, network, params, batches, **executor_kwargs(name, 3))
+    x_buffer = np.empty_like(batches[0][0])
+    with make_executor(name, network, params, batch_size=x_buffer.shape[0],
+                       **executor_kwargs(name, 3)) as executor:
+        losses = []
+        for x, y in batches:
+            rows = x_buffer[:x.shape[0]]
+            rows[...] = x
+            losses.append(executor.step(rows, y, LR))
+            x_buffer.fill(np.nan)
+        assert losses == expected[0]
+        assert np.array_equal(executor.params(), expected[1])
+
+
 def test_threads_with_one_worker_is_serial():
     # One worker makes exactly the serial executor's calls, in the same order.
     rng = np.random.default_rng(23)

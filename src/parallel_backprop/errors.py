@@ -20,3 +20,10 @@ class ModelFileError(PbpError):
 
 class ConfigError(PbpError, ValueError):
     """An option or parameter with an impossible value."""
+
+
+class InputError(DataError, ValueError):
+    """Arrays given to the Python API with a wrong shape, type or values (NaN, labels).
+
+    Also a ``ValueError``: what scikit-learn's conventions ask an estimator to raise.
+    """

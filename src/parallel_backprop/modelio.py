@@ -17,12 +17,15 @@ Keys::
 from __future__ import annotations
 
 import json
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.lib import format as npy_format
 
 from .activations import activation_names
 from .errors import ModelFileError, PbpError
@@ -45,10 +48,9 @@ class Model:
     metadata: dict = field(default_factory=dict)
 
 
-def save_model(path: str | Path, model: Model) -> None:
+def model_arrays(model: Model) -> dict[str, np.ndarray]:
+    """The arrays of a model file (see the module docstring); checkpoints hold them too."""
     arrays = {
-        "format": np.array(FORMAT),
-        "version": np.array(VERSION),
         "params": np.asarray(model.params, dtype=np.float32),
         "sizes": np.array(model.network.sizes, dtype=np.int64),
         "activations": np.array(model.network.activations, dtype=str),
@@ -59,62 +61,154 @@ def save_model(path: str | Path, model: Model) -> None:
     }
     for key, value in model.preprocessor.to_arrays().items():
         arrays[f"prep.{key}"] = value
+    return arrays
+
+
+def save_model(path: str | Path, model: Model) -> None:
+    arrays = {"format": np.array(FORMAT), "version": np.array(VERSION), **model_arrays(model)}
     with atomic_open(path, "wb") as handle:
         np.savez(handle, **arrays)
 
 
-def load_model(path: str | Path) -> Model:
-    """Read and validate a model file; any problem is a one-line ModelFileError."""
-    from .data import preprocessor_from_arrays
+# What reading a damaged or forged zip archive can raise, besides ValueError.
+_ARCHIVE_ERRORS = (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error,
+                   KeyError, NotImplementedError, RuntimeError, struct.error, OverflowError,
+                   MemoryError, TypeError, IndexError)
 
+
+def read_npz(path: str | Path, what: str = "model file",
+             error: type[PbpError] = ModelFileError) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` archive, read safely; any problem is one-line ``error``.
+
+    Never unpickles: an object array is refused from its header, before its
+    data are read. Each member's header is checked against the member's
+    actual size first, so a forged shape cannot make us allocate gigabytes.
+    """
     path = Path(path)
     if not path.is_file():
-        raise ModelFileError(f"model file {path}: not found")
+        raise error(f"{what} {path}: not found")
+    arrays = {}
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                key = info.filename[:-len(".npy")]
+                with archive.open(info) as member:
+                    _check_npy_header(path, what, error, key, member, info.file_size)
+                with archive.open(info) as member:
+                    arrays[key] = npy_format.read_array(member, allow_pickle=False)
+    except PbpError:
+        raise
     except ValueError as exc:
-        if "allow_pickle" in str(exc) or "pickle" in str(exc).lower():
-            raise ModelFileError(
-                f"model file {path}: contains pickled objects, which are never loaded "
-                "(model files hold only numeric and text arrays)") from None
-        raise ModelFileError(f"model file {path}: not a valid .npz archive ({exc})") from None
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise ModelFileError(
-            f"model file {path}: not a valid .npz archive ({type(exc).__name__}: {exc})") from None
+        if "pickle" in str(exc).lower():
+            raise error(f"{what} {path}: contains pickled objects, which are never loaded "
+                        "(these files hold only numeric and text arrays)") from None
+        raise error(f"{what} {path}: not a valid .npz archive ({_one_line(exc)})") from None
+    except _ARCHIVE_ERRORS as exc:
+        raise error(f"{what} {path}: not a valid .npz archive ({_one_line(exc)})") from None
+    return arrays
+
+
+def _check_npy_header(path, what, error, key, member, member_size: int) -> None:
+    """Refuse object arrays and shapes that do not fit the member's bytes, before reading."""
+    version = npy_format.read_magic(member)
+    if version == (1, 0):
+        shape, _, dtype = npy_format.read_array_header_1_0(member)
+    elif version == (2, 0):
+        shape, _, dtype = npy_format.read_array_header_2_0(member)
+    else:
+        raise error(f"{what} {path}: array {key!r} in .npy format version {version}, "
+                    "expected 1.0 or 2.0")
+    if dtype.hasobject:
+        raise error(f"{what} {path}: array {key!r} contains pickled objects, which are never "
+                    "loaded (these files hold only numeric and text arrays)")
+    count = 1
+    for dim in shape:
+        count *= dim
+    if count * dtype.itemsize > member_size:
+        raise error(f"{what} {path}: array {key!r} claims shape {shape} of {dtype}, more than "
+                    f"the {member_size} bytes stored; the file is corrupt")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def load_model(path: str | Path) -> Model:
+    """Read and validate a model file; any problem is a one-line ModelFileError."""
+    path = Path(path)
+    return model_from_arrays(read_npz(path, "model file"), f"model file {path}")
+
+
+def model_from_arrays(arrays: dict[str, np.ndarray], where: str,
+                      formats: tuple[str, ...] = (FORMAT,)) -> Model:
+    """Validate the arrays of a model file (or checkpoint) named ``where`` and rebuild the model."""
+    from .data import preprocessor_from_arrays
 
     def get(key: str) -> np.ndarray:
         if key not in arrays:
-            raise ModelFileError(f"model file {path}: missing {key!r}; not a parallel-backprop model")
+            raise ModelFileError(f"{where}: missing {key!r}; not a parallel-backprop file")
         return arrays[key]
 
-    if str(get("format")) != FORMAT:
-        raise ModelFileError(f"model file {path}: not a parallel-backprop model")
-    if int(get("version")) != VERSION:
+    def text(key: str) -> str:
+        value = get(key)
+        if value.shape != () or value.dtype.kind != "U":
+            raise ModelFileError(f"{where}: {key!r} of shape {value.shape} and type "
+                                 f"{value.dtype}, expected one string")
+        return str(value)
+
+    def integer(key: str) -> int:
+        value = get(key)
+        if value.shape != () or value.dtype.kind not in "iu":
+            raise ModelFileError(f"{where}: {key!r} of shape {value.shape} and type "
+                                 f"{value.dtype}, expected one integer")
+        return int(value)
+
+    if text("format") not in formats:
+        raise ModelFileError(f"{where}: format {text('format')[:60]!r}, expected "
+                             f"{formats[0]!r}")
+    if integer("version") != VERSION:
         raise ModelFileError(
-            f"model file {path}: format version {int(get('version'))}, expected {VERSION}")
-    activations = tuple(str(a) for a in get("activations"))
+            f"{where}: format version {integer('version')}, expected {VERSION}")
+    activations = get("activations")
+    sizes = get("sizes")
+    if activations.ndim != 1 or activations.dtype.kind != "U":
+        raise ModelFileError(f"{where}: activations of shape {activations.shape} and type "
+                             f"{activations.dtype}, expected a list of names")
+    if sizes.ndim != 1 or sizes.dtype.kind not in "iu" or len(sizes) > 1000:
+        raise ModelFileError(f"{where}: layer sizes of shape {sizes.shape} and type "
+                             f"{sizes.dtype}, expected a short list of integers")
+    activations = tuple(str(a) for a in activations)
     unknown = [a for a in activations if a not in activation_names()]
     if unknown:
         raise ModelFileError(
-            f"model file {path}: uses activation {unknown[0]!r}, which is not registered "
+            f"{where}: uses activation {unknown[0]!r}, which is not registered "
             "in this process (call parallel_backprop.register_activation first)")
     try:
-        network = Network(tuple(int(n) for n in get("sizes")), activations, str(get("loss")))
+        network = Network(tuple(int(n) for n in sizes), activations, text("loss"))
         params = get("params")
         if params.dtype != np.float32 or params.shape != (network.n_params,):
             raise ModelFileError(
-                f"model file {path}: parameters of shape {params.shape} and type {params.dtype}, "
+                f"{where}: parameters of shape {params.shape} and type {params.dtype}, "
                 f"expected float32 ({network.n_params},) for net {network.spec}")
         if not np.all(np.isfinite(params)):
-            raise ModelFileError(f"model file {path}: parameters contain NaN or infinity")
+            raise ModelFileError(f"{where}: parameters contain NaN or infinity")
         prep = {key[len("prep."):]: value for key, value in arrays.items()
                 if key.startswith("prep.")}
         preprocessor = preprocessor_from_arrays(prep)
-        metadata = json.loads(str(get("metadata")))
+        metadata = json.loads(text("metadata"))
+        class_names = get("class_names")
+        if class_names.ndim != 1 or class_names.dtype.kind != "U":
+            raise ModelFileError(f"{where}: class names of shape {class_names.shape} and "
+                                 f"type {class_names.dtype}, expected a list of names")
+        dataset = text("dataset")
     except ModelFileError:
         raise
-    except (PbpError, ValueError, TypeError, KeyError) as exc:
-        raise ModelFileError(f"model file {path}: inconsistent contents ({exc})") from None
-    return Model(network, params, preprocessor, [str(c) for c in get("class_names")],
-                 str(get("dataset")), metadata)
+    except (PbpError, ValueError, TypeError, KeyError, OverflowError, RecursionError) as exc:
+        raise ModelFileError(f"{where}: inconsistent contents ({_one_line(exc)})") from None
+    if not isinstance(metadata, dict):
+        raise ModelFileError(f"{where}: metadata is not a JSON object")
+    return Model(network, params, preprocessor, [str(c) for c in class_names], dataset,
+                 metadata)

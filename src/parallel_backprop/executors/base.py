@@ -30,6 +30,7 @@ class Executor:
         """One SGD step on ``x`` (n, n_in), targets ``y`` (n, n_out); returns the loss sum.
 
         The update is ``params -= lr / n * sum of per-sample gradients``.
+        The caller may overwrite ``x`` and ``y`` as soon as ``step`` returns.
         """
         raise NotImplementedError
 

@@ -121,6 +121,13 @@ class ThreadsExecutor(Executor):
         self._params = np.array(params, copy=True)                  # (P,)
         self._layers = network.layers(self._params)
         self._ws = Workspace(network, batch_size, self._params.dtype)  # shared, batch rows
+        # The step's inputs, copied (each worker its rows) into one of two
+        # buffers in turn: the first layer's update reads every row of the
+        # input after ``step`` has returned, when the caller may already be
+        # writing its next batch; the next step's "go" orders the reuse.
+        self._inputs = [np.empty((batch_size, network.sizes[0]), self._params.dtype)
+                        for _ in range(2)]
+        self._turn = 0
         self._row_shards: dict[int, list[Workspace]] = {}           # n -> T row views
         # Worker k's columns [c0, c1) of each layer's output, W and b views of them.
         self._columns = []
@@ -150,8 +157,7 @@ class ThreadsExecutor(Executor):
         if not 1 <= n <= self.batch_size:
             raise ConfigError(
                 f"batch of {n} rows: expected 1 to {self.batch_size} (the batch size)")
-        job = (_STEP, x, y, lr / n, n)
-        self._run(job)
+        self._post_step(x, y, lr / n)
         return sum(self._losses[:min(n, self._workers)])  # worker order: reproducible
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -225,12 +231,13 @@ class ThreadsExecutor(Executor):
         every worker has read ``self._job``, so the caller never overwrites it early."""
         kind = job[0]
         if kind is _STEP:
-            _, x, y, scale, n = job
+            _, caller_x, x, y, scale, n = job
             start, stop = shard_bounds(n, self._workers, k)
             if start < stop:
-                rows = self._shards(n)[k]
-                forward(self._layers, x[start:stop], rows)
-                self._losses[k] = deltas(self._layers, x[start:stop], y[start:stop], rows)
+                rows, xs = self._shards(n)[k], x[start:stop]
+                xs[...] = caller_x[start:stop]
+                forward(self._layers, xs, rows)
+                self._losses[k] = deltas(self._layers, xs, y[start:stop], rows)
             self._barrier.wait()             # every delta is written, W no longer read
             self._update(k, x, n, scale)
         elif kind is _PREDICT:
@@ -245,6 +252,13 @@ class ThreadsExecutor(Executor):
             self._barrier.wait()             # every row of out is written
         else:                                # _SYNC
             self._barrier.wait()
+
+    def _post_step(self, x: np.ndarray, y: np.ndarray, scale: float) -> None:
+        """Run the step job on rows ``x`` (n, n_in), targets ``y``, update scale ``lr / batch``."""
+        n = x.shape[0]
+        inputs = self._inputs[self._turn][:n]
+        self._turn ^= 1
+        self._run((_STEP, x, inputs, y, scale, n))
 
     def _shards(self, n: int) -> list[Workspace]:
         """The T row views of the shared workspace for a batch of ``n`` rows (cached)."""

@@ -1,0 +1,262 @@
+"""Checkpoint files: where a training run stands, so that it can continue after a kill.
+
+A checkpoint is an ``.npz`` archive like a model file: the same keys (see
+:mod:`.modelio`), read by the same loader that never unpickles anything,
+plus the run's position (a :class:`~.trainer.TrainState`) and what is
+needed to check that a resumed run is the same run::
+
+    format           "parallel-backprop-checkpoint"   version  int
+    params, sizes, activations, loss, class_names, dataset, metadata, prep.*
+                     as in a model file
+    epoch, step      int64: the epoch in progress (1-based), steps taken in it
+    steps_per_epoch  int64
+    shuffle_state    str: JSON of the shuffle generator's bit_generator.state
+                     at the start of ``epoch``
+    loss_total       float64: loss sum over the steps taken in ``epoch``
+    train_s          float64: training time spent in ``epoch`` so far
+    epochs           str: JSON list of the completed epochs' metrics
+    options          str: JSON of the run's options (``pbp train``'s, for --resume)
+    fingerprint      str: hash of the training and validation data
+
+A folder holds ``checkpoint-<global step, 10 digits>.npz`` files. Each is
+written atomically (temporary file, fsync, rename, then an fsync of the
+folder), so a kill at any moment leaves the previous checkpoints whole; the
+newest ``keep`` are kept. A temporary file left by a kill is removed when a
+run next opens the folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError, ModelFileError
+from .fileio import atomic_open, check_writable
+from .modelio import VERSION, Model, model_arrays, model_from_arrays, read_npz
+from .network import Network
+from .trainer import EpochMetrics, TrainState
+
+FORMAT = "parallel-backprop-checkpoint"
+NAME = re.compile(r"checkpoint-(\d{10})\.npz")
+TEMPORARY = re.compile(r"\.checkpoint-\d{10}\.npz\..*\.tmp")
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint read back: the run's position and what it was trained on."""
+
+    path: Path
+    state: TrainState
+    model: Model          # network, params (= state.params), preprocessing, class names
+    options: dict         # the run's options as recorded
+    fingerprint: str      # data_fingerprint of the run's training and validation data
+
+
+def data_fingerprint(*arrays: np.ndarray) -> str:
+    """A hash of the arrays' shapes, types and bytes (blake2b, ~1 GB/s: 0.2 s for MNIST)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.shape}{array.dtype.str};".encode())
+        digest.update(array.data)
+    return digest.hexdigest()
+
+
+def checkpoint_paths(folder: str | os.PathLike) -> list[Path]:
+    """The checkpoint files in ``folder``, oldest (fewest steps) first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if NAME.fullmatch(p.name) and p.is_file()]
+    return sorted(found, key=lambda p: p.name)
+
+
+def remove_temporaries(folder: str | os.PathLike) -> None:
+    """Delete temporary files a killed run left half written in ``folder``."""
+    for path in Path(folder).iterdir():
+        if TEMPORARY.fullmatch(path.name):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+def prepare_folder(folder: str | os.PathLike, resuming: bool) -> Path:
+    """Create ``folder`` if needed and check it can take checkpoints now, before training.
+
+    A fresh run refuses a folder that already holds checkpoints: they
+    belong to another run, which ``--resume`` would continue.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"checkpoint folder {folder}: exists and is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"checkpoint folder {folder}: cannot be created "
+                          f"({exc.strerror or exc})") from None
+    check_writable(folder / "checkpoint-0000000000.npz", "checkpoint folder")
+    existing = checkpoint_paths(folder)
+    if existing and not resuming:
+        raise ConfigError(
+            f"checkpoint folder {folder}: already holds checkpoints of a run (newest "
+            f"{existing[-1].name}); continue it with --resume {folder}, or choose another folder")
+    remove_temporaries(folder)
+    return folder
+
+
+class CheckpointWriter:
+    """The trainer's ``checkpoint`` callback: writes a state to ``folder`` and rotates.
+
+    Parameters
+    ----------
+    folder : path
+        An existing folder (see :func:`prepare_folder`).
+    network, preprocessor, class_names, dataset
+        What the checkpoint's model part records.
+    options : dict
+        The run's options, JSON-serialisable.
+    fingerprint : str
+        :func:`data_fingerprint` of the training (and validation) data.
+    keep : int
+        How many of the newest checkpoints to keep.
+    enabled : bool
+        False on processes that must not write (every MPI rank but the root):
+        the call then does nothing, so every process runs the same loop.
+    """
+
+    def __init__(self, folder: str | os.PathLike, network: Network, preprocessor,
+                 class_names: list[str], dataset: str, options: dict, fingerprint: str,
+                 keep: int = 3, enabled: bool = True):
+        if not (isinstance(keep, int) and keep >= 1):
+            raise ConfigError(f"keep {keep!r} checkpoints: expected a positive integer")
+        self.folder = Path(folder)
+        self.network, self.preprocessor = network, preprocessor
+        self.class_names, self.dataset = list(class_names), dataset
+        self.options, self.fingerprint = dict(options), fingerprint
+        self.keep, self.enabled = keep, enabled
+        self.last_path: Path | None = None
+
+    def __call__(self, state: TrainState) -> Path | None:
+        if not self.enabled:
+            return None
+        path = self.folder / f"checkpoint-{state.global_step:010d}.npz"
+        model = Model(self.network, state.params, self.preprocessor, self.class_names,
+                      self.dataset, {})
+        arrays = {
+            "format": np.array(FORMAT), "version": np.array(VERSION), **model_arrays(model),
+            "epoch": np.array(state.epoch, np.int64), "step": np.array(state.step, np.int64),
+            "steps_per_epoch": np.array(state.steps_per_epoch, np.int64),
+            "shuffle_state": np.array(json.dumps(state.shuffle_state)),
+            "loss_total": np.array(state.loss_total, np.float64),
+            "train_s": np.array(state.train_s, np.float64),
+            "epochs": np.array(json.dumps([asdict(e) for e in state.epochs])),
+            "options": np.array(json.dumps(self.options)),
+            "fingerprint": np.array(self.fingerprint),
+        }
+        with atomic_open(path, "wb") as handle:
+            np.savez(handle, **arrays)
+        _fsync_folder(self.folder)   # the rename itself survives a power cut
+        self.last_path = path
+        for old in checkpoint_paths(self.folder)[:-self.keep]:
+            with contextlib.suppress(FileNotFoundError):
+                old.unlink()
+        return path
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return                       # not possible everywhere (Windows); the rename stands
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read and validate one checkpoint file; any problem is a one-line ModelFileError."""
+    path = Path(path)
+    where = f"checkpoint {path}"
+    arrays = read_npz(path, "checkpoint")
+    model = model_from_arrays(arrays, where, formats=(FORMAT,))
+
+    def scalar(key: str, kind: str) -> np.ndarray:
+        value = arrays.get(key)
+        if value is None or value.shape != () or value.dtype.kind not in kind:
+            expected = {"iu": "integer", "f": "number", "U": "string"}[kind]
+            raise ModelFileError(f"{where}: {key!r} missing or not a single {expected}")
+        return value[()]
+
+    def json_value(key: str, expected: type):
+        try:
+            value = json.loads(str(scalar(key, "U")))
+        except (ValueError, RecursionError) as exc:
+            raise ModelFileError(f"{where}: {key!r} is not valid JSON ({exc})") from None
+        if not isinstance(value, expected):
+            raise ModelFileError(f"{where}: {key!r} is not a JSON {expected.__name__}")
+        return value
+
+    epoch, step = int(scalar("epoch", "iu")), int(scalar("step", "iu"))
+    steps_per_epoch = int(scalar("steps_per_epoch", "iu"))
+    loss_total, train_s = float(scalar("loss_total", "f")), float(scalar("train_s", "f"))
+    if epoch < 1 or steps_per_epoch < 1 or not 0 <= step < steps_per_epoch:
+        raise ModelFileError(f"{where}: position epoch {epoch}, step {step} of "
+                             f"{steps_per_epoch} is impossible")
+    if not (math.isfinite(loss_total) and math.isfinite(train_s)):
+        raise ModelFileError(f"{where}: loss or time so far is not finite")
+    shuffle_state = json_value("shuffle_state", dict)
+    try:
+        np.random.default_rng(0).bit_generator.state = shuffle_state
+    except (ValueError, TypeError, KeyError, OverflowError) as exc:
+        raise ModelFileError(f"{where}: shuffle generator state unusable ({exc})") from None
+    try:
+        epochs = [EpochMetrics(**record) for record in json_value("epochs", list)]
+    except TypeError as exc:
+        raise ModelFileError(f"{where}: epoch metrics unreadable ({exc})") from None
+    options = json_value("options", dict)
+    fingerprint = str(scalar("fingerprint", "U"))
+    state = TrainState(model.params, epoch, step, shuffle_state, loss_total, train_s, epochs,
+                       steps_per_epoch)
+    return Checkpoint(path, state, model, options, fingerprint)
+
+
+def latest_checkpoint(folder: str | os.PathLike) -> Checkpoint:
+    """The newest checkpoint in ``folder``; a ConfigError when there is none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"--resume {folder}: no such folder")
+    paths = checkpoint_paths(folder)
+    if not paths:
+        raise ConfigError(f"--resume {folder}: no checkpoint in this folder (checkpoint-*.npz); "
+                          "start the run again with --checkpoint-dir")
+    try:
+        return load_checkpoint(paths[-1])
+    except ModelFileError as exc:
+        if len(paths) == 1:
+            raise
+        raise ModelFileError(f"{exc}; remove it to resume from the one before, "
+                             f"{paths[-2].name}") from None
+
+
+def check_same_run(checkpoint: Checkpoint, network: Network, fingerprint: str) -> None:
+    """Refuse to resume ``checkpoint`` with another network or other data."""
+    saved = checkpoint.model.network
+    if saved != network:
+        raise ConfigError(
+            f"checkpoint {checkpoint.path}: net {saved.spec} ({', '.join(saved.activations)}; "
+            f"{saved.loss}), but this run builds {network.spec} "
+            f"({', '.join(network.activations)}; {network.loss}); resume with the same network")
+    if checkpoint.fingerprint != fingerprint:
+        raise ConfigError(
+            f"checkpoint {checkpoint.path}: the training data differ from the checkpointed "
+            "run's (other files, --limit, --seed or preprocessing); resume with the same data")
