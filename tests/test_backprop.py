@@ -140,3 +140,14 @@ def test_fused_update_equals_gradient_step_in_place(dtype):
     assert all(np.shares_memory(w, params) for w, _ in layers)
     rtol = 1e-5 if dtype == np.float32 else 1e-12
     assert_allclose_verbose(params, expected, rtol=rtol, atol=rtol * 1e-2, what="fused update")
+
+
+def test_linear_lr_schedule():
+    from parallel_backprop.errors import ConfigError
+    from parallel_backprop.trainer import TrainConfig
+
+    config = TrainConfig(lr=0.5, epochs=5, lr_schedule="linear")
+    assert [config.epoch_lr(e) for e in range(1, 6)] == pytest.approx([0.5, 0.4, 0.3, 0.2, 0.1])
+    assert TrainConfig(lr=0.5, epochs=5).epoch_lr(5) == 0.5
+    with pytest.raises(ConfigError, match="schedule 'cosine'"):
+        TrainConfig(lr_schedule="cosine")

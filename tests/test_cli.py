@@ -216,3 +216,17 @@ def test_kdd_predict_by_name_uses_the_models_encoding(tmp_path, capsys):
     limited = load_dataset("kdd99", kdd_file=kdd_file, limit=5, progress=False, fitted=fitted)
     assert limited.preprocessor is fitted
     assert np.array_equal(limited.x_test, full.x_test)
+
+
+def test_linear_lr_schedule_is_recorded_and_changes_training(tmp_path, capsys):
+    runs = {}
+    for schedule in ("constant", "linear"):
+        metrics = tmp_path / f"{schedule}.json"
+        code, _, err = run(["train", *SMALL, "--lr-schedule", schedule,
+                            "--metrics-json", metrics], capsys)
+        assert code == 0, err
+        runs[schedule] = json.loads(metrics.read_text())
+    assert runs["linear"]["lr_schedule"] == "linear"
+    # Epoch 1 runs at the full rate either way; later epochs differ.
+    assert runs["linear"]["epochs"][0]["loss"] == runs["constant"]["epochs"][0]["loss"]
+    assert runs["linear"]["epochs"][2]["loss"] != runs["constant"]["epochs"][2]["loss"]
