@@ -9,6 +9,7 @@ written atomically after it ends.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -17,12 +18,13 @@ import numpy as np
 
 from . import __version__
 from .activations import LOSSES
-from .errors import PbpError
-from .executors import EXECUTORS
+from .errors import ConfigError, PbpError
+from .executors import EXECUTORS, PRECISIONS
 from .fileio import atomic_open, check_writable
 from .modelio import Model, load_model, save_model
 from .network import Network
-from .trainer import TrainConfig, evaluate, predict_outputs, train
+from .trainer import (LR_SCHEDULES, TrainConfig, TrainingInterrupted, evaluate, predict_outputs,
+                      train)
 
 DATASET_NAMES = ("mnist", "fashion-mnist", "kdd99", "synthetic")
 
@@ -67,6 +69,65 @@ def _load(dataset, seed, quiet, data_dir, limit, kdd_task, kdd_encoding, kdd_fil
         synthetic_features=features, synthetic_classes=classes, fitted=fitted)
 
 
+# Options of `pbp train` that do not define the run: never recorded in a checkpoint.
+NOT_RECORDED = {"save", "metrics_json", "quiet", "checkpoint_dir", "checkpoint_every",
+                "keep_checkpoints", "resume", "ranks"}
+# Recorded options a resumed run may change: where the data are (the data
+# themselves are checked by fingerprint) and how many epochs to train in all.
+FREE_ON_RESUME = {"data_dir", "kdd_file", "test_file", "epochs"}
+
+
+def _resume_callback(ctx: click.Context, param: click.Parameter, folder: Path | None):
+    """``--resume D``: the newest checkpoint's options become the defaults of every option."""
+    if folder is None or ctx.resilient_parsing:
+        return folder
+    from .checkpoint import latest_checkpoint
+
+    checkpoint = latest_checkpoint(folder)
+    ctx.meta["pbp.checkpoint"] = checkpoint
+    recorded = {k: v for k, v in checkpoint.options.items() if v is not None}
+    ctx.default_map = {**(ctx.default_map or {}), **recorded}
+    return folder
+
+
+def _recorded_options(ctx: click.Context) -> dict:
+    """The options that define this run, as plain JSON values."""
+    return {name: str(value) if isinstance(value, Path) else value
+            for name, value in ctx.params.items() if name not in NOT_RECORDED}
+
+
+def _check_resume_options(ctx: click.Context, checkpoint) -> None:
+    """Options given again with --resume must be the checkpointed run's."""
+    now = _recorded_options(ctx)
+    differ = [f"--{name.replace('_', '-')} {now.get(name)} (the run used {value})"
+              for name, value in checkpoint.options.items()
+              if name not in FREE_ON_RESUME and name in now and now[name] != value]
+    if differ:
+        raise ConfigError(f"--resume {checkpoint.path.parent}: {'; '.join(differ)}; leave "
+                          "those options out to continue the checkpointed run as it was")
+
+
+def _checkpointing(ctx, network, data, folder, keep, root):
+    """The resume state (or None) and the checkpoint writer of ``pbp train``.
+
+    Every process gets a writer, so that all run the same loop; only the
+    root (rank 0 under MPI) writes.
+    """
+    from .checkpoint import (CheckpointWriter, check_same_run, data_fingerprint,
+                             prepare_folder)
+
+    checkpoint = ctx.meta.get("pbp.checkpoint")
+    fingerprint = data_fingerprint(data.x_train, data.y_train, data.x_val, data.y_val)
+    if checkpoint is not None:
+        check_same_run(checkpoint, network, fingerprint)
+    if root:   # resuming into the checkpoint's own folder; any other must hold no run
+        same = checkpoint is not None and Path(folder).resolve() == checkpoint.path.parent.resolve()
+        folder = prepare_folder(folder, resuming=same)
+    writer = CheckpointWriter(folder, network, data.preprocessor, data.class_names, data.name,
+                              _recorded_options(ctx), fingerprint, keep=keep, enabled=root)
+    return (None if checkpoint is None else checkpoint.state), writer
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pbp")
 def cli() -> None:
@@ -88,6 +149,9 @@ def cli() -> None:
 @click.option("--loss", type=click.Choice(LOSSES), default="mse", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--lr", type=float, default=0.1, show_default=True, help="Learning rate.")
+@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="constant",
+              show_default=True,
+              help="linear: the rate falls by lr/epochs after each epoch, to lr/epochs.")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--executor", type=click.Choice(list(EXECUTORS)), default="serial",
               show_default=True)
@@ -95,36 +159,86 @@ def cli() -> None:
               help="Workers (threads, hybrid) or BLAS threads (blas).")
 @click.option("--blas-threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="BLAS threads inside each hybrid worker.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+              help="gpu: matrix products in IEEE fp32 (PyTorch's default) or tf32 "
+                   "(tensor cores).")
+@click.option("--ranks", type=click.IntRange(min=1),
+              help="mpi: start N ranks on this machine with mpiexec (under mpiexec, leave "
+                   "it out: mpiexec -n sets the ranks).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--save", type=click.Path(path_type=Path), help="Write the model to this .npz.")
 @click.option("--metrics-json", type=click.Path(path_type=Path),
               help="Write metrics (accuracy, throughput, per-epoch list) to this JSON file.")
 @click.option("--quiet", is_flag=True, help="Print only errors.")
+@click.option("--checkpoint-dir", type=click.Path(path_type=Path),
+              help="Write checkpoints into this folder (created if missing) at the end of "
+                   "every epoch, every --checkpoint-every steps and on Ctrl-C.")
+@click.option("--checkpoint-every", type=click.IntRange(min=1),
+              help="Also write a checkpoint every N steps (mini-batches).")
+@click.option("--keep-checkpoints", type=click.IntRange(min=1), default=3, show_default=True,
+              help="How many of the newest checkpoints to keep.")
+@click.option("--resume", type=click.Path(path_type=Path), is_eager=True,
+              callback=_resume_callback,
+              help="Continue the run checkpointed in this folder, with its options; options "
+                   "given again must match (--epochs may grow; --data-dir may move).")
 def train_command(dataset, data_dir, limit, kdd_task, kdd_encoding, kdd_file, test_file,
                   samples, features, classes, net, activation, output_activation, loss,
-                  batch_size, lr, epochs, executor, threads, blas_threads, seed, save, metrics_json,
-                  quiet):
+                  batch_size, lr, lr_schedule, epochs, executor, threads, blas_threads, precision, ranks,
+                  seed, save, metrics_json, quiet, checkpoint_dir, checkpoint_every,
+                  keep_checkpoints, resume):
     """Train a network on a data set and report its accuracy."""
+    ctx = click.get_current_context()
+    if resume is not None:
+        _check_resume_options(ctx, ctx.meta["pbp.checkpoint"])
+        checkpoint_dir = checkpoint_dir or resume
+    elif checkpoint_every is not None and checkpoint_dir is None:
+        raise ConfigError("--checkpoint-every: needs --checkpoint-dir (where to write them)")
     config = TrainConfig(batch_size=batch_size, lr=lr, epochs=epochs, seed=seed,
-                         executor=executor, threads=threads, blas_threads=blas_threads)
+                         executor=executor, threads=threads, blas_threads=blas_threads,
+                         precision=precision, lr_schedule=lr_schedule)
+    if ranks is not None:
+        return _launch_ranks(ranks, config, save, metrics_json)
+    # Under MPI every rank runs this command with the same seed (same data, same
+    # batches); only rank 0 prints, evaluates on the test set and writes files.
+    rank, n_ranks = _mpi_world() if executor == "mpi" else (0, 1)
+    root = rank == 0
     # Fail on an unwritable output now, not after the training it would lose.
-    if save is not None:
+    if save is not None and root:
         check_writable(save, "--save")
-    if metrics_json is not None:
+    if metrics_json is not None and root:
         check_writable(metrics_json, "--metrics-json")
-    data = _load(dataset, seed, quiet, data_dir, limit, kdd_task, kdd_encoding, kdd_file,
-                 test_file, samples, features, classes)
+    data = _load(dataset, seed, quiet or not root, data_dir, limit, kdd_task, kdd_encoding,
+                 kdd_file, test_file, samples, features, classes)
     network = Network.from_spec(net, data.n_features, data.n_classes, activation=activation,
                                 output_activation=output_activation, loss=loss)
-    echo = (lambda line: None) if quiet else click.echo
+    echo = click.echo if root and not quiet else (lambda line: None)
+    where = (f" ({n_ranks} ranks x {threads} thread{'s' if threads > 1 else ''})"
+             if executor == "mpi" else "")
     echo(f"{data.name}: {len(data.x_train)} train, {len(data.x_val)} validation, "
          f"{len(data.x_test)} test samples; net {network.spec} "
-         f"({', '.join(network.activations)}; {network.loss}); executor {executor}")
-    result = train(network, config, data.x_train, data.y_train, data.x_val, data.y_val,
-                   progress=not quiet, log=echo)
+         f"({', '.join(network.activations)}; {network.loss}); executor {executor}{where}")
+    resume_state, writer = None, None
+    if checkpoint_dir is not None:
+        resume_state, writer = _checkpointing(ctx, network, data, checkpoint_dir,
+                                              keep_checkpoints, root)
+    if resume_state is not None:
+        echo(f"resuming from {ctx.meta['pbp.checkpoint'].path} (epoch {resume_state.epoch}, "
+             f"step {resume_state.step})")
+    try:
+        result = train(network, config, data.x_train, data.y_train, data.x_val, data.y_val,
+                       progress=root and not quiet, log=echo, resume=resume_state,
+                       checkpoint=writer, checkpoint_every=checkpoint_every)
+    except TrainingInterrupted as exc:
+        raise TrainingInterrupted(
+            f"{exc}; checkpoint saved in {checkpoint_dir}; continue with "
+            f"`pbp train --resume {checkpoint_dir}`", exc.state) from None
+    if not root:
+        return 0
     result.test_accuracy = evaluate(network, result.params, data.x_test, data.y_test)
     summary = result.summary(network, config)
     summary["dataset"] = data.name
+    if executor == "mpi":
+        summary["ranks"] = n_ranks
     echo(f"test accuracy {result.test_accuracy:.4f}  "
          f"({summary['samples_per_s']:,.0f} samples/s, {summary['epoch_s']:.2f} s/epoch)")
     if save is not None:
@@ -135,6 +249,37 @@ def train_command(dataset, data_dir, limit, kdd_task, kdd_encoding, kdd_file, te
         with atomic_open(metrics_json, "w") as handle:
             json.dump(summary, handle, indent=2)
             handle.write("\n")
+
+
+def _mpi_world() -> tuple[int, int]:
+    """This process's (rank, ranks); ranks other than 0 leave Ctrl-C to rank 0.
+
+    mpiexec forwards a Ctrl-C to every rank, and each would notice it at a
+    different step; rank 0 alone stops (after writing a checkpoint, when
+    asked to) and its abort then ends the others.
+    """
+    from .executors.mpi import world
+
+    rank, n_ranks = world()
+    if rank != 0:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return rank, n_ranks
+
+
+def _launch_ranks(ranks: int, config: TrainConfig, save, metrics_json) -> int:
+    """``--ranks N``: check what can be checked here, then run this command under mpiexec."""
+    from .executors.mpi import check_launch, launch
+
+    if config.executor != "mpi":
+        raise ConfigError(f"--ranks {ranks}: only the mpi executor runs on ranks; add "
+                          f"--executor mpi or drop --ranks (executor {config.executor!r})")
+    mpiexec = check_launch(ranks, config.batch_size)
+    if save is not None:
+        check_writable(save, "--save")
+    if metrics_json is not None:
+        check_writable(metrics_json, "--metrics-json")
+    obj = click.get_current_context().find_root().obj or {}
+    return launch(mpiexec, ranks, obj.get("argv", sys.argv[1:]))
 
 
 @cli.command("predict")
@@ -165,8 +310,8 @@ def predict_command(model_path, dataset, input_path, data_dir, limit, kdd_task, 
         name = dataset or model.dataset
         if name not in DATASET_NAMES:
             raise PbpError(f"model file {model_path}: trained on {name!r}; pass --dataset or --input")
-        # KDD rows go through the model's own fitted encoding, never a refitted one.
-        fitted = model.preprocessor if name == "kdd99" else None
+        # The model's own fitted preprocessing, never one refitted on this data.
+        fitted = model.preprocessor if name != "synthetic" else None
         data = _load(name, seed, quiet, data_dir, limit, kdd_task, kdd_encoding, kdd_file,
                      test_file, samples, features, classes, fitted)
         x, labels = data.x_test, data.y_test
@@ -193,25 +338,122 @@ def _write_predictions(path: Path, predicted: np.ndarray, class_names: list[str]
             handle.write(f"{i},{label},{name}\n".encode())
 
 
+@cli.command("bench")
+@click.option("--quick", is_flag=True,
+              help="A small grid with short timing (minutes on 2 cores): Net-1h and Net-2h, "
+                   "batches 128 and 1024, 1 thread and every usable core, every system but "
+                   "torch-compile.")
+@click.option("--systems",
+              help="Comma-separated systems, or the groups all, executors, peers, ceilings "
+                   "(default: all; see --list-systems).")
+@click.option("--nets", help="Comma-separated networks: 1h, 2h (the seed's, with --features "
+                             "inputs and --classes outputs) or sizes such as 784-512-10 "
+                             "(default: 1h,2h).")
+@click.option("--batch-sizes", help="Comma-separated batch sizes (default: 32 to 2048 in "
+                                    "powers of two; --quick: 128,1024).")
+@click.option("--threads", "thread_counts",
+              help="Comma-separated thread counts (default: 1, 2, 4, ... and the usable cores).")
+@click.option("--blas-threads", type=click.IntRange(min=1),
+              help="hybrid: BLAS threads per worker (default: the smallest split into at least "
+                   "two workers of at least two).")
+@click.option("--features", type=click.IntRange(min=1), default=784, show_default=True,
+              help="Inputs of the 1h and 2h networks (synthetic data).")
+@click.option("--classes", type=click.IntRange(min=2), default=10, show_default=True,
+              help="Outputs of the 1h and 2h networks.")
+@click.option("--epoch-samples", type=click.IntRange(min=1), default=60000, show_default=True,
+              help="Samples in the epoch whose time (epoch_s) is reported.")
+@click.option("--warmup", type=click.FloatRange(min=0),
+              help="Seconds of untimed passes after the first (default 1; --quick 0.2).")
+@click.option("--min-time", type=click.FloatRange(min=0),
+              help="Seconds each timed round lasts at least (default 0.5; --quick 0.1).")
+@click.option("--repeats", type=click.IntRange(min=1),
+              help="Timed rounds per configuration: median and best are reported "
+                   "(default 5; --quick 3).")
+@click.option("--gemm-size", type=click.IntRange(min=1), default=2048, show_default=True,
+              help="n of the n x n x n float32 GEMM that measures the ceiling.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
+              help="Seconds before a configuration is stopped (default 600; --quick 180).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("bench-results"),
+              show_default=True, help="Folder for bench.json, bench.csv and the plots.")
+@click.option("--no-plots", is_flag=True, help="Write no PNG plots.")
+@click.option("--list-systems", is_flag=True,
+              help="List the systems and whether each can run here, then exit.")
+@click.option("--replot", type=click.Path(path_type=Path),
+              help="Redraw the plots of an earlier bench.json into --out; measure nothing.")
+@click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
+@click.pass_context
+def bench_command(ctx, quick, systems, nets, batch_sizes, thread_counts, blas_threads, features,
+                  classes, epoch_samples, warmup, min_time, repeats, gemm_size, timeout, seed,
+                  out, no_plots, list_systems, replot, quiet):
+    """Time our executors and their peers on the same work, side by side."""
+    from .bench import BenchConfig, replot as redraw, run_bench
+    from .bench.config import parse_ints, parse_list, parse_systems
+
+    if list_systems:
+        from .bench.systems import SYSTEMS, missing_modules
+
+        for system in SYSTEMS.values():
+            missing = missing_modules(system)
+            state = f"needs {', '.join(missing)}" if missing else "available"
+            click.echo(f"{system.name:<14} {system.kind:<9} {state:<16} {system.description}")
+        return
+    if replot is not None:
+        doc = redraw(replot, out, log=(lambda line: None) if quiet else click.echo)
+        if not quiet:
+            click.echo(f"plots {', '.join(doc['plots'])} in {out}")
+        return
+    config = BenchConfig.preset(
+        quick, systems=parse_systems(systems), nets=parse_list(nets, "--nets"),
+        batch_sizes=parse_ints(batch_sizes, "--batch-sizes"),
+        threads=parse_ints(thread_counts, "--threads"), hybrid_blas_threads=blas_threads,
+        features=features, classes=classes, epoch_samples=epoch_samples, gemm_size=gemm_size,
+        timeout_s=timeout, seed=seed, warmup_s=warmup, min_time_s=min_time, repeats=repeats)
+    echo = (lambda line: None) if quiet else click.echo
+    argv = (ctx.obj or {}).get("argv") if isinstance(ctx.obj, dict) else None
+    try:
+        run_bench(config, out, plots=not no_plots, progress=not quiet, log=echo,
+                  command=["pbp", *(argv if argv is not None else sys.argv[1:])])
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"what was measured is in {out}") from None
+    echo(f"results in {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pbp`` script: one-line errors, non-zero exit codes."""
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        result = cli.main(args=argv, prog_name="pbp", standalone_mode=False)
+        # The arguments travel in ``obj`` so that --ranks can start the same command.
+        result = cli.main(args=args, prog_name="pbp", standalone_mode=False,
+                          obj={"argv": args})
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
-        click.echo(f"pbp: error: {exc.format_message()}", err=True)
-        return exc.exit_code
-    except (click.Abort, KeyboardInterrupt):
-        click.echo("pbp: interrupted", err=True)
-        return 130
+        return _fail(exc.exit_code, exc.format_message())
+    except (click.Abort, KeyboardInterrupt) as exc:
+        # Click turns a KeyboardInterrupt into Abort: the message is the original's.
+        return _fail(130, str(exc.__cause__ or exc), what="interrupted")
     except PbpError as exc:
-        click.echo(f"pbp: error: {exc}", err=True)
-        return 1
+        return _fail(1, str(exc))
     except MemoryError:
-        click.echo("pbp: error: out of memory; try a smaller --batch-size or --limit", err=True)
-        return 1
+        return _fail(1, "out of memory; try a smaller --batch-size or --limit")
     return result if isinstance(result, int) else 0
+
+
+def _fail(code: int, message: str = "", what: str = "error") -> int:
+    """Print ``pbp: error: <message>``; as one of several MPI ranks, name it and end the job.
+
+    Returning would leave the other ranks waiting for this one in a collective
+    (or this one waiting for them in MPI_Finalize): the job would hang.
+    """
+    from .executors.mpi import abort_job, distributed_rank
+
+    where = distributed_rank()
+    if where is not None:
+        what += f" on rank {where[0]} of {where[1]}"
+    click.echo(f"pbp: {what}" + (f": {message}" if message else ""), err=True)
+    abort_job(code)
+    return code
 
 
 if __name__ == "__main__":

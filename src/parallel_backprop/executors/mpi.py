@@ -1,0 +1,356 @@
+"""The mpi executor: the mini-batch split across MPI ranks, gradients summed with Allreduce.
+
+Data parallelism across processes and machines. Every rank holds a full
+replica of the parameters and runs the same trainer with the same seed, so
+every rank draws the same mini-batches. A step on a global batch of ``n``
+rows, ``R`` ranks, ``T`` threads per rank::
+
+    0. start      (once) rank 0's parameters are broadcast: every replica starts equal
+    1. shard      rank r takes rows [start_r, stop_r) of the batch (shard_bounds:
+                  contiguous, sizes differ by at most one, ranks n.. get none)
+       threads    inside the rank, the threads executor's workers split those
+                  rows again and write every layer's activations and deltas
+    2. gradient   worker k writes its columns of s * g_r, g_r the rank's gradient SUM
+                  (same flat layout as the parameters), s = lr / n with n the GLOBAL
+                  batch: dW_l = s * a_{l-1}^T @ delta_l, s folded into the GEMM's alpha
+    3. allreduce  ONE in-place Allreduce(SUM) of the flat buffer [s g_r | loss_r]: every
+                  rank now holds s * (g_0 + ... + g_{R-1}) and the batch's loss sum
+    4. update     every rank: params -= that sum   (one pass; each worker a slice)
+
+Gradients are sums over rows, never means, so uneven shards (and empty ones
+when the epoch's last batch has fewer rows than there are ranks) add up to
+exactly the serial gradient; the only difference from a serial run is the
+order of the float additions (results agree to ~1e-6 relative).
+
+This class IS the threads executor (its workers, barrier, row and column
+split, error handling) with one method replaced: ``_update``, where the
+workers combine their deltas into the step (there: ``W -= s * a^T @ delta``
+per column slice; here: gradient columns, Allreduce, update).
+
+Why the gradient is written out here, when the threads executor folds the
+update into its gradient product (``W -= s * a^T @ delta``, no gradient
+buffer)? Because no rank may update before it has every other rank's
+contribution: the sum must exist somewhere, and one flat buffer makes it one
+collective call. The loss sum rides in one extra element at the end of that
+buffer (in the parameters' dtype), so a step costs one collective, not two.
+
+What that costs (measured on 2 cores, MPICH 5 shared memory, 2 ranks): the
+in-place Allreduce of Net-1h's 814,091 float32 (3.3 MB) takes 0.33-0.35 ms,
+2-3% of a 12-17 ms step at batch 512; Net-2h's 7.5 MB take 0.54-0.58 ms.
+Overlapping it with the gradient products (per-layer Allreduces) could win
+at most that here; and 99% of Net-1h's gradient is one layer (784 x 1024),
+so overlap would first have to cut that layer's product into pieces. Not
+done. Across machines the
+Allreduce grows (Net-1h at 10 Gb/s: ~2.7 ms on 2 nodes, ~7.7 ms on 64):
+docs/scaling.md models when that pays.
+
+``predict`` is collective: every rank computes its shard of the rows and an
+Allgatherv gives every rank all outputs, so evaluation runs in parallel
+too. ``params`` needs no communication: the replicas are equal.
+
+Only the caller's thread (worker 0) calls MPI, so MPI is started with
+thread level "serialized" when this module starts it. A rank that fails must
+not leave the others waiting in a collective forever (an MPI job in which one
+process has exited and the others wait does not end by itself): ``world``
+installs a ``sys.excepthook`` that prints the traceback with the rank and
+calls ``MPI.COMM_WORLD.Abort(1)``, which ends every rank, and the command
+line does the same for the errors it reports itself. A rank killed by a
+signal is noticed by mpiexec, which then ends the others.
+
+mpi4py is imported only when an mpi executor is created or ``world`` is
+called: importing ``mpi4py.MPI`` starts MPI, and that must not happen as a
+side effect of importing this package.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from importlib.util import find_spec
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, PbpError
+from ..gemm import gemm
+from ..network import Network
+from .threads import _ALIGN, ThreadsExecutor, shard_bounds
+
+INSTALL_HINT = "pip install 'parallel-backprop[mpi]'"
+
+# Variables a process started by mpiexec (MPICH's Hydra, Intel MPI, Open MPI,
+# PMIx launchers, Slurm's srun with PMI) finds in its environment.
+_LAUNCHER_VARIABLES = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")
+
+
+class MPIUnavailable(PbpError):
+    """mpi4py, an MPI library or mpiexec is missing."""
+
+
+def import_mpi():
+    """``mpi4py.MPI`` (which starts MPI on first import), or a one-line error with the fix."""
+    try:
+        import mpi4py
+
+        if "mpi4py.MPI" not in sys.modules:
+            mpi4py.rc.thread_level = "serialized"   # only worker 0 calls MPI, one at a time
+        from mpi4py import MPI
+    except ImportError as exc:
+        raise MPIUnavailable(
+            f"executor 'mpi': mpi4py cannot be imported ({exc}); install it with "
+            f"{INSTALL_HINT}") from None
+    except RuntimeError as exc:     # mpi4py present, but no MPI library it can load
+        raise MPIUnavailable(
+            f"executor 'mpi': mpi4py found no usable MPI library ({exc}); install one with "
+            f"{INSTALL_HINT}") from None
+    return MPI
+
+
+def world() -> tuple[int, int]:
+    """``(rank, size)`` of ``COMM_WORLD``, starting MPI if needed.
+
+    With more than one rank it also installs the abort-on-error hook, so that
+    an exception on this rank ends the whole job instead of hanging it.
+    """
+    MPI = import_mpi()
+    comm = MPI.COMM_WORLD
+    if comm.Get_size() > 1:
+        install_abort_hook()
+    return comm.Get_rank(), comm.Get_size()
+
+
+def distributed_rank() -> tuple[int, int] | None:
+    """``(rank, size)`` when this process is one of several running MPI ranks, else None.
+
+    Never starts MPI: a process that has not imported ``mpi4py.MPI`` is not a rank.
+    """
+    MPI = sys.modules.get("mpi4py.MPI")
+    if MPI is None or not MPI.Is_initialized() or MPI.Is_finalized():
+        return None
+    size = MPI.COMM_WORLD.Get_size()
+    return (MPI.COMM_WORLD.Get_rank(), size) if size > 1 else None
+
+
+def abort_job(code: int = 1) -> None:
+    """End every rank of the job now (``MPI_Abort``); does not return when running under MPI."""
+    if distributed_rank() is not None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # mpiexec stops forwarding output once it hears of the abort: give it
+        # a moment to pass on the message (and traceback) just written.
+        time.sleep(0.2)
+        sys.modules["mpi4py.MPI"].COMM_WORLD.Abort(code)
+
+
+_hook_installed = False
+
+
+def install_abort_hook() -> None:
+    """Make an uncaught exception on this rank print its traceback and abort every rank.
+
+    Without it, a rank that raises exits (or waits in ``MPI_Finalize``) while
+    the others wait in their next Allreduce, busy-polling, forever.
+    Idempotent; chains to the hook that was installed before.
+    """
+    global _hook_installed
+    if _hook_installed:
+        return
+    previous = sys.excepthook
+
+    def abort_on_uncaught(kind, value, tb):
+        where = distributed_rank()
+        try:
+            if where is not None:
+                sys.stderr.write(f"pbp: rank {where[0]} of {where[1]} failed with "
+                                 f"{kind.__name__}: {value}; aborting every rank\n")
+            previous(kind, value, tb)
+        except BaseException:                      # noqa: BLE001 - abort regardless
+            traceback.print_exception(kind, value, tb)
+        finally:
+            abort_job(1)
+
+    sys.excepthook = abort_on_uncaught
+    _hook_installed = True
+
+
+class MPIExecutor(ThreadsExecutor):
+    """Global mini-batch shards on MPI ranks, ``threads`` workers inside each rank.
+
+    Every rank creates it with the same arguments (the constructor, ``step``
+    and ``predict`` are collective).
+
+    Parameters
+    ----------
+    network : Network
+    params : (n_params,) array
+        Rank 0's copy is broadcast to every rank; dtype float32 or float64.
+    batch_size : int
+        The largest GLOBAL batch ``step`` will be given; at least the rank count.
+    threads : int
+        Workers inside each rank (the threads executor's machinery).
+    comm : mpi4py communicator, optional
+        Default ``MPI.COMM_WORLD``.
+    """
+
+    name = "mpi"
+
+    def __init__(self, network: Network, params: np.ndarray, *, batch_size: int,
+                 threads: int = 1, comm=None):
+        MPI = import_mpi()
+        if comm is None:
+            world()                                   # the abort hook, for several ranks
+            comm = MPI.COMM_WORLD
+        self._comm, self._sum, self._IN_PLACE = comm, MPI.SUM, MPI.IN_PLACE
+        self.rank, self.ranks = comm.Get_rank(), comm.Get_size()
+        if self.ranks > batch_size:
+            raise ConfigError(
+                f"{self.ranks} MPI ranks for a batch size of {batch_size}: expected at most "
+                f"{batch_size} ranks, so that each has a sample of every full batch; use "
+                "fewer ranks or a larger --batch-size")
+        # Each rank's workspace holds its largest shard, ceil(batch / ranks) rows.
+        super().__init__(network, params, batch_size=-(-batch_size // self.ranks),
+                         threads=threads)
+        self.global_batch_size = batch_size
+        comm.Bcast(self._params, root=0)              # 0. every replica starts equal
+        P, T = self._params.size, self._workers
+        # What is reduced, (P + 1,): [s * g_r | loss_r], the rank's scaled gradient sum
+        # in the parameters' layout (self._step, its views per layer), then its loss sum.
+        self._reduced = np.empty(P + 1, self._params.dtype)
+        self._step = self._reduced[:P]
+        self._step_layers = network.layers(self._step)
+        # Worker k applies flat slice [cut_k, cut_k+1) of the reduced step.
+        cuts = [min(P, round(k * P / T / _ALIGN) * _ALIGN) for k in range(T)] + [P]
+        self._update_params = [self._params[cuts[k]:cuts[k + 1]] for k in range(T)]
+        self._update_steps = [self._step[cuts[k]:cuts[k + 1]] for k in range(T)]
+        self._mpi_type = MPI.DOUBLE if self._params.dtype == np.float64 else MPI.FLOAT
+
+    @property
+    def is_root(self) -> bool:
+        """Whether this rank prints and writes files (rank 0)."""
+        return self.rank == 0
+
+    def step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
+        n = x.shape[0]
+        if not 1 <= n <= self.global_batch_size:
+            raise ConfigError(
+                f"batch of {n} rows: expected 1 to {self.global_batch_size} (the batch size)")
+        start, stop = shard_bounds(n, self.ranks, self.rank)      # 1. this rank's rows
+        self._post_step(x[start:stop], y[start:stop], lr / n)
+        return float(self._reduced[-1])                         # the global loss sum
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        n, width = x.shape[0], self.network.sizes[-1]
+        out = np.empty((n, width), self._params.dtype)
+        bounds = [shard_bounds(n, self.ranks, r) for r in range(self.ranks)]
+        start, stop = bounds[self.rank]
+        out[start:stop] = super().predict(x[start:stop])
+        counts = [(b - a) * width for a, b in bounds]
+        displacements = [a * width for a, _ in bounds]
+        self._comm.Allgatherv(self._IN_PLACE,
+                              [out, (counts, displacements), self._mpi_type])
+        return out
+
+    def _update(self, k: int, x: np.ndarray, n: int, scale: float) -> None:
+        """Worker k: its columns of s * g_r, then (after the Allreduce) its slice of the update.
+
+        Replaces the threads executor's update, its only change to that
+        executor's step. ``n`` is this rank's row count (0 when the batch has
+        fewer rows than there are ranks), ``scale`` is lr / the global batch.
+        """
+        if n == 0:                                    # no rows on this rank this step
+            self._update_steps[k].fill(0)
+        else:                                         # 2. gradient columns, K = n rows
+            ws = self._ws
+            for l, (grad_weights, grad_bias) in enumerate(self._step_layers):
+                c0, c1 = self._columns[l][k]
+                if c0 < c1:
+                    a_prev = x if l == 0 else ws.a[l - 1][:n]
+                    delta = ws.delta[l][:n, c0:c1]
+                    # (n_in, n) @ (n, c), times s
+                    gemm(a_prev.T, delta, grad_weights[:, c0:c1], alpha=scale)
+                    np.sum(delta, axis=0, out=grad_bias[c0:c1])
+                    grad_bias[c0:c1] *= scale
+        self._barrier.wait()                          # g_r and every worker's loss written
+        if k == 0:                                    # 3. one collective per step
+            self._reduced[-1] = sum(self._losses[:min(n, self._workers)])
+            self._comm.Allreduce(self._IN_PLACE, self._reduced, op=self._sum)
+        self._barrier.wait()                          # g is the global sum on this rank
+        np.subtract(self._update_params[k], self._update_steps[k],   # 4. the update
+                    out=self._update_params[k])
+
+
+# ---- starting ranks ------------------------------------------------------------
+
+
+def under_mpiexec() -> bool:
+    """Whether this process was started by mpiexec (or another MPI launcher)."""
+    return any(name in os.environ for name in _LAUNCHER_VARIABLES)
+
+
+def find_mpiexec() -> str:
+    """The mpiexec beside the running Python (the mpich wheel puts it there), else on PATH."""
+    beside = Path(sys.executable).parent / "mpiexec"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("mpiexec")
+    if found is None:
+        raise MPIUnavailable(
+            f"--ranks: no mpiexec next to {sys.executable} or on PATH; install one with "
+            f"{INSTALL_HINT}")
+    return found
+
+
+def check_launch(ranks: int, batch_size: int) -> str:
+    """Validate a ``--ranks`` request before anything starts; returns the mpiexec to use."""
+    if ranks > batch_size:
+        raise ConfigError(
+            f"--ranks {ranks}: more ranks than the batch size {batch_size}; expected at most "
+            f"{batch_size} (each rank needs at least one sample of every full batch)")
+    if under_mpiexec():
+        raise ConfigError(
+            f"--ranks {ranks}: this command already runs under mpiexec; drop --ranks "
+            "(mpiexec -n sets the number of ranks)")
+    if find_spec("mpi4py") is None:
+        raise MPIUnavailable(f"--ranks: mpi4py is not installed; install it with {INSTALL_HINT}")
+    return find_mpiexec()
+
+
+def without_ranks(argv: list[str]) -> list[str]:
+    """``argv`` with ``--ranks N`` / ``--ranks=N`` removed."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--ranks":
+            skip = True
+        elif not arg.startswith("--ranks="):
+            out.append(arg)
+    return out
+
+
+def launch(mpiexec: str, ranks: int, argv: list[str]) -> int:
+    """Run ``pbp`` with ``argv`` (minus ``--ranks``) on ``ranks`` local ranks; its exit status.
+
+    Each rank gets one BLAS thread unless the environment says otherwise (the
+    executors pin BLAS anyway; this keeps ranks x cores idle OpenBLAS threads
+    from being started). A Ctrl-C reaches mpiexec too, which stops the ranks:
+    we wait for it rather than leave them behind.
+    """
+    command = [mpiexec, "-n", str(ranks), sys.executable, "-m", "parallel_backprop.cli",
+               *without_ranks(argv)]
+    env = dict(os.environ)
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    process = subprocess.Popen(command, env=env)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        try:
+            return process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
