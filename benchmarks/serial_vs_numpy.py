@@ -6,6 +6,9 @@ BLAS thread, the same network, data and batches, interleaved in rounds so
 that machine noise hits both alike; the ratio of medians is reported.
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/serial_vs_numpy.py --net 1h --batch-size 128
+
+The plain step is also the ``numpy`` peer of ``pbp bench``; this script
+interleaves the two in one process for a tighter ratio than separate runs give.
 """
 
 from __future__ import annotations
@@ -17,22 +20,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from parallel_backprop import Network, make_executor
-
-
-def naive_step(layers, x, y, lr):
-    """Plain NumPy sigmoid/MSE backprop step: allocations and all."""
-    acts = [x]
-    for w, b in layers:
-        acts.append(1.0 / (1.0 + np.exp(-(acts[-1] @ w + b))))
-    delta = (acts[-1] - y) * acts[-1] * (1.0 - acts[-1])
-    for l in range(len(layers) - 1, -1, -1):
-        w, b = layers[l]
-        grad_w = acts[l].T @ delta
-        grad_b = delta.sum(axis=0)
-        if l > 0:
-            delta = (delta @ w.T) * acts[l] * (1.0 - acts[l])
-        w -= lr / x.shape[0] * grad_w
-        b -= lr / x.shape[0] * grad_b
+from parallel_backprop.bench.systems import naive_step
 
 
 def main() -> None:

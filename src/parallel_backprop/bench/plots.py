@@ -1,0 +1,187 @@
+"""The seed's three metrics as PNG plots, from a ``bench.json`` document.
+
+    epoch_time.png       time per epoch vs batch size (one panel per network)
+    gflops.png           GFLOP/s vs batch size, the GEMM ceilings as lines
+    speedup.png          speedup over the serial executor vs batch size
+    speedup_threads.png  speedup over serial vs thread count (networks x batch sizes)
+
+Against batch size each system is drawn at the largest thread count it ran
+with (serial at one), named in the legend. matplotlib (the ``plots``
+extra) is imported only here, through its object API with the Agg
+canvas: no pyplot, no global backend switch, no display needed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import PbpError
+from .systems import CEILING, SYSTEMS
+
+
+class PlotsUnavailable(PbpError):
+    """matplotlib is not installed."""
+
+
+def write_plots(doc: dict, out_dir: Path) -> list[Path]:
+    """Draw every plot the records allow into ``out_dir``; the paths written."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise PlotsUnavailable("plots need matplotlib: pip install 'parallel-backprop[plots]'") \
+            from None
+    records = [r for r in doc["records"] if r["status"] == "ok" and r["kind"] != "ceiling"]
+    if not records:
+        return []
+    colors = _colors(records)
+    epoch_samples = records[0]["epoch_samples"]
+    written = []
+    for name, metric, ylabel, log_y in (
+            ("epoch_time", "epoch_s", f"time per epoch of {epoch_samples:,} samples (s)", True),
+            ("gflops", "gflops", "achieved GFLOP/s (float32)", False),
+            ("speedup", "speedup_vs_serial", "speedup over serial (x)", False)):
+        fig = _vs_batch(Figure, records, doc, metric, ylabel, log_y, colors)
+        if fig is not None:
+            written.append(_save(fig, out_dir / f"{name}.png"))
+    fig = _vs_threads(Figure, records, colors)
+    if fig is not None:
+        written.append(_save(fig, out_dir / "speedup_threads.png"))
+    return written
+
+
+def _colors(records: list[dict]) -> dict[str, str]:
+    """One colour per system, the same in every plot, in the systems table's order."""
+    present = {r["system"] for r in records}
+    names = [name for name in SYSTEMS if name in present]
+    palette = [f"C{i}" for i in range(10)]
+    extra = ["black", "olive", "teal", "navy", "maroon"]
+    return {name: (palette + extra)[i % 15] for i, name in enumerate(names)}
+
+
+def _style(system: str) -> dict:
+    """Ours solid with circles, peers dashed with squares."""
+    if SYSTEMS[system].kind == "executor":
+        return {"linestyle": "-", "marker": "o"}
+    return {"linestyle": "--", "marker": "s"}
+
+
+def _nets(records: list[dict]) -> list[tuple[str, str]]:
+    return list(dict.fromkeys((r["net"], r["net_name"]) for r in records))
+
+
+def _vs_batch(Figure, records, doc, metric, ylabel, log_y, colors):
+    records = [r for r in records if r.get(metric) is not None]
+    if not records:
+        return None
+    nets = _nets(records)
+    fig = Figure(figsize=(6.0 * len(nets), 4.8), layout="constrained")
+    axes = fig.subplots(1, len(nets), squeeze=False)[0]
+    for ax, (net, net_name) in zip(axes, nets):
+        rows = [r for r in records if r["net"] == net]
+        for system in colors:
+            mine = [r for r in rows if r["system"] == system]
+            if not mine:
+                continue
+            threads = max(r["threads"] for r in mine)
+            points = sorted((r["batch_size"], r[metric]) for r in mine if r["threads"] == threads)
+            ax.plot(*zip(*points), color=colors[system], label=f"{system} ({threads} thr)",
+                    **_style(system))
+        if metric == "gflops":
+            _ceiling_lines(ax, doc, rows, colors)
+        if metric == "speedup_vs_serial":
+            ax.axhline(1.0, color="grey", linewidth=0.8)
+        _batch_axis(ax, sorted({r["batch_size"] for r in rows}))
+        if log_y:
+            _log_y(ax, 10)
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{net_name} ({net})" if net_name != net else net)
+        ax.grid(True, which="major", alpha=0.3)
+    _legend(fig, axes)
+    return fig
+
+
+def _ceiling_lines(ax, doc: dict, rows: list[dict], colors: dict[str, str]) -> None:
+    """The GEMM ceilings at the largest thread count drawn (ours also at 1, for serial).
+
+    Ours in black; a library's own (gemm-torch, gemm-jax) thinner, in the
+    colour of that library's trainer.
+    """
+    threads = max(r["threads"] for r in rows)
+    for system, by_threads in doc["ceilings"].items():
+        ours = system == CEILING
+        counts = sorted({1, threads}) if ours else [threads]
+        color = "black" if ours else colors.get(system.removeprefix("gemm-"), "grey")
+        for t in counts:
+            gflops = by_threads.get(str(t))
+            if gflops is not None:
+                ax.axhline(gflops, color=color, linestyle=":" if t == 1 else "-.",
+                           linewidth=1.3 if ours else 0.9, label=f"{system} ceiling ({t} thr)")
+
+
+def _vs_threads(Figure, records, colors):
+    """Speedup over serial against threads: a panel per network (columns) and batch (rows)."""
+    records = [r for r in records if r["speedup_vs_serial"] is not None
+               and r["system"] != "serial"]
+    counts = sorted({r["threads"] for r in records})
+    if len(counts) < 2:
+        return None
+    nets = _nets(records)
+    batches = sorted({r["batch_size"] for r in records})
+    fig = Figure(figsize=(5.5 * len(nets), 3.6 * len(batches) + 0.8), layout="constrained")
+    grid = fig.subplots(len(batches), len(nets), squeeze=False)
+    for row, batch in enumerate(batches):
+        for col, (net, net_name) in enumerate(nets):
+            ax = grid[row][col]
+            rows = [r for r in records if r["net"] == net and r["batch_size"] == batch]
+            for system in colors:
+                points = sorted((r["threads"], r["speedup_vs_serial"]) for r in rows
+                                if r["system"] == system)
+                if points:
+                    ax.plot(*zip(*points), color=colors[system], label=system, **_style(system))
+            ax.plot(counts, counts, color="grey", linewidth=0.8, linestyle=":",
+                    label="linear speedup")
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(counts, [str(t) for t in counts])
+            ax.set_xticks([], minor=True)
+            _log_y(ax, 2)
+            ax.set_xlabel("threads")
+            ax.set_ylabel("speedup over serial (x)")
+            ax.set_title(f"{net_name}, batch {batch}")
+            ax.grid(True, alpha=0.3)
+    _legend(fig, grid.ravel())
+    return fig
+
+
+def _batch_axis(ax, batches: list[int]) -> None:
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(batches, [str(b) for b in batches])
+    ax.set_xticks([], minor=True)
+    ax.set_xlabel("batch size (samples, log2 scale)")
+
+
+def _log_y(ax, base: int) -> None:
+    """A log y axis labelled with plain numbers (0.5, 1, 2), not powers."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.set_yscale("log", base=base)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.3g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _legend(fig, axes) -> None:
+    """One legend for the figure, below the panels, each entry once, as wide as the figure."""
+    entries = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    longest = max(len(label) for label in entries)
+    # ~0.075 inch per character of small type, plus the line sample.
+    per_column = 0.075 * longest + 0.8
+    columns = max(1, min(len(entries), int(fig.get_figwidth() // per_column)))
+    fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncols=columns,
+               fontsize="small")
+
+
+def _save(fig, path: Path) -> Path:
+    fig.savefig(path, dpi=110)
+    return path

@@ -1,0 +1,112 @@
+"""A benchmark's outputs: ``bench.json`` (everything), ``bench.csv`` (one row per record),
+and the summary printed at the end of a run.
+
+``bench.json``::
+
+    {"schema": "parallel-backprop/bench/1", "command": [...], "config": {...},
+     "environment": {...}, "ceilings": {"gemm": {"1": 120.5, "2": 231.0}, ...},
+     "notes": ["jax: jax is not installed (...)", ...], "wall_s": 150.2,
+     "interrupted": false, "records": [{...}, ...]}
+
+Each record has ``system``, ``kind`` (executor, peer or ceiling), ``status``
+(ok, skipped or failed), ``notes``, ``net``, ``net_name``, ``batch_size``,
+``threads``, ``workers``, ``blas_threads``, ``samples_per_s`` (median
+round), ``samples_per_s_best`` (fastest round), ``epoch_s``, ``gflops``,
+``gflops_best``, ``speedup_vs_serial``, ``efficiency``, ``cores_busy`` (CPU
+seconds per second of the worker while timed: the cores it really used), the
+per-step times of every round and the thread pools the worker had loaded.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from ..fileio import atomic_open
+from .config import BenchConfig
+
+SCHEMA = "parallel-backprop/bench/1"
+CSV_COLUMNS = ("system", "kind", "status", "net", "net_name", "batch_size", "threads", "workers",
+               "blas_threads", "samples_per_s", "samples_per_s_best", "epoch_s", "gflops",
+               "gflops_best", "speedup_vs_serial", "efficiency", "step_s_median", "step_s_min",
+               "cores_busy", "notes")
+
+
+def document(config: BenchConfig, environment: dict, records: list[dict],
+             ceilings: dict[str, dict[int, float]], *, command: list[str], wall_s: float,
+             interrupted: bool) -> dict:
+    """The ``bench.json`` content."""
+    return {
+        "schema": SCHEMA,
+        "command": command,
+        "config": asdict(config),
+        "environment": environment,
+        "ceilings": {system: {str(t): gflops for t, gflops in sorted(by_threads.items())}
+                     for system, by_threads in ceilings.items()},
+        "notes": unavailable(records),
+        "wall_s": wall_s,
+        "interrupted": interrupted,
+        "records": records,
+    }
+
+
+def unavailable(records: list[dict]) -> list[str]:
+    """One line per system and reason for every skipped or failed record."""
+    lines = []
+    for r in records:
+        if r["status"] != "ok":
+            line = f"{r['system']} {r['status']}: {r['notes'][-1] if r['notes'] else ''}"
+            if line not in lines:
+                lines.append(line)
+    return lines
+
+
+def write_json(doc: dict, path: Path) -> None:
+    with atomic_open(path, "w") as handle:
+        json.dump(doc, handle, indent=1)
+        handle.write("\n")
+
+
+def write_csv(records: list[dict], path: Path) -> None:
+    with atomic_open(path, "w") as handle:
+        writer = csv.DictWriter(handle, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for r in records:
+            writer.writerow({**r, "notes": "; ".join(r.get("notes", []))})
+
+
+def summary(doc: dict) -> list[str]:
+    """The table printed after a run: samples/s (speedup over serial) per batch size."""
+    records = [r for r in doc["records"] if r["status"] == "ok"]
+    lines = []
+    for system, by_threads in doc["ceilings"].items():
+        rates = ", ".join(f"{gflops:.0f} @ {t} thr" for t, gflops in by_threads.items())
+        lines.append(f"{system} ceiling, GFLOP/s: {rates}")
+    nets = list(dict.fromkeys(r["net"] for r in records if r["kind"] != "ceiling"))
+    for net in nets:
+        rows = [r for r in records if r["net"] == net]
+        batches = sorted({r["batch_size"] for r in rows})
+        lines.append("")
+        name = rows[0]["net_name"]
+        lines.append(f"{name + f' ({net})' if name != net else net}: "
+                     "samples/s (speedup over serial)")
+        lines.append(f"{'system':<15}{'threads':>8}" + "".join(f"{f'batch {b}':>22}"
+                                                            for b in batches))
+        for system, threads in dict.fromkeys((r["system"], r["threads"]) for r in rows):
+            cells = []
+            for b in batches:
+                r = next((r for r in rows if (r["system"], r["threads"], r["batch_size"])
+                          == (system, threads, b)), None)
+                cells.append("" if r is None else _cell(r))
+            lines.append(f"{system:<15}{threads:>8}" + "".join(f"{c:>22}" for c in cells))
+    if doc["notes"]:
+        lines.append("")
+        lines += [f"note: {note}" for note in doc["notes"]]
+    return lines
+
+
+def _cell(r: dict) -> str:
+    speedup = r.get("speedup_vs_serial")
+    return f"{r['samples_per_s']:,.0f}" + ("" if speedup is None else f" ({speedup:.2f}x)")

@@ -1,0 +1,421 @@
+"""The systems a benchmark compares, each doing the same work: one SGD step per batch.
+
+Same work for every trainer: the same all-sigmoid network, the same batch,
+plain SGD (no momentum, no weight decay) on ``0.5 * sum((a - y)^2) / batch``,
+float32, the same initial weights where the library lets us set them, and
+the same number of threads. Three kinds of system:
+
+executor  ours, through :func:`~parallel_backprop.executors.make_executor`
+peer      what a user would run instead: a plain NumPy loop, PyTorch eager,
+          ``torch.compile``, JAX ``jit``, scikit-learn's ``MLPClassifier``
+ceiling   a large float32 GEMM: the machine's rate for the work that
+          dominates a step (``gemm`` through the BLAS our executors call;
+          ``gemm-torch`` and ``gemm-jax`` through those libraries' own)
+
+A builder runs inside the worker process (thread variables already set)
+and returns a :class:`Workload`: ``run(k)`` does k steps, cycling through a
+pool of distinct batches. Libraries are imported inside the builders, so a
+missing peer costs nothing until it is asked for.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ..errors import PbpError
+from ..executors import EXECUTORS, make_executor
+from ..network import Network
+
+
+@dataclass(frozen=True)
+class System:
+    """A system the harness can time, and what it needs installed."""
+
+    name: str
+    kind: str                     # "executor", "peer" or "ceiling"
+    requires: tuple[str, ...]     # modules it imports
+    description: str
+    extra: str = ""               # the pip extra that installs ``requires``
+
+
+_PEERS = [
+    System("numpy", "peer", (), "plain NumPy backprop: new arrays every step"),
+    System("torch", "peer", ("torch",), "PyTorch eager, nn.Sequential + optim.SGD", "compare"),
+    System("torch-compile", "peer", ("torch",), "PyTorch with torch.compile(model)", "compare"),
+    System("jax", "peer", ("jax",), "JAX, jit-compiled step with grad", "compare"),
+    System("sklearn", "peer", ("sklearn",),
+           "scikit-learn MLPClassifier(solver='sgd', activation='logistic'), partial_fit",
+           "compare"),
+]
+_CEILINGS = [
+    System("gemm", "ceiling", (), "float32 GEMM through the BLAS the executors call"),
+    System("gemm-torch", "ceiling", ("torch",), "float32 GEMM through torch.matmul", "compare"),
+    System("gemm-jax", "ceiling", ("jax",), "float32 GEMM through jax.jit(a @ b)", "compare"),
+]
+# Executors that need more than this package: (modules, pip extra).
+_EXECUTOR_NEEDS = {"mpi": (("mpi4py",), "mpi"), "gpu": (("torch", "triton"), "gpu")}
+
+
+def _executor_system(name: str, cls: type) -> System:
+    """An executor as a system, described by the first line of its module's docstring."""
+    doc = sys.modules[cls.__module__].__doc__ or name
+    requires, extra = _EXECUTOR_NEEDS.get(name, ((), ""))
+    return System(name, "executor", requires, doc.strip().splitlines()[0], extra)
+
+
+SYSTEMS: dict[str, System] = {
+    **{name: _executor_system(name, cls) for name, cls in EXECUTORS.items()},
+    **{system.name: system for system in _PEERS + _CEILINGS},
+}
+# The one ceiling efficiencies are measured against.
+CEILING = "gemm"
+
+
+def missing_modules(system: System) -> list[str]:
+    """The modules ``system`` needs that are not installed (found without importing them)."""
+    return [module for module in system.requires if importlib.util.find_spec(module) is None]
+
+
+class Unavailable(Exception):
+    """The system cannot run here (a library or a compiler is missing); the run skips it."""
+
+
+@dataclass
+class Workload:
+    """One system set up for one configuration.
+
+    ``run(k)`` performs k steps (training steps on the next k batches of the
+    pool, or GEMMs for a ceiling), each of ``flops_per_step`` FLOPs on
+    ``samples_per_step`` samples (0 for a ceiling), and returns once the
+    work is done.
+    """
+
+    run: Callable[[int], None]
+    notes: list[str] = field(default_factory=list)
+    close: Callable[[], None] = lambda: None
+    flops_per_step: float = 0.0       # set by build() for trainers, from the network
+    samples_per_step: int = 0
+
+
+@dataclass(frozen=True)
+class Pool:
+    """Synthetic training data: ``x`` (n, n_in) in [0, 1), ``y`` (n, n_out), ``labels`` (n,).
+
+    ``n`` is a whole number of batches; every system steps through the
+    same batches in the same order.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    labels: np.ndarray
+    batch_size: int
+
+    @classmethod
+    def make(cls, network: Network, n_classes: int, batch_size: int, min_samples: int,
+             seed: int) -> "Pool":
+        """``min_samples`` rounded up to whole batches, within 2 to 64 batches.
+
+        At most 64 steps per pass keeps passes of tiny batches short; at
+        least two keeps consecutive steps on different data.
+        """
+        n_batches = min(64, max(2, -(-min_samples // batch_size)))
+        n = n_batches * batch_size
+        rng = np.random.default_rng(seed)
+        x = rng.random((n, network.sizes[0]), dtype=np.float32)
+        labels = rng.integers(0, n_classes, size=n)
+        return cls(x, network.targets(labels), labels, batch_size)
+
+    def batches(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        b = self.batch_size
+        return [(self.x[i:i + b], self.y[i:i + b]) for i in range(0, len(self.x), b)]
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a builder needs: the configuration as the worker received it."""
+
+    system: str
+    network: Network | None       # None for a ceiling
+    n_classes: int | None
+    batch_size: int | None
+    threads: int                  # the configuration's thread count
+    executor_threads: int         # make_executor's threads= (workers, or BLAS threads for blas)
+    executor_blas_threads: int    # make_executor's blas_threads= (hybrid)
+    lr: float
+    seed: int
+    pool_samples: int
+    gemm_size: int
+
+
+def build(setup: Setup) -> Workload:
+    """The :class:`Workload` for ``setup.system``; raises :class:`Unavailable` to skip."""
+    system = SYSTEMS[setup.system]
+    missing = missing_modules(system)
+    if missing:
+        raise Unavailable(f"{', '.join(missing)} is not installed "
+                          f"(pip install 'parallel-backprop[{system.extra}]')")
+    if system.kind == "ceiling":
+        return _CEILING_BUILDERS[system.name](setup)
+    pool = Pool.make(setup.network, setup.n_classes, setup.batch_size, setup.pool_samples,
+                     setup.seed)
+    builder = _executor if system.kind == "executor" else _PEER_BUILDERS[system.name]
+    workload = builder(setup, pool)
+    workload.flops_per_step = setup.network.train_flops_per_sample() * setup.batch_size
+    workload.samples_per_step = setup.batch_size
+    return workload
+
+
+# ---- ours -------------------------------------------------------------------------
+
+def _executor(setup: Setup, pool: Pool) -> Workload:
+    params = setup.network.init_params(setup.seed)
+    try:
+        executor = make_executor(setup.system, setup.network, params,
+                                 batch_size=setup.batch_size, threads=setup.executor_threads,
+                                 blas_threads=setup.executor_blas_threads)
+    except PbpError as exc:   # e.g. no GPU, no MPI library: this machine cannot run it
+        raise Unavailable(str(exc)) from exc
+    lr = setup.lr
+    if hasattr(executor, "train_epoch") and executor.load_data(pool.x, pool.y):
+        # A device executor with the data resident on the device, as the
+        # trainer runs it: steps are "epochs" over pool rows, one wait each.
+        def epochs(rows: int, start: int) -> None:
+            executor.train_epoch((start + np.arange(rows)) % len(pool.x), lr)
+
+        return Workload(_chunked(epochs, pool), close=executor.close,
+                        notes=["data resident on the device (load_data, train_epoch)"])
+    # No sync at the end of run(k): an executor may finish its last update in
+    # the background, but the next call's first step waits for it, so each
+    # timed round pays for the previous round's tail instead of its own.
+    return Workload(_cycle(lambda x, y: executor.step(x, y, lr), pool.batches()),
+                    close=executor.close)
+
+
+def _cycle(step: Callable, batches: list, finish: Callable[[], None] = lambda: None):
+    """``run(k)``: ``step(x, y)`` on the next k batches, round the pool; then ``finish()``."""
+    position = [0]
+
+    def run(k: int) -> None:
+        i = position[0]
+        for _ in range(k):
+            step(*batches[i])
+            i = (i + 1) % len(batches)
+        position[0] = i
+        finish()
+
+    return run
+
+
+def _chunked(steps_on_rows: Callable[[int, int], None], pool: Pool):
+    """``run(k)`` for a system that takes many steps in one call: ``steps_on_rows(rows, start)``
+    trains on ``rows`` pool rows from row ``start`` on (wrapping), at most the whole pool."""
+    b, n = pool.batch_size, len(pool.x)
+    position = [0]
+
+    def run(k: int) -> None:
+        while k:
+            m = min(k, n // b)
+            steps_on_rows(m * b, position[0])
+            position[0] = (position[0] + m * b) % n
+            k -= m
+
+    return run
+
+
+# ---- peers --------------------------------------------------------------------------
+
+def naive_step(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, y: np.ndarray,
+               lr: float) -> None:
+    """Plain NumPy sigmoid/MSE backprop step, as a reader would first write it.
+
+    ``layers`` are ``(W, b)`` arrays updated in place; x (n, n_in), y (n, n_out).
+    New arrays for every activation, delta and gradient: the allocations are
+    part of what this peer measures.
+    """
+    acts = [x]
+    for w, b in layers:
+        acts.append(1.0 / (1.0 + np.exp(-(acts[-1] @ w + b))))
+    delta = (acts[-1] - y) * acts[-1] * (1.0 - acts[-1])
+    for l in range(len(layers) - 1, -1, -1):
+        w, b = layers[l]
+        grad_w = acts[l].T @ delta
+        grad_b = delta.sum(axis=0)
+        if l > 0:
+            delta = (delta @ w.T) * acts[l] * (1.0 - acts[l])
+        w -= lr / x.shape[0] * grad_w
+        b -= lr / x.shape[0] * grad_b
+
+
+def _numpy(setup: Setup, pool: Pool) -> Workload:
+    layers = setup.network.layers(setup.network.init_params(setup.seed))
+    batches, lr = pool.batches(), setup.lr
+    return Workload(_cycle(lambda x, y: naive_step(layers, x, y, lr), batches))
+
+
+def _torch_model(setup: Setup):
+    """nn.Sequential of Linear + Sigmoid with our initial weights; SGD without momentum."""
+    import torch
+
+    torch.set_num_threads(setup.threads)
+    modules = []
+    for weights, bias in setup.network.layers(setup.network.init_params(setup.seed)):
+        linear = torch.nn.Linear(*weights.shape)
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(weights.T))   # torch keeps W as (n_out, n_in)
+            linear.bias.copy_(torch.from_numpy(bias))
+        modules += [linear, torch.nn.Sigmoid()]
+    model = torch.nn.Sequential(*modules)
+    return model, torch.optim.SGD(model.parameters(), lr=setup.lr, momentum=0.0)
+
+
+def _torch_step(pool: Pool, forward, optimizer):
+    """A training step on torch tensors, and the pool's batches as tensors (no copies)."""
+    import torch
+    import torch.nn.functional as F
+
+    batches = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in pool.batches()]
+
+    def step(x, y) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.mse_loss(forward(x), y, reduction="sum") * (0.5 / x.shape[0])
+        loss.backward()
+        optimizer.step()
+
+    return step, batches
+
+
+def _torch(setup: Setup, pool: Pool) -> Workload:
+    model, optimizer = _torch_model(setup)
+    step, batches = _torch_step(pool, model, optimizer)
+    return Workload(_cycle(step, batches), notes=[f"torch.set_num_threads({setup.threads})"])
+
+
+def _torch_compile(setup: Setup, pool: Pool) -> Workload:
+    import torch
+
+    model, optimizer = _torch_model(setup)
+    step, batches = _torch_step(pool, torch.compile(model), optimizer)
+    # Compile now (the first call), so that a machine without a working
+    # compiler skips this peer with the reason instead of failing the run.
+    try:
+        step(*batches[0])
+    except Exception as exc:  # inductor raises many types; all mean "cannot compile here"
+        raise Unavailable(f"torch.compile failed: {_first_line(exc)}") from exc
+    return Workload(_cycle(step, batches), notes=[f"torch.set_num_threads({setup.threads})"])
+
+
+def _jax(setup: Setup, pool: Pool) -> Workload:
+    import functools
+
+    import jax
+    import jax.numpy as jnp
+
+    params = [(jnp.asarray(w), jnp.asarray(b))
+              for w, b in setup.network.layers(setup.network.init_params(setup.seed))]
+    batches = [(jnp.asarray(x), jnp.asarray(y)) for x, y in pool.batches()]
+    lr = setup.lr
+
+    def loss(params, x, y):
+        a = x
+        for w, b in params:
+            a = jax.nn.sigmoid(a @ w + b)
+        return 0.5 * jnp.sum((a - y) ** 2)
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def step(params, x, y):
+        grads = jax.grad(loss)(params, x, y)
+        scale = lr / x.shape[0]
+        return jax.tree.map(lambda p, g: p - scale * g, params, grads)
+
+    state = [params]
+
+    def train(x, y) -> None:
+        state[0] = step(state[0], x, y)
+
+    # Dispatch is asynchronous: run(k) returns once the device is done.
+    return Workload(_cycle(train, batches, lambda: jax.block_until_ready(state[0])))
+
+
+def _sklearn(setup: Setup, pool: Pool) -> Workload:
+    from sklearn.neural_network import MLPClassifier
+
+    classes = np.arange(setup.n_classes)
+    model = MLPClassifier(
+        hidden_layer_sizes=setup.network.sizes[1:-1], activation="logistic", solver="sgd",
+        alpha=0.0, batch_size=setup.batch_size, learning_rate="constant",
+        learning_rate_init=setup.lr, momentum=0.0, nesterovs_momentum=False, shuffle=False,
+        random_state=setup.seed)
+    b = setup.batch_size
+    model.partial_fit(pool.x[:b], pool.labels[:b], classes=classes)   # sets up the layers
+
+    def steps_on_rows(rows: int, start: int) -> None:
+        # One call takes many steps, in mini-batches of batch_size, no
+        # shuffling: its input validation is paid once per call, not per step.
+        stop = start + rows
+        model.partial_fit(pool.x[start:stop], pool.labels[start:stop])
+        if stop > len(pool.x):     # wrapped round the end of the pool
+            model.partial_fit(pool.x[:stop - len(pool.x)], pool.labels[:stop - len(pool.x)])
+
+    output = "a logistic output" if setup.network.sizes[-1] == 1 else "a softmax output"
+    notes = [f"{output} with log-loss (MLPClassifier has no MSE loss) and its own "
+             "initial weights"]
+    if model.coefs_[0].dtype != np.float32:
+        notes.append(f"computes in {model.coefs_[0].dtype}")
+    return Workload(_chunked(steps_on_rows, pool), notes=notes)
+
+
+_PEER_BUILDERS = {"numpy": _numpy, "torch": _torch, "torch-compile": _torch_compile,
+                  "jax": _jax, "sklearn": _sklearn}
+
+
+# ---- ceilings -----------------------------------------------------------------------
+
+def _repeat(product: Callable[[], object]):
+    """``run(k)``: k products."""
+    def run(k: int) -> None:
+        for _ in range(k):
+            product()
+    return run
+
+
+def _square_operands(n: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.random((n, n), dtype=np.float32) for _ in range(3)]   # a, b, c (n, n)
+
+
+def _gemm(setup: Setup) -> Workload:
+    from ..gemm import gemm
+
+    a, b, c = _square_operands(setup.gemm_size, setup.seed)
+    return Workload(_repeat(lambda: gemm(a, b, c)), flops_per_step=2 * setup.gemm_size ** 3)
+
+
+def _gemm_torch(setup: Setup) -> Workload:
+    import torch
+
+    torch.set_num_threads(setup.threads)
+    a, b, c = (torch.from_numpy(m) for m in _square_operands(setup.gemm_size, setup.seed))
+    return Workload(_repeat(lambda: torch.matmul(a, b, out=c)),
+                    flops_per_step=2 * setup.gemm_size ** 3)
+
+
+def _gemm_jax(setup: Setup) -> Workload:
+    import jax
+
+    a, b, _ = (jax.numpy.asarray(m) for m in _square_operands(setup.gemm_size, setup.seed))
+    product = jax.jit(lambda a, b: a @ b)
+    return Workload(_repeat(lambda: product(a, b).block_until_ready()),
+                    flops_per_step=2 * setup.gemm_size ** 3)
+
+
+_CEILING_BUILDERS = {"gemm": _gemm, "gemm-torch": _gemm_torch, "gemm-jax": _gemm_jax}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]

@@ -1,0 +1,275 @@
+"""`pbp bench` end to end on a tiny grid, its outputs, and bad options.
+
+Timings are never asserted: the grid is tiny and the machine shared. What is
+checked is the harness: every configuration accounted for, the JSON schema,
+the CSV rows, the plots, speedups against serial, skipped peers recorded.
+"""
+
+import contextlib
+import csv
+import importlib.util
+import io
+import json
+
+import numpy as np
+import pytest
+
+from parallel_backprop import Network
+from parallel_backprop.backprop import gradient
+from parallel_backprop.bench import runner
+from parallel_backprop.bench.config import BenchConfig, Timing
+from parallel_backprop.bench.report import CSV_COLUMNS
+from parallel_backprop.bench.systems import SYSTEMS, Pool, Setup, build, naive_step
+from parallel_backprop.cli import main
+
+# 20-16-3 network, batches of 4 and 8, 1 and 2 threads, each round a few ms.
+TINY = ["--nets", "20-16-3", "--batch-sizes", "4,8", "--threads", "1,2", "--warmup", "0",
+        "--min-time", "0.002", "--repeats", "2", "--gemm-size", "64", "--epoch-samples", "1000",
+        "--timeout", "120"]
+RECORD_KEYS = {"system", "kind", "status", "notes", "net", "net_name", "batch_size", "threads",
+               "workers", "blas_threads", "samples_per_s", "epoch_s", "gflops",
+               "speedup_vs_serial", "efficiency"}
+PLOTS = ("epoch_time.png", "gflops.png", "speedup.png", "speedup_threads.png")
+
+
+def run_cli(argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def tiny_grid(tmp_path_factory):
+    """One tiny grid through the CLI, with JAX made to look uninstalled."""
+    out = tmp_path_factory.mktemp("bench")
+    real = runner.missing_modules
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runner, "missing_modules",
+                      lambda system: ["jax"] if system.name == "jax" else real(system))
+        code, stdout, stderr = run_cli(["bench", *TINY, "--out", out,
+                                        "--systems", "serial,threads,hybrid,jax,gemm"])
+    assert code == 0, stderr
+    return out, json.loads((out / "bench.json").read_text()), stdout
+
+
+def test_json_has_the_environment_and_one_record_per_configuration(tiny_grid):
+    _, doc, _ = tiny_grid
+    assert doc["schema"] == "parallel-backprop/bench/1"
+    assert doc["command"][:2] == ["pbp", "bench"] and not doc["interrupted"]
+    env = doc["environment"]
+    for key in ("cpu_model", "logical_cpus", "usable_cpus", "blas", "versions", "git", "date",
+                "load_average"):
+        assert key in env
+    assert env["versions"]["numpy"] and env["blas"]
+    keys = {(r["system"], r["batch_size"], r["threads"]) for r in doc["records"]}
+    # serial once per batch at one thread; the others at every thread count; gemm per count.
+    assert keys == ({("serial", b, 1) for b in (4, 8)}
+                    | {(s, b, t) for s in ("threads", "hybrid", "jax") for b in (4, 8)
+                       for t in (1, 2)}
+                    | {("gemm", None, t) for t in (1, 2)})
+    for r in doc["records"]:
+        assert RECORD_KEYS <= r.keys()
+
+
+def test_measured_records_have_consistent_metrics(tiny_grid):
+    _, doc, _ = tiny_grid
+    ok = [r for r in doc["records"] if r["status"] == "ok" and r["kind"] != "ceiling"]
+    assert {r["system"] for r in ok} == {"serial", "threads"}
+    ceiling = doc["ceilings"]["gemm"]
+    for r in ok:
+        assert r["net"] == "20-16-3" and r["samples_per_s"] > 0 and r["gflops"] > 0
+        assert r["epoch_s"] == pytest.approx(1000 / r["samples_per_s"])
+        assert r["samples_per_s_best"] >= r["samples_per_s"]
+        assert len(r["step_s_rounds"]) == 2 and r["steps_per_round"] >= 1
+        # 20-16-3: 2 * (2 * (20*16 + 16*3) + 16*3) FLOPs per sample.
+        assert r["gflops"] == pytest.approx(r["samples_per_s"] * 1568 / 1e9)
+        assert r["efficiency"] == pytest.approx(r["gflops"] / ceiling[str(r["threads"])])
+        assert any(pool["user_api"] == "blas" for pool in r["threadpools"])
+        assert r["cores_busy"] > 0
+    serial = {r["batch_size"]: r for r in ok if r["system"] == "serial"}
+    for r in ok:
+        expected = r["samples_per_s"] / serial[r["batch_size"]]["samples_per_s"]
+        assert r["speedup_vs_serial"] == pytest.approx(expected)
+    assert all(r["speedup_vs_serial"] == 1.0 for r in serial.values())
+
+
+def test_thread_settings_reach_the_worker(tiny_grid):
+    _, doc, _ = tiny_grid
+    threads = [r for r in doc["records"] if r["system"] == "threads" and r["status"] == "ok"]
+    assert {r["workers"] for r in threads} == {1, 2}
+    # The threads executor pins BLAS to one thread per worker.
+    for r in threads:
+        assert r["blas_threads"] == 1
+        assert all(p["num_threads"] == 1 for p in r["threadpools"] if p["user_api"] == "blas")
+
+
+def test_unavailable_systems_are_skipped_with_a_reason(tiny_grid):
+    _, doc, stdout = tiny_grid
+    jax = [r for r in doc["records"] if r["system"] == "jax"]
+    assert jax and all(r["status"] == "skipped" and r["samples_per_s"] is None for r in jax)
+    assert "jax is not installed (pip install 'parallel-backprop[compare]')" in jax[0]["notes"]
+    hybrid = [r for r in doc["records"] if r["system"] == "hybrid"]
+    assert all(r["status"] == "skipped" and "no split" in r["notes"][-1] for r in hybrid)
+    assert any(note.startswith("jax skipped: jax is not installed") for note in doc["notes"])
+    assert "note: jax skipped: jax is not installed" in stdout
+
+
+def test_csv_has_a_row_per_record(tiny_grid):
+    out, doc, _ = tiny_grid
+    with open(out / "bench.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert tuple(rows[0].keys()) == CSV_COLUMNS
+    assert len(rows) == len(doc["records"])
+    serial = [row for row in rows if row["system"] == "serial"]
+    assert {float(row["speedup_vs_serial"]) for row in serial} == {1.0}
+
+
+def test_plots_are_written(tiny_grid):
+    out, doc, _ = tiny_grid
+    assert doc["plots"] == list(PLOTS)
+    for name in PLOTS:
+        data = (out / name).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 10_000
+
+
+def test_replot_redraws_from_the_json(tiny_grid, tmp_path):
+    out, _, _ = tiny_grid
+    code, stdout, err = run_cli(["bench", "--replot", out / "bench.json", "--out", tmp_path])
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(PLOTS)
+    assert "20-16-3: samples/s (speedup over serial)" in stdout
+    code, _, err = run_cli(["bench", "--replot", out / "bench.csv", "--out", tmp_path])
+    assert code == 1 and err.startswith(f"pbp: error: --replot {out / 'bench.csv'}: cannot read")
+
+
+def test_summary_table_is_printed(tiny_grid):
+    _, _, stdout = tiny_grid
+    assert "20-16-3: samples/s (speedup over serial)" in stdout
+    assert "(1.00x)" in stdout and "gemm ceiling, GFLOP/s" in stdout
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch not installed")
+def test_torch_peer_runs_the_same_work(tmp_path):
+    code, _, err = run_cli(["bench", *TINY, "--threads", "1", "--batch-sizes", "8",
+                            "--systems", "serial,torch", "--no-plots", "--quiet",
+                            "--out", tmp_path])
+    assert code == 0, err
+    doc = json.loads((tmp_path / "bench.json").read_text())
+    torch = next(r for r in doc["records"] if r["system"] == "torch")
+    assert torch["status"] == "ok", torch["notes"]
+    assert torch["speedup_vs_serial"] > 0 and "torch.set_num_threads(1)" in torch["notes"]
+    assert not list(tmp_path.glob("*.png"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mpi4py") is None, reason="mpi4py not installed")
+def test_mpi_ranks_agree_on_the_number_of_steps(tmp_path):
+    code, _, err = run_cli(["bench", *TINY, "--threads", "2", "--batch-sizes", "8",
+                            "--systems", "mpi", "--timeout", "60", "--no-plots", "--quiet",
+                            "--out", tmp_path])
+    assert code == 0, err
+    record = json.loads((tmp_path / "bench.json").read_text())["records"][0]
+    if record["status"] == "skipped":       # no mpiexec here
+        pytest.skip(record["notes"][-1])
+    assert record["status"] == "ok", record["notes"]
+    assert record["ranks"] == 2 and record["samples_per_s"] > 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--systems", "serial,nope"], "--systems 'nope': expected some of serial"),
+    (["--batch-sizes", "0"], "--batch-sizes 0: expected a positive integer"),
+    (["--batch-sizes", "4,x"], "--batch-sizes '4,x': expected positive integers"),
+    (["--threads", ","], "--threads ',': expected a comma-separated list"),
+    (["--nets", "20-x-3"], "--nets '20-x-3': expected sizes joined by '-'"),
+    (["--repeats", "0"], "'--repeats': 0 is not in the range"),
+    (["--warmup", "-1"], "'--warmup': -1.0 is not in the range"),
+])
+def test_bad_options_give_one_line_errors(argv, message, tmp_path):
+    code, stdout, stderr = run_cli(["bench", *argv, "--out", tmp_path / "out"])
+    assert code != 0
+    assert stderr.startswith("pbp: error: ") and message in stderr, stderr
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr
+    assert not (tmp_path / "out").exists()     # nothing ran
+
+
+def test_ctrl_c_writes_what_was_measured(tmp_path, monkeypatch):
+    calls = []
+
+    def execute(run, config, scratch):
+        calls.append(run)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return {**run.record(), "status": "failed", "notes": ["not run in this test"]}
+
+    monkeypatch.setattr(runner, "execute", execute)
+    code, _, stderr = run_cli(["bench", *TINY, "--systems", "serial", "--quiet",
+                               "--out", tmp_path])
+    assert code == 130
+    assert stderr.strip() == f"pbp: interrupted: what was measured is in {tmp_path}"
+    doc = json.loads((tmp_path / "bench.json").read_text())
+    assert doc["interrupted"] and len(doc["records"]) == 1
+
+
+def test_out_must_be_a_folder(tmp_path):
+    target = tmp_path / "file"
+    target.write_text("")
+    code, _, stderr = run_cli(["bench", *TINY, "--systems", "serial", "--out", target])
+    assert code == 1 and stderr == f"pbp: error: --out {target}: is a file, expected a folder\n"
+
+
+def test_list_systems_names_every_system():
+    code, stdout, _ = run_cli(["bench", "--list-systems"])
+    assert code == 0
+    assert [line.split()[0] for line in stdout.splitlines()] == list(SYSTEMS)
+
+
+def test_plan_runs_serial_once_and_splits_hybrid():
+    config = BenchConfig(systems=("serial", "hybrid", "jax"), nets=("20-16-3",),
+                         batch_sizes=(8,), threads=(4, 6), timing=Timing(0, 0, 1))
+    runs = {(r.system, r.threads): r for r in runner.plan(config)}
+    assert set(runs) == {("serial", 1), ("hybrid", 4), ("hybrid", 6), ("jax", 4), ("jax", 6)}
+    assert (runs["hybrid", 4].workers, runs["hybrid", 4].executor_blas_threads) == (2, 2)
+    assert (runs["hybrid", 6].workers, runs["hybrid", 6].executor_blas_threads) == (3, 2)
+    assert runs["hybrid", 6].process_threads == 2
+    assert runner.hybrid_split(8, 4) == (2, 4)
+    assert "does not split" in runner.hybrid_split(6, 4)
+    assert "no split" in runner.hybrid_split(3, None)
+
+
+def test_quick_preset_and_explicit_options():
+    quick = BenchConfig.preset(True)
+    assert quick.nets == ("1h", "2h") and quick.batch_sizes == (128, 1024)
+    assert quick.threads[0] == 1 and quick.timing.repeats == 3
+    chosen = BenchConfig.preset(True, batch_sizes=(64,), repeats=7, systems=None)
+    assert chosen.batch_sizes == (64,) and chosen.timing.repeats == 7
+    assert chosen.timing.warmup_s == quick.timing.warmup_s and chosen.systems == quick.systems
+
+
+def test_naive_step_matches_the_reference_update():
+    network = Network((5, 4, 3), ("sigmoid", "sigmoid"))
+    params = network.init_params(0, np.float64)
+    pool = Pool.make(network, 3, 6, 6, seed=1)
+    x, y = pool.x.astype(np.float64), pool.y.astype(np.float64)
+    _, grad = gradient(network, params, x[:6], y[:6])
+    naive = params.copy()
+    naive_step(network.layers(naive), x[:6], y[:6], 0.5)
+    np.testing.assert_allclose(naive, params - 0.5 / 6 * grad, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("system", ["serial", "threads", "numpy", "sklearn", "gemm"])
+def test_workloads_take_any_number_of_steps_round_the_pool(system):
+    if SYSTEMS[system].requires and importlib.util.find_spec(SYSTEMS[system].requires[0]) is None:
+        pytest.skip(f"{system} not installed")
+    network = Network((6, 5, 3), ("sigmoid", "sigmoid"))
+    setup = Setup(system=system, network=network, n_classes=3, batch_size=4, threads=2,
+                  executor_threads=2, executor_blas_threads=1, lr=0.1, seed=0,
+                  pool_samples=8, gemm_size=8)
+    workload = build(setup)
+    try:
+        for k in (1, 2, 3, 5):        # the pool holds 2 batches: most calls wrap round it
+            workload.run(k)
+    finally:
+        workload.close()
+    expected = 2 * 8 ** 3 if system == "gemm" else network.train_flops_per_sample() * 4
+    assert workload.flops_per_step == expected
+    assert workload.samples_per_step == (0 if system == "gemm" else 4)
