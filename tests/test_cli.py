@@ -230,3 +230,12 @@ def test_linear_lr_schedule_is_recorded_and_changes_training(tmp_path, capsys):
     # Epoch 1 runs at the full rate either way; later epochs differ.
     assert runs["linear"]["epochs"][0]["loss"] == runs["constant"]["epochs"][0]["loss"]
     assert runs["linear"]["epochs"][2]["loss"] != runs["constant"]["epochs"][2]["loss"]
+
+
+def test_written_files_get_the_usual_permissions(trained):
+    import os
+
+    model_path, _ = trained
+    mask = os.umask(0)
+    os.umask(mask)
+    assert model_path.stat().st_mode & 0o777 == 0o666 & ~mask
