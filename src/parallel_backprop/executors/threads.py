@@ -130,10 +130,15 @@ class ThreadsExecutor(Executor):
         self._turn = 0
         self._row_shards: dict[int, list[Workspace]] = {}           # n -> T row views
         # Worker k's columns [c0, c1) of each layer's output, W and b views of them.
+        # Cuts are counted from the right, so a layer narrower than 16 columns
+        # per worker (the output layer) goes to worker 0, the caller: it
+        # finishes first, as the others start their part of a step a wake-up later.
         self._columns = []
         for weights, bias in self._layers:
             width = bias.shape[0]
-            cuts = [min(width, round(k * width / T / _ALIGN) * _ALIGN) for k in range(T)]
+            cuts = [max(0, width - round((T - k) * width / T / _ALIGN) * _ALIGN)
+                    for k in range(T)]
+            cuts[0] = 0
             cuts.append(width)
             self._columns.append([(cuts[k], cuts[k + 1]) for k in range(T)])
         self._losses = [0.0] * T
