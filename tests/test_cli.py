@@ -239,3 +239,20 @@ def test_written_files_get_the_usual_permissions(trained):
     mask = os.umask(0)
     os.umask(mask)
     assert model_path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+@pytest.mark.parametrize("scaling", ["standard", "unit"])
+def test_image_scaling_is_saved_with_the_model(tmp_path, capsys, scaling):
+    from test_data_datasets import make_image_set
+
+    folder = make_image_set(tmp_path / "d")
+    model = tmp_path / "m.npz"
+    code, _, err = run(["train", "--dataset", "mnist", "--data-dir", folder, "--net",
+                        "784-8-10", "--epochs", "1", "--batch-size", "16", "--quiet",
+                        "--image-scaling", scaling, "--save", model], capsys)
+    assert code == 0, err
+    scaler = load_model(model).preprocessor
+    if scaling == "unit":
+        assert (scaler.mean, scaler.std) == (0.0, 1.0)
+    else:
+        assert 0 < scaler.mean < 1 and 0 < scaler.std < 1

@@ -1,4 +1,4 @@
-"""The ``pbp`` command line: train, predict, fetch.
+"""The ``pbp`` command line: train, predict, bench, tune, study, report.
 
 Options are validated here, at the boundary; any bad input ends with one
 line on stderr (``pbp: error: ...``) and a non-zero exit status, never a
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -59,14 +60,15 @@ def _dataset_options(func):
 
 
 def _load(dataset, seed, quiet, data_dir, limit, kdd_task, kdd_encoding, kdd_file, test_file,
-          samples, features, classes, fitted=None):
+          samples, features, classes, fitted=None, image_scaling="standard"):
     from .data import load_dataset
 
     return load_dataset(
         dataset, data_dir=data_dir, limit=limit, seed=seed, progress=not quiet,
         kdd_task=kdd_task, kdd_encoding=kdd_encoding, kdd_file=kdd_file,
         kdd_test_file=test_file, synthetic_samples=samples,
-        synthetic_features=features, synthetic_classes=classes, fitted=fitted)
+        synthetic_features=features, synthetic_classes=classes, fitted=fitted,
+        image_scaling=image_scaling)
 
 
 # Options of `pbp train` that do not define the run: never recorded in a checkpoint.
@@ -137,6 +139,10 @@ def cli() -> None:
 @cli.command("train")
 @click.option("--dataset", type=click.Choice(DATASET_NAMES), required=True)
 @_dataset_options
+@click.option("--image-scaling", type=click.Choice(["standard", "unit"]), default="standard",
+              show_default=True,
+              help="MNIST, Fashion-MNIST: pixels in [0, 1] standardised with the training "
+                   "split's mean and deviation (saved with the model), or left in [0, 1].")
 @click.option("--net", default="1h", show_default=True,
               help="Layer sizes such as 784-1024-10, or 1h / 2h for the seed's "
                    "one- and two-hidden-layer networks of 1024 units.")
@@ -182,10 +188,10 @@ def cli() -> None:
               help="Continue the run checkpointed in this folder, with its options; options "
                    "given again must match (--epochs may grow; --data-dir may move).")
 def train_command(dataset, data_dir, limit, kdd_task, kdd_encoding, kdd_file, test_file,
-                  samples, features, classes, net, activation, output_activation, loss,
-                  batch_size, lr, lr_schedule, epochs, executor, threads, blas_threads, precision, ranks,
-                  seed, save, metrics_json, quiet, checkpoint_dir, checkpoint_every,
-                  keep_checkpoints, resume):
+                  samples, features, classes, image_scaling, net, activation,
+                  output_activation, loss, batch_size, lr, lr_schedule, epochs, executor,
+                  threads, blas_threads, precision, ranks, seed, save, metrics_json, quiet,
+                  checkpoint_dir, checkpoint_every, keep_checkpoints, resume):
     """Train a network on a data set and report its accuracy."""
     ctx = click.get_current_context()
     if resume is not None:
@@ -207,8 +213,12 @@ def train_command(dataset, data_dir, limit, kdd_task, kdd_encoding, kdd_file, te
         check_writable(save, "--save")
     if metrics_json is not None and root:
         check_writable(metrics_json, "--metrics-json")
+    if executor == "gpu":   # no GPU (or no Triton): say so before loading any data
+        from .executors.gpu import load_backend, select_device
+
+        select_device(*load_backend())
     data = _load(dataset, seed, quiet or not root, data_dir, limit, kdd_task, kdd_encoding,
-                 kdd_file, test_file, samples, features, classes)
+                 kdd_file, test_file, samples, features, classes, image_scaling=image_scaling)
     network = Network.from_spec(net, data.n_features, data.n_classes, activation=activation,
                                 output_activation=output_activation, loss=loss)
     echo = click.echo if root and not quiet else (lambda line: None)
@@ -237,6 +247,7 @@ def train_command(dataset, data_dir, limit, kdd_task, kdd_encoding, kdd_file, te
     result.test_accuracy = evaluate(network, result.params, data.x_test, data.y_test)
     summary = result.summary(network, config)
     summary["dataset"] = data.name
+    summary.update(n_train=len(data.x_train), n_val=len(data.x_val), n_test=len(data.x_test))
     if executor == "mpi":
         summary["ranks"] = n_ranks
     echo(f"test accuracy {result.test_accuracy:.4f}  "
@@ -417,6 +428,181 @@ def bench_command(ctx, quick, systems, nets, batch_sizes, thread_counts, blas_th
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"what was measured is in {out}") from None
     echo(f"results in {out}")
+
+
+@cli.command("tune")
+@click.option("--dataset", type=click.Choice(DATASET_NAMES), required=True)
+@_dataset_options
+@click.option("--net", default="1h", show_default=True,
+              help="Layer sizes such as 784-1024-10, or 1h / 2h.")
+@click.option("--activation", default="sigmoid", show_default=True,
+              help="Hidden activation, or a comma-separated list, one per hidden layer.")
+@click.option("--output-activation", help="Output activation (default as for pbp train).")
+@click.option("--loss", type=click.Choice(LOSSES), default="mse", show_default=True)
+@click.option("--lrs", help="Comma-separated learning rates (default: the seed's grid, "
+                            "0.001,0.002,0.01,0.1,0.5,1).")
+@click.option("--batch-sizes", help="Comma-separated batch sizes, each tried with every "
+                                    "learning rate (default: 128).")
+@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="constant",
+              show_default=True)
+@click.option("--executor", type=click.Choice(list(EXECUTORS)), default="serial",
+              show_default=True, help="The executor every candidate trains with.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Workers (threads, hybrid) or BLAS threads (blas) of each candidate.")
+@click.option("--blas-threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="BLAS threads inside each hybrid worker.")
+@click.option("--jobs", type=click.IntRange(min=1),
+              help="Candidates trained at once, each in a process of its own (default: as "
+                   "many as the usable cores hold at --threads each; 1 for gpu and mpi).")
+@click.option("--ranks", type=click.IntRange(min=1),
+              help="mpi: start N ranks on this machine with mpiexec.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Write the table, the winner and the environment to this JSON file.")
+@click.option("--quiet", is_flag=True, help="Print only errors.")
+def tune_command(dataset, data_dir, limit, kdd_task, kdd_encoding, kdd_file, test_file, samples,
+                 features, classes, net, activation, output_activation, loss, lrs, batch_sizes,
+                 epochs, lr_schedule, executor, threads, blas_threads, jobs, ranks, seed, out,
+                 quiet):
+    """Pick the learning rate with the highest validation accuracy (grid search)."""
+    from .bench.config import parse_ints
+    from .study.config import parse_floats
+    from .study.tune import SEED_LRS, TuneConfig, table, tune
+
+    config = TuneConfig(
+        lrs=parse_floats(lrs, "--lrs") or SEED_LRS,
+        batch_sizes=parse_ints(batch_sizes, "--batch-sizes") or (128,),
+        train=TrainConfig(epochs=epochs, seed=seed, executor=executor, threads=threads,
+                          blas_threads=blas_threads, lr_schedule=lr_schedule),
+        jobs=jobs)
+    if ranks is not None:
+        return _launch_ranks(ranks, replace(config.train, batch_size=min(config.batch_sizes)),
+                             None, out)
+    rank, _ = _mpi_world() if executor == "mpi" else (0, 1)
+    root = rank == 0
+    if out is not None and root:
+        check_writable(out, "--out")
+    data = _load(dataset, seed, quiet or not root, data_dir, limit, kdd_task, kdd_encoding,
+                 kdd_file, test_file, samples, features, classes)
+    network = Network.from_spec(net, data.n_features, data.n_classes, activation=activation,
+                                output_activation=output_activation, loss=loss)
+    echo = click.echo if root and not quiet else (lambda line: None)
+    candidates = len(config.candidates())
+    echo(f"{data.name}: {len(data.x_train)} train, {len(data.x_val)} validation samples; net "
+         f"{network.spec}; {candidates} candidates, {epochs} epoch(s) each, executor {executor}")
+    doc = tune(network, data, config, log=echo)
+    for line in table(doc):
+        echo(line)
+    if out is not None and root:
+        from .bench.environment import environment
+
+        obj = click.get_current_context().find_root().obj or {}
+        doc = {**doc, "command": ["pbp", *obj.get("argv", sys.argv[1:])],
+               "environment": environment()}
+        with atomic_open(out, "w") as handle:
+            json.dump(doc, handle, indent=1)
+            handle.write("\n")
+
+
+@cli.command("study")
+@click.option("--preset", type=click.Choice(["quick", "paper"]), default="quick",
+              show_default=True,
+              help="quick: a few minutes on 2 cores; paper: the seed's whole grid (about 20 "
+                   "minutes on 2 cores).")
+@click.option("--parts", help="Comma-separated parts to run (default: all): tune, accuracy, "
+                              "kdd-size, batch, threads, width.")
+@click.option("--systems", help="Systems of the speed grids: names or the groups executors, "
+                                "peers, ceilings (see pbp bench --list-systems).")
+@click.option("--shapes", help="Shapes of work of the speed grids: fashion (784 inputs, 10 "
+                               "classes), kdd (117 inputs, 1 output) (default: both).")
+@click.option("--nets", help="Networks of the speed grids (default: 1h,2h).")
+@click.option("--batch-sizes", help="Batch sizes of the speed grids (quick: 128,1024; paper: "
+                                    "128 to 4096).")
+@click.option("--threads", "thread_counts",
+              help="Thread counts of the threads part (default: 1, 2, 4, ... the usable cores).")
+@click.option("--widths", help="Hidden widths of the width part (quick: 256,1024,4096; "
+                               "paper: 256 to 4096).")
+@click.option("--datasets", help="Data sets of the training parts: fashion-mnist, mnist, "
+                                 "kdd99, synthetic (default: fashion-mnist,kdd99; a data set "
+                                 "not found here is skipped, never downloaded).")
+@click.option("--executors", help="Executors of the training parts (default: all).")
+@click.option("--train-net", help="Network of the training parts (default: 1h).")
+@click.option("--epochs", type=click.IntRange(min=1),
+              help="Epochs of the accuracy runs (quick: 2; paper: 5).")
+@click.option("--limit", type=click.IntRange(min=0),
+              help="Training pool of the accuracy runs; 0: all of it (quick: 6000; paper: 0).")
+@click.option("--lr", type=float, help="Learning rate of the training runs (default: tuned).")
+@click.option("--lrs", help="Learning rates the tune part tries (default: the seed's grid).")
+@click.option("--tune-epochs", type=click.IntRange(min=1),
+              help="Epochs per tuning candidate (quick: 1; paper: 3).")
+@click.option("--kdd-sizes", help="KDD training-set sizes of the kdd-size part, 'full' for the "
+                                  "whole file (quick: 50000,100000; paper: 50000 to full).")
+@click.option("--data-dir", type=click.Path(path_type=Path),
+              help="Folder to look in first for the data sets.")
+@click.option("--kdd-file", help="KDD Cup 99 file, or 'full' for kddcup.data.gz (default: "
+                                 "the 10% file, if found).")
+@click.option("--samples", type=click.IntRange(min=1), help="Synthetic data set: samples.")
+@click.option("--features", type=click.IntRange(min=1), help="Synthetic data set: features.")
+@click.option("--classes", type=click.IntRange(min=2), help="Synthetic data set: classes.")
+@click.option("--warmup", type=click.FloatRange(min=0), help="Speed grids: untimed seconds.")
+@click.option("--min-time", type=click.FloatRange(min=0),
+              help="Speed grids: seconds each timed round lasts at least.")
+@click.option("--repeats", type=click.IntRange(min=1), help="Speed grids: timed rounds.")
+@click.option("--gemm-size", type=click.IntRange(min=1),
+              help="n of the n x n x n GEMM that measures the ceiling (default 2048).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
+              help="Seconds before a configuration or a training run is stopped.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("study-results"),
+              show_default=True, help="Folder for study.json and the harness's outputs.")
+@click.option("--quiet", is_flag=True, help="No progress and no tables.")
+@click.pass_context
+def study_command(ctx, preset, parts, systems, shapes, nets, batch_sizes, thread_counts, widths,
+                  datasets, executors, train_net, epochs, limit, lr, lrs, tune_epochs, kdd_sizes,
+                  data_dir, kdd_file, samples, features, classes, warmup, min_time, repeats,
+                  gemm_size, timeout, seed, out, quiet):
+    """Run the seed's study on this machine: tuning, accuracy, speed, scaling."""
+    from .bench.config import parse_ints, parse_list, parse_systems
+    from .study.config import StudyConfig, parse_floats, parse_sizes
+    from .study.run import run_study
+
+    config = StudyConfig.preset_config(
+        preset, parts=parse_list(parts, "--parts"), systems=parse_systems(systems),
+        shapes=parse_list(shapes, "--shapes"), nets=parse_list(nets, "--nets"),
+        batch_sizes=parse_ints(batch_sizes, "--batch-sizes"),
+        thread_counts=parse_ints(thread_counts, "--threads"),
+        widths=parse_ints(widths, "--widths"), datasets=parse_list(datasets, "--datasets"),
+        executors=parse_list(executors, "--executors"), train_net=train_net, epochs=epochs,
+        limit=limit, lr=lr, lrs=parse_floats(lrs, "--lrs"), tune_epochs=tune_epochs,
+        kdd_sizes=parse_sizes(kdd_sizes), samples=samples, features=features, classes=classes,
+        warmup_s=warmup, min_time_s=min_time, repeats=repeats, gemm_size=gemm_size,
+        timeout_s=timeout, seed=seed)
+    echo = (lambda line: None) if quiet else click.echo
+    argv = (ctx.obj or {}).get("argv") if isinstance(ctx.obj, dict) else None
+    try:
+        doc = run_study(config, out, data_dir=data_dir, kdd_file=kdd_file, progress=not quiet,
+                        log=echo, command=["pbp", *(argv if argv is not None else sys.argv[1:])])
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"what was done is in {out / 'study.json'}") from None
+    echo(f"study written to {out / 'study.json'} in {doc['wall_s'] / 60:.1f} min; "
+         f"`pbp report {out / 'study.json'} --out DIR` writes the report")
+
+
+@cli.command("report")
+@click.argument("study_json", metavar="STUDY.json", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Folder for report.md, report.html and figures/.")
+@click.option("--quiet", is_flag=True, help="Print only errors.")
+def report_command(study_json, out, quiet):
+    """Write a study's report: Markdown, a self-contained HTML page and the PNG figures."""
+    from .study.report import write_report
+
+    written = write_report(study_json, out)
+    if not quiet:
+        count = len(written["figures"])
+        click.echo(f"{written['markdown']}, {written['html']} and {count} "
+                   f"figure{'s' if count != 1 else ''} in {out / 'figures'}")
 
 
 def main(argv: list[str] | None = None) -> int:
