@@ -256,3 +256,19 @@ def test_image_scaling_is_saved_with_the_model(tmp_path, capsys, scaling):
         assert (scaler.mean, scaler.std) == (0.0, 1.0)
     else:
         assert 0 < scaler.mean < 1 and 0 < scaler.std < 1
+
+
+def test_fetch_prints_the_files_found_and_fails_clearly_offline(tmp_path, capsys, monkeypatch):
+    from test_data_datasets import make_image_set
+
+    monkeypatch.setenv("PBP_OFFLINE", "1")
+    monkeypatch.setenv("PBP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("PBP_DATA_DIR", raising=False)
+    folder = make_image_set(tmp_path / "d")
+    code, out, err = run(["fetch", "mnist", "--data-dir", folder], capsys)
+    assert code == 0, err
+    assert sorted(out.split()) == sorted(str(p) for p in folder.iterdir())
+    (tmp_path / "empty").mkdir()
+    code, out, err = run(["fetch", "mnist", "--data-dir", tmp_path / "empty"], capsys)
+    assert code != 0 and out == ""
+    assert err.startswith("pbp: error: ") and err.count("\n") == 1 and "mnist" in err

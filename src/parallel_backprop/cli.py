@@ -1,4 +1,4 @@
-"""The ``pbp`` command line: train, predict, bench, tune, study, report.
+"""The ``pbp`` command line: train, predict, fetch, bench, tune, study, report.
 
 Options are validated here, at the boundary; any bad input ends with one
 line on stderr (``pbp: error: ...``) and a non-zero exit status, never a
@@ -291,6 +291,27 @@ def _launch_ranks(ranks: int, config: TrainConfig, save, metrics_json) -> int:
         check_writable(metrics_json, "--metrics-json")
     obj = click.get_current_context().find_root().obj or {}
     return launch(mpiexec, ranks, obj.get("argv", sys.argv[1:]))
+
+
+@cli.command("fetch")
+@click.argument("dataset", type=click.Choice(["mnist", "fashion-mnist", "kdd99"]))
+@click.option("--data-dir", type=click.Path(path_type=Path),
+              help="Folder to look in first (then $PBP_DATA_DIR, the cache, system packages).")
+@click.option("--full", is_flag=True, help="kdd99: the full kddcup.data.gz, not the 10% file.")
+@click.option("--quiet", is_flag=True, help="Print only the paths.")
+def fetch_command(dataset, data_dir, full, quiet):
+    """Find DATASET's files, downloading (checksum-verified) what is missing; print the paths.
+
+    Run it once where there is network, then train offline.
+    """
+    from .data.sources import locate_images, locate_kdd
+
+    if dataset == "kdd99":
+        paths = [locate_kdd("full" if full else None, data_dir, progress=not quiet)]
+    else:
+        paths = list(locate_images(dataset, data_dir, progress=not quiet).values())
+    for path in paths:
+        click.echo(str(path))
 
 
 @cli.command("predict")
