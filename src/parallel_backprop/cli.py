@@ -550,13 +550,14 @@ def tune_command(dataset, data_dir, limit, kdd_task, kdd_encoding, kdd_file, tes
 @click.option("--executors", help="Executors of the training parts (default: all).")
 @click.option("--train-net", help="Network of the training parts (default: 1h).")
 @click.option("--epochs", type=click.IntRange(min=1),
-              help="Epochs of the accuracy runs (quick: 2; paper: 5).")
+              help="Epochs of the accuracy runs (quick: 3; paper: 5).")
 @click.option("--limit", type=click.IntRange(min=0),
-              help="Training pool of the accuracy runs; 0: all of it (quick: 6000; paper: 0).")
+              help="Training pool of the accuracy runs, 5/6 of it for training; 0: all of it "
+                   "(quick: 12000; paper: 0).")
 @click.option("--lr", type=float, help="Learning rate of the training runs (default: tuned).")
 @click.option("--lrs", help="Learning rates the tune part tries (default: the seed's grid).")
 @click.option("--tune-epochs", type=click.IntRange(min=1),
-              help="Epochs per tuning candidate (quick: 1; paper: 3).")
+              help="Epochs per tuning candidate (quick: 2; paper: 3).")
 @click.option("--kdd-sizes", help="KDD training-set sizes of the kdd-size part, 'full' for the "
                                   "whole file (quick: 50000,100000; paper: 50000 to full).")
 @click.option("--data-dir", type=click.Path(path_type=Path),

@@ -23,39 +23,58 @@ class PlotsUnavailable(PbpError):
     """matplotlib is not installed."""
 
 
+PLOTS = ("epoch_time", "gflops", "speedup", "speedup_threads")
+
+
 def write_plots(doc: dict, out_dir: Path) -> list[Path]:
     """Draw every plot the records allow into ``out_dir``; the paths written."""
+    written = []
+    for name in PLOTS:
+        fig = draw(doc, name)
+        if fig is not None:
+            written.append(_save(fig, out_dir / f"{name}.png"))
+    return written
+
+
+def draw(doc: dict, name: str, nets: list[str] | None = None):
+    """The matplotlib Figure of plot ``name`` (one of ``PLOTS``), or None if nothing to draw.
+
+    ``nets`` keeps the records of those networks only (sizes as in the
+    records' ``net``), e.g. one figure per network.
+    """
+    Figure = figure_class()
+    records = [r for r in doc["records"] if r["status"] == "ok" and r["kind"] != "ceiling"
+               and (nets is None or r["net"] in nets)]
+    if not records:
+        return None
+    colors = _colors(records)
+    if name == "speedup_threads":
+        return _vs_threads(Figure, records, colors)
+    epoch_samples = records[0]["epoch_samples"]
+    metric, ylabel, log_y = {
+        "epoch_time": ("epoch_s", f"time per epoch of {epoch_samples:,} samples (s)", True),
+        "gflops": ("gflops", "achieved GFLOP/s (float32)", False),
+        "speedup": ("speedup_vs_serial", "speedup over serial (x)", False)}[name]
+    return _vs_batch(Figure, records, doc, metric, ylabel, log_y, colors)
+
+
+def figure_class():
+    """matplotlib's Figure, or :class:`PlotsUnavailable` saying how to install it."""
     try:
         from matplotlib.figure import Figure
     except ImportError:
         raise PlotsUnavailable("plots need matplotlib: pip install 'parallel-backprop[plots]'") \
             from None
-    records = [r for r in doc["records"] if r["status"] == "ok" and r["kind"] != "ceiling"]
-    if not records:
-        return []
-    colors = _colors(records)
-    epoch_samples = records[0]["epoch_samples"]
-    written = []
-    for name, metric, ylabel, log_y in (
-            ("epoch_time", "epoch_s", f"time per epoch of {epoch_samples:,} samples (s)", True),
-            ("gflops", "gflops", "achieved GFLOP/s (float32)", False),
-            ("speedup", "speedup_vs_serial", "speedup over serial (x)", False)):
-        fig = _vs_batch(Figure, records, doc, metric, ylabel, log_y, colors)
-        if fig is not None:
-            written.append(_save(fig, out_dir / f"{name}.png"))
-    fig = _vs_threads(Figure, records, colors)
-    if fig is not None:
-        written.append(_save(fig, out_dir / "speedup_threads.png"))
-    return written
+    return Figure
 
 
 def _colors(records: list[dict]) -> dict[str, str]:
-    """One colour per system, the same in every plot, in the systems table's order."""
+    """One colour per system, the same in every plot (and every figure of a run), given
+    by its place in the systems table; black is left to the GEMM ceiling."""
     present = {r["system"] for r in records}
-    names = [name for name in SYSTEMS if name in present]
-    palette = [f"C{i}" for i in range(10)]
-    extra = ["black", "olive", "teal", "navy", "maroon"]
-    return {name: (palette + extra)[i % 15] for i, name in enumerate(names)}
+    names = [name for name, system in SYSTEMS.items() if system.kind != "ceiling"]
+    palette = [f"C{i}" for i in range(10)] + ["olive", "teal", "navy", "maroon", "purple"]
+    return {name: palette[i % len(palette)] for i, name in enumerate(names) if name in present}
 
 
 def _style(system: str) -> dict:
@@ -160,10 +179,25 @@ def _batch_axis(ax, batches: list[int]) -> None:
 
 
 def _log_y(ax, base: int) -> None:
-    """A log y axis labelled with plain numbers (0.5, 1, 2), not powers."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    """A log y axis labelled with plain numbers (0.5, 1, 2), not powers.
+
+    Call it after plotting: the ticks follow the data's range. Over a few
+    decades, 1-2-5 steps; within about one, enough steps that at least two
+    labels show (a range such as 0.27 to 0.65 s has no power of ten in it).
+    """
+    import math
+
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     ax.set_yscale("log", base=base)
+    low, high = ax.dataLim.intervaly
+    span = math.log(high / low, base) if 0 < low < high else 0.0
+    if base == 10:
+        subs = ((1.0, 2.0, 5.0) if span > 1 else (1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if span > 0.6
+                else tuple(float(k) for k in range(1, 10)))
+    else:
+        subs = (1.0,) if span > 3 else (1.0, 1.5)
+    ax.yaxis.set_major_locator(LogLocator(base, subs=subs))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.3g}"))
     ax.yaxis.set_minor_formatter(NullFormatter())
 

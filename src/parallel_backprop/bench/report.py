@@ -86,25 +86,37 @@ def summary(doc: dict) -> list[str]:
         lines.append(f"{system} ceiling, GFLOP/s: {rates}")
     nets = list(dict.fromkeys(r["net"] for r in records if r["kind"] != "ceiling"))
     for net in nets:
-        rows = [r for r in records if r["net"] == net]
-        batches = sorted({r["batch_size"] for r in rows})
+        header, rows = speed_table(records, net)
+        name = next(r["net_name"] for r in records if r["net"] == net)
         lines.append("")
-        name = rows[0]["net_name"]
         lines.append(f"{name + f' ({net})' if name != net else net}: "
                      "samples/s (speedup over serial)")
-        lines.append(f"{'system':<15}{'threads':>8}" + "".join(f"{f'batch {b}':>22}"
-                                                            for b in batches))
-        for system, threads in dict.fromkeys((r["system"], r["threads"]) for r in rows):
-            cells = []
-            for b in batches:
-                r = next((r for r in rows if (r["system"], r["threads"], r["batch_size"])
-                          == (system, threads, b)), None)
-                cells.append("" if r is None else _cell(r))
-            lines.append(f"{system:<15}{threads:>8}" + "".join(f"{c:>22}" for c in cells))
+        lines.append(f"{header[0]:<15}{header[1]:>8}" + "".join(f"{h:>22}" for h in header[2:]))
+        for row in rows:
+            lines.append(f"{row[0]:<15}{row[1]:>8}" + "".join(f"{c:>22}" for c in row[2:]))
     if doc["notes"]:
         lines.append("")
         lines += [f"note: {note}" for note in doc["notes"]]
     return lines
+
+
+def speed_table(records: list[dict], net: str) -> tuple[list[str], list[list[str]]]:
+    """The measured records of network ``net`` as a table: samples/s (speedup over serial).
+
+    Returns the header (system, threads, one column per batch size) and one
+    row of strings per (system, threads), in the order they ran.
+    """
+    rows = [r for r in records if r["net"] == net and r["status"] == "ok"]
+    batches = sorted({r["batch_size"] for r in rows})
+    table = []
+    for system, threads in dict.fromkeys((r["system"], r["threads"]) for r in rows):
+        cells = []
+        for b in batches:
+            r = next((r for r in rows if (r["system"], r["threads"], r["batch_size"])
+                      == (system, threads, b)), None)
+            cells.append("" if r is None else _cell(r))
+        table.append([system, str(threads), *cells])
+    return ["system", "threads", *(f"batch {b}" for b in batches)], table
 
 
 def _cell(r: dict) -> str:

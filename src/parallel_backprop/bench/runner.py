@@ -192,6 +192,16 @@ def _executor_run(run, system, threads: int, config: BenchConfig, **fields) -> R
                executor_threads=threads, **fields)
 
 
+def process_env(threads: int) -> dict[str, str]:
+    """The environment of a measured process: the thread variables set to ``threads``,
+    and this package importable from wherever this process imported it."""
+    env = dict(os.environ)
+    env.update({name: str(threads) for name in THREAD_VARIABLES})
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    return env
+
+
 def execute(run: Run, config: BenchConfig, scratch: Path) -> dict:
     """Run one configuration in a fresh process; its record (status ok, skipped or failed)."""
     record = run.record()
@@ -199,11 +209,7 @@ def execute(run: Run, config: BenchConfig, scratch: Path) -> dict:
         return record
     result_path = scratch / "result.json"
     result_path.unlink(missing_ok=True)
-    env = dict(os.environ)
-    env.update({name: str(run.process_threads) for name in THREAD_VARIABLES})
-    # The worker imports this package from wherever this process did.
-    package_root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    env = process_env(run.process_threads)
     command = [sys.executable, "-m", "parallel_backprop.bench.worker",
                json.dumps(run.spec(config)), str(result_path)]
     if run.ranks:
