@@ -296,3 +296,17 @@ def test_bad_options_give_one_line_errors(argv, message, tmp_path):
 def test_report_of_a_missing_file(tmp_path):
     code, _, stderr = run_cli(["report", tmp_path / "nope.json", "--out", tmp_path / "r"])
     assert code == 1 and stderr.startswith(f"pbp: error: {tmp_path / 'nope.json'}: cannot read")
+
+
+def test_measurements_disturbed_by_other_programs_are_flagged():
+    from parallel_backprop.study.report import busy
+
+    def record(system, threads, cores_busy, ranks=None):
+        return {"system": system, "kind": "executor", "status": "ok", "threads": threads,
+                "ranks": ranks, "cores_busy": cores_busy}
+
+    fine = [record("serial", 1, 1.0), record("threads", 2, 1.8), record("blas", 4, 1.9),
+            record("mpi", 4, 0.5, ranks=4), record("mpi", 2, 0.99, ranks=2)]
+    disturbed = [record("threads", 2, 1.0), record("mpi", 2, 0.6, ranks=2),
+                 record("serial", 1, 0.5)]
+    assert busy(fine + disturbed, cores=2) == disturbed

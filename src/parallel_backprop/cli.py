@@ -44,7 +44,7 @@ def _dataset_options(func):
                      default="onehot", show_default=True,
                      help="KDD Cup 99: encoding of protocol_type, service and flag."),
         click.option("--kdd-file", help="KDD Cup 99 training file, or 'full' for kddcup.data.gz "
-                                        "(default: the 10%% file)."),
+                                        "(default: the 10% file)."),
         click.option("--test-file", type=click.Path(path_type=Path),
                      help="KDD Cup 99 test file (e.g. corrected.gz) instead of a held-out split."),
         click.option("--samples", type=click.IntRange(min=1), default=60000, show_default=True,
@@ -529,8 +529,8 @@ def tune_command(dataset, data_dir, limit, kdd_task, kdd_encoding, kdd_file, tes
 @cli.command("study")
 @click.option("--preset", type=click.Choice(["quick", "paper"]), default="quick",
               show_default=True,
-              help="quick: a few minutes on 2 cores; paper: the seed's whole grid (about 20 "
-                   "minutes on 2 cores).")
+              help="quick: under 3 minutes on 2 cores; paper: the seed's whole grid (about "
+                   "25 minutes on 2 cores).")
 @click.option("--parts", help="Comma-separated parts to run (default: all): tune, accuracy, "
                               "kdd-size, batch, threads, width.")
 @click.option("--systems", help="Systems of the speed grids: names or the groups executors, "

@@ -182,22 +182,25 @@ def _log_y(ax, base: int) -> None:
     """A log y axis labelled with plain numbers (0.5, 1, 2), not powers.
 
     Call it after plotting: the ticks follow the data's range. Over a few
-    decades, 1-2-5 steps; within about one, enough steps that at least two
-    labels show (a range such as 0.27 to 0.65 s has no power of ten in it).
+    decades, 1-2-5 steps; within one, evenly stepped values, so that labels
+    show (a range such as 0.27 to 0.65 s has no power of ten in it).
     """
     import math
 
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-    ax.set_yscale("log", base=base)
     low, high = ax.dataLim.intervaly
     span = math.log(high / low, base) if 0 < low < high else 0.0
-    if base == 10:
-        subs = ((1.0, 2.0, 5.0) if span > 1 else (1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if span > 0.6
-                else tuple(float(k) for k in range(1, 10)))
+    if base == 2 and span > 5:     # powers of two read badly below 1/32: 0.000977
+        base, span = 10, span * math.log10(2)
+    ax.set_yscale("log", base=base)
+    if base == 10 and span <= 0.5:     # nearly linear: evenly stepped values (6, 8, 10, 12)
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=7, steps=[1, 2, 2.5, 5, 10]))
     else:
-        subs = (1.0,) if span > 3 else (1.0, 1.5)
-    ax.yaxis.set_major_locator(LogLocator(base, subs=subs))
+        subs = (((1.0,) if span > 3 else (1.0, 2.0, 5.0) if span > 1
+                 else (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)) if base == 10
+                else (1.0,) if span > 3 else (1.0, 1.5))
+        ax.yaxis.set_major_locator(LogLocator(base, subs=subs))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.3g}"))
     ax.yaxis.set_minor_formatter(NullFormatter())
 

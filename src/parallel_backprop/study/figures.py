@@ -139,19 +139,23 @@ def _kdd_size(runs: list[dict]):
             speed_ax.plot(n, speedup, color=colors[executor], label=label, **_style(executor))
     speed_ax.axhline(1.0, color="grey", linewidth=0.8, label="serial")
     sizes = sorted({r["n_train"] for r in runs})
+    # One-hot inputs: as many as the categories the training split holds.
+    nets = sorted({r["net"] for r in runs}, key=lambda net: int(net.split("-")[0]))
+    net = nets[0] if len(nets) == 1 else \
+        f"{nets[0].split('-')[0]} to {nets[-1]}"    # "111 to 117-1024-1"
     for ax in (time_ax, speed_ax):
         ax.set_xscale("log")
         ax.set_xticks(sizes, [f"{n / 1000:,.0f}k" if n >= 10_000 else f"{n:,}" for n in sizes])
         ax.set_xticks([], minor=True)
-        ax.set_xlabel(f"training samples (net {runs[0]['net']}, batch {runs[0]['batch_size']}; "
-                      "log scale)")
+        ax.set_xlabel("training samples (log scale)")
         ax.grid(True, alpha=0.3)
     _log_y(time_ax, 10)
     time_ax.set_ylabel("time per epoch (s, log scale)")
-    time_ax.set_title("time per epoch")
+    where = f"net {net}, batch {runs[0]['batch_size']}"
+    time_ax.set_title(f"time per epoch ({where})")
     speed_ax.set_ylabel("speedup over serial (x)")
     speed_ax.set_ylim(bottom=0)
-    speed_ax.set_title("speedup over serial")
+    speed_ax.set_title(f"speedup over serial ({where})")
     _legend(fig, [time_ax, speed_ax])
     return fig
 

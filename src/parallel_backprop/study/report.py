@@ -128,11 +128,14 @@ def best_table(doc: dict) -> tuple[list[str], list[list[str]]]:
     header = ["work", "network", "batch", "fastest executor", "samples/s", "speedup vs serial",
               "GFLOP/s", "of GEMM ceiling", "fastest peer", "executor / peer"]
     rows = []
+    cores = doc["environment"].get("usable_cpus") or 1
     for shape, grid in _grids(doc):
+        disturbed = {(r["net"], r["batch_size"]) for r in busy(grid["records"], cores)}
         for row in best_rows(grid):
             best, peer = row["best"], row["peer"]
+            mark = " (busy)" if (row["net"], row["batch"]) in disturbed else ""
             rows.append([
-                shape.name, row["net_name"], str(row["batch"]),
+                shape.name, row["net_name"], f"{row['batch']}{mark}",
                 _who(best), f"{best['samples_per_s']:,.0f}",
                 _x(best["speedup_vs_serial"]), f"{best['gflops']:.1f}",
                 _pct(best["efficiency"]),
@@ -243,9 +246,40 @@ def summary(doc: dict) -> list[str]:
                      f"({len(others)} ran; largest difference {worst['accuracy_vs_serial']:+.4f}"
                      f", `{worst['executor']}`).")
         lines.append(text)
+    disturbed = [f"{name} {r['system']} {r['net_name']} b{r['batch_size']}"
+                 for name, grid in doc.get("grids", {}).items()
+                 for r in busy(grid["records"], cores or 1)]
+    if disturbed:
+        lines.append(f"{len(disturbed)} measurement(s) kept fewer cores busy than they had "
+                     "threads, a sign that another program used the machine meanwhile: "
+                     + "; ".join(disturbed) + ". Their configurations are marked (busy) "
+                     "below; read them with care.")
     if not lines:
         lines.append("Nothing was measured.")
     return lines
+
+
+def busy(records: list[dict], cores: int) -> list[dict]:
+    """The measured records whose process kept clearly fewer cores busy than it had threads.
+
+    The harness records ``cores_busy``, the CPU seconds per second of the
+    timed rounds. A system on T threads keeps about min(T, cores) busy (spin
+    waits included: 1.8 to 2.0 on 2 cores), an MPI rank its share of the
+    cores, serial one; below 70% of that, something else had the cores.
+    """
+    flagged = []
+    for r in _ok(records):
+        if r.get("cores_busy") is None or r["system"] in ("gpu",):
+            continue
+        if r.get("ranks"):
+            expected = min(1.0, cores / r["ranks"])
+        elif r["system"] == "serial":
+            expected = 1.0
+        else:
+            expected = float(min(r["threads"], cores))
+        if r["cores_busy"] < 0.7 * expected:
+            flagged.append(r)
+    return flagged
 
 
 def machine(doc: dict) -> list[tuple]:
@@ -331,6 +365,14 @@ def _batch_sections(doc: dict, figures: list[dict]) -> list[tuple]:
             header, rows = speed_table(grid["records"], net)
             blocks += [("p", "Samples per second (speedup over serial):"),
                        ("table", header, rows)]
+            disturbed = [r for r in busy(grid["records"], doc["environment"].get(
+                "usable_cpus") or 1) if r["net"] == net]
+            if disturbed:
+                blocks.append(("p", "Measured while another program used the cores (cores "
+                                    "kept busy / threads): " + "; ".join(
+                                        f"`{r['system']}` batch {r['batch_size']}: "
+                                        f"{r['cores_busy']:.2f} / {r['threads']}"
+                                        for r in disturbed) + "."))
     return blocks
 
 
