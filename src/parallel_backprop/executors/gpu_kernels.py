@@ -102,15 +102,10 @@ def _derivative(a, ACTIVATION: tl.constexpr):
 # ---- 1. forward layer --------------------------------------------------------
 
 @triton.jit
-def _forward_layer_kernel(
-    X, W, B, A,                       # X (M, K), W (K, N), b (N,), A (M, N); rows contiguous
-    M, N, K, stride_xm, stride_wk, stride_am,
-    ACTIVATION: tl.constexpr, PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-):
-    # A = f(X @ W + b): the bias starts the accumulator, f is applied before the store.
-    rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+def _bias_plus_product(X, W, B, M, N, K, stride_xm, stride_wk, rm, rn,
+                       PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
+                       BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    # b[rn] + X[rm, :] @ W[:, rn] in fp32: the bias starts the accumulator; tails masked.
     rk = tl.arange(0, BLOCK_K)
     bias = tl.load(B + rn, mask=rn < N, other=0.0)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32) + bias[None, :]
@@ -121,6 +116,20 @@ def _forward_layer_kernel(
         w = tl.load(W + kk[:, None] * stride_wk + rn[None, :],
                     mask=(kk[:, None] < K) & (rn[None, :] < N), other=0.0)
         acc = tl.dot(x, w, acc, input_precision=PRECISION)
+    return acc
+
+@triton.jit
+def _forward_layer_kernel(
+    X, W, B, A,                       # X (M, K), W (K, N), b (N,), A (M, N); rows contiguous
+    M, N, K, stride_xm, stride_wk, stride_am,
+    ACTIVATION: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    # A = f(X @ W + b): the bias starts the accumulator, f is applied before the store.
+    rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    acc = _bias_plus_product(X, W, B, M, N, K, stride_xm, stride_wk, rm, rn,
+                             PRECISION, BLOCK_M, BLOCK_N, BLOCK_K)
     a = _activate(acc, ACTIVATION)
     tl.store(A + rm[:, None] * stride_am + rn[None, :], a,
              mask=(rm[:, None] < M) & (rn[None, :] < N))
@@ -141,16 +150,8 @@ def _forward_output_delta_kernel(
     pid_n = tl.program_id(1)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    rk = tl.arange(0, BLOCK_K)
-    bias = tl.load(B + rn, mask=rn < N, other=0.0)
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32) + bias[None, :]
-    for k0 in range(0, K, BLOCK_K):
-        kk = k0 + rk
-        x = tl.load(X + rm[:, None] * stride_xm + kk[None, :],
-                    mask=(rm[:, None] < M) & (kk[None, :] < K), other=0.0)
-        w = tl.load(W + kk[:, None] * stride_wk + rn[None, :],
-                    mask=(kk[:, None] < K) & (rn[None, :] < N), other=0.0)
-        acc = tl.dot(x, w, acc, input_precision=PRECISION)
+    acc = _bias_plus_product(X, W, B, M, N, K, stride_xm, stride_wk, rm, rn,
+                             PRECISION, BLOCK_M, BLOCK_N, BLOCK_K)
     mask = (rm[:, None] < M) & (rn[None, :] < N)
     if ACTIVATION == "softmax":
         # The whole row is in this block (BLOCK_N >= N, one program along N):
