@@ -214,29 +214,40 @@ def execute(run: Run, config: BenchConfig, scratch: Path) -> dict:
                json.dumps(run.spec(config)), str(result_path)]
     if run.ranks:
         command = [find_mpiexec(), "-n", str(run.ranks), *command]
-    # A session of its own, so that a timeout or Ctrl-C also ends its
-    # children (torch.compile starts compiler processes).
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        _, stderr = process.communicate(timeout=config.timeout_s)
-    except subprocess.TimeoutExpired:
-        _kill(process)
+    outcome = run_isolated(command, env, config.timeout_s)
+    if outcome is None:
         record.update(status="failed")
         record["notes"].append(f"timed out after {config.timeout_s:g} s")
         return record
-    except BaseException:
-        _kill(process)
-        raise
-    if process.returncode == 0 and result_path.exists():
+    returncode, stderr = outcome
+    if returncode == 0 and result_path.exists():
         result = json.loads(result_path.read_text())
         record["notes"] += result.pop("notes", [])
         record.update(result)
     else:
         record.update(status="failed")
-        record["notes"].append(f"worker exited with status {process.returncode}: "
+        record["notes"].append(f"worker exited with status {returncode}: "
                                f"{_error_line(stderr)}"[:300])
     return record
+
+
+def run_isolated(command: list[str], env: dict, timeout_s: float) -> tuple[int, str] | None:
+    """Run ``command``; ``(exit status, stderr)``, or None when it ran past ``timeout_s``.
+
+    In a session of its own, so that a timeout or Ctrl-C also ends its
+    children (torch.compile starts compiler processes, mpiexec its ranks).
+    """
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, stderr = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        _kill(process)
+        return None
+    except BaseException:
+        _kill(process)
+        raise
+    return process.returncode, stderr
 
 
 def _error_line(stderr: str) -> str:

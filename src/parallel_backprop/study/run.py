@@ -321,7 +321,7 @@ def _unavailable(study: _Study, executor: str) -> str | None:
 def _train(study: _Study, dataset: str, executor: str, *, lr: float, epochs: int,
            limit: int | None, batch: int) -> dict:
     """One ``pbp train`` run in its own process; its record."""
-    from ..bench.runner import _error_line, _kill, process_env
+    from ..bench.runner import _error_line, process_env, run_isolated
 
     config, source = study.config, study.sources[dataset]
     settings = executor_settings(executor, study.cores)
@@ -351,24 +351,18 @@ def _train(study: _Study, dataset: str, executor: str, *, lr: float, epochs: int
         env = process_env(settings["process_threads"])
         env["PBP_OFFLINE"] = "1"
         started = time.perf_counter()
-        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True, start_new_session=True)
-        try:
-            _, stderr = process.communicate(timeout=config.timeout_s)
-        except subprocess.TimeoutExpired:
-            _kill(process)
+        outcome = run_isolated(command, env, config.timeout_s)
+        if outcome is None:
             record.update(status="failed", notes=record["notes"] + [
                 f"timed out after {config.timeout_s:g} s"])
             return record
-        except BaseException:
-            _kill(process)
-            raise
+        returncode, stderr = outcome
         record["wall_s"] = time.perf_counter() - started
-        if process.returncode != 0 or not metrics.exists():
+        if returncode != 0 or not metrics.exists():
             line = next((line for line in stderr.splitlines() if line.startswith("pbp: ")),
                         None) or _error_line(stderr)
             record.update(status="failed", notes=record["notes"] + [
-                f"pbp train exited with status {process.returncode}: {line}"[:300]])
+                f"pbp train exited with status {returncode}: {line}"[:300]])
             return record
         result = json.loads(metrics.read_text())
     for key in ("n_train", "test_accuracy", "val_accuracy", "epoch_s", "samples_per_s",
