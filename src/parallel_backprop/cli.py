@@ -20,7 +20,7 @@ import numpy as np
 from . import __version__
 from .activations import LOSSES
 from .errors import ConfigError, PbpError
-from .executors import EXECUTORS, PRECISIONS
+from .executors import EXECUTORS, all_precisions
 from .fileio import atomic_open, check_writable
 from .modelio import Model, load_model, save_model
 from .network import Network
@@ -165,7 +165,7 @@ def cli() -> None:
               help="Workers (threads, hybrid) or BLAS threads (blas).")
 @click.option("--blas-threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="BLAS threads inside each hybrid worker.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+@click.option("--precision", type=click.Choice(all_precisions()), default="fp32", show_default=True,
               help="gpu: matrix products in IEEE fp32 (PyTorch's default) or tf32 "
                    "(tensor cores).")
 @click.option("--ranks", type=click.IntRange(min=1),

@@ -30,7 +30,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .errors import ConfigError, PbpError
-from .executors import EXECUTORS, PRECISIONS, Executor, make_executor
+from .executors import Executor, check_options, make_executor
 from .network import Network
 
 
@@ -75,21 +75,15 @@ class TrainConfig:
             raise ConfigError(f"epochs {self.epochs!r}: expected a positive integer")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"learning rate {self.lr!r}: expected a positive finite number")
+        check_options(self.executor, threads=self.threads, blas_threads=self.blas_threads,
+                      precision=self.precision)
         for what, value in (("threads", self.threads), ("blas threads", self.blas_threads)):
-            if not (isinstance(value, int) and value >= 1):
-                raise ConfigError(f"{what} {value!r}: expected a positive integer")
             if value > MAX_THREADS:   # each a real thread: 10^5 would exhaust the process
                 raise ConfigError(f"{what} {value}: expected at most {MAX_THREADS} (this "
                                   f"machine has {os.cpu_count()} cores)")
-        if self.executor not in EXECUTORS:
-            raise ConfigError(
-                f"executor {self.executor!r}: expected one of {', '.join(EXECUTORS)}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"learning-rate schedule {self.lr_schedule!r}: expected one of "
                               f"{', '.join(LR_SCHEDULES)}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(
-                f"precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
 
     def epoch_lr(self, epoch: int) -> float:
         """The learning rate of ``epoch`` (1-based).

@@ -1,7 +1,13 @@
 """Executors by name: where a training step runs.
 
 ``make_executor("serial", network, params, batch_size=128)`` returns a context
-manager with ``step``, ``predict`` and ``params`` (see :mod:`.base`).
+manager with ``step``, ``predict`` and ``params`` (see :mod:`.base`, which
+also declares what an executor says about itself).
+
+Adding an executor is one module with an :class:`Executor` subclass and one
+line here (or a call to :func:`register_executor` from anywhere): the
+command line, the benchmark harness, the study and the estimators read this
+table and ask each class what it needs and how it uses a machine.
 """
 
 from __future__ import annotations
@@ -10,22 +16,65 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..network import Network
-from .base import Executor
+from .base import Executor, Layout
 from .blas import BlasExecutor
-from .gpu import PRECISIONS, GpuExecutor
+from .gpu import GpuExecutor
 from .hybrid import HybridExecutor
 from .mpi import MPIExecutor
 from .serial import SerialExecutor
 from .threads import ThreadsExecutor
 
-EXECUTORS: dict[str, type[Executor]] = {
-    "serial": SerialExecutor,
-    "threads": ThreadsExecutor,
-    "blas": BlasExecutor,
-    "hybrid": HybridExecutor,
-    "mpi": MPIExecutor,        # mpi4py imported only when one is created
-    "gpu": GpuExecutor,        # torch and triton imported only when one is created
-}
+EXECUTORS: dict[str, type[Executor]] = {}
+# The executor every speedup is measured against, and the default.
+BASELINE = "serial"
+
+
+def register_executor(cls: type[Executor]) -> type[Executor]:
+    """Add ``cls`` to the table under ``cls.name``; usable as a class decorator."""
+    if not (isinstance(cls, type) and issubclass(cls, Executor)):
+        raise ConfigError(f"register_executor({cls!r}): expected an Executor subclass")
+    EXECUTORS[cls.name] = cls
+    return cls
+
+
+for _cls in (SerialExecutor, ThreadsExecutor, BlasExecutor, HybridExecutor,
+             MPIExecutor,      # mpi4py imported only when one is created
+             GpuExecutor):     # torch and triton imported only when one is created
+    register_executor(_cls)
+
+
+def all_precisions() -> tuple[str, ...]:
+    """Every precision some executor offers, the default first."""
+    return tuple(dict.fromkeys(p for cls in EXECUTORS.values() for p in cls.precisions))
+
+
+def executor_class(name: str) -> type[Executor]:
+    """The class registered as ``name``, or a one-line error listing the names."""
+    if name not in EXECUTORS:
+        raise ConfigError(f"executor {name!r}: expected one of {', '.join(EXECUTORS)}")
+    return EXECUTORS[name]
+
+
+def check_options(name: str, *, threads: int = 1, blas_threads: int = 1,
+                  precision: str = "fp32") -> type[Executor]:
+    """Validate what the executor ``name`` is asked for; returns its class.
+
+    The one place these combinations are checked: the command line, the
+    training configuration and the estimators all come through here.
+    """
+    cls = executor_class(name)
+    for what, value in (("threads", threads), ("blas threads", blas_threads)):
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            raise ConfigError(f"{what} {value!r}: expected a positive integer")
+    if precision not in cls.precisions:
+        raise ConfigError(f"precision {precision!r}: expected one of "
+                          f"{', '.join(cls.precisions)} for executor {name!r}")
+    if blas_threads != 1 and not cls.nested_blas:
+        nested = [n for n, c in EXECUTORS.items() if c.nested_blas]
+        raise ConfigError(
+            f"blas threads {blas_threads}: only the {', '.join(nested) or 'no'} executor takes "
+            f"BLAS threads per worker; for executor {name!r} leave it at 1 (use threads)")
+    return cls
 
 
 def make_executor(name: str, network: Network, params: np.ndarray, *, batch_size: int,
@@ -35,35 +84,21 @@ def make_executor(name: str, network: Network, params: np.ndarray, *, batch_size
 
     ``threads`` is the executor's degree of parallelism (workers for
     ``threads`` and ``hybrid``, workers per rank for ``mpi``, BLAS threads for
-    ``blas``); ``blas_threads`` is the BLAS threads inside each ``hybrid`` worker.
-    ``precision`` is the gpu executor's matrix-product precision (fp32 or tf32);
-    the CPU executors compute in the dtype of ``params``.
+    ``blas``); ``blas_threads`` is the BLAS threads inside each worker of an
+    executor that nests them (``hybrid``). ``precision`` is one of the
+    executor's ``precisions``; the CPU executors compute in the dtype of ``params``.
     """
-    if name not in EXECUTORS:
-        raise ConfigError(f"executor {name!r}: expected one of {', '.join(EXECUTORS)}")
-    if batch_size < 1:
-        raise ConfigError(f"batch size {batch_size}: expected a positive integer")
-    if threads < 1:
-        raise ConfigError(f"threads {threads}: expected a positive integer")
-    if not (isinstance(blas_threads, int) and blas_threads >= 1):
-        raise ConfigError(f"blas threads {blas_threads!r}: expected a positive integer")
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-    if precision != "fp32" and name != "gpu":
-        raise ConfigError(f"precision {precision!r}: only the gpu executor has a tf32 mode; "
-                          f"executor {name!r} computes in the parameters' dtype")
-    if name == "hybrid":
-        return HybridExecutor(network, params, batch_size=batch_size, threads=threads,
-                              blas_threads=blas_threads)
-    if blas_threads != 1:
-        raise ConfigError(
-            f"blas threads {blas_threads}: only the hybrid executor takes BLAS threads per "
-            f"worker; for executor {name!r} leave it at 1 (use threads)")
-    if name == "gpu":
-        return GpuExecutor(network, params, batch_size=batch_size, threads=threads,
-                           precision=precision)
-    return EXECUTORS[name](network, params, batch_size=batch_size, threads=threads)
+    cls = check_options(name, threads=threads, blas_threads=blas_threads, precision=precision)
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ConfigError(f"batch size {batch_size!r}: expected a positive integer")
+    options = {}
+    if cls.nested_blas:
+        options["blas_threads"] = blas_threads
+    if len(cls.precisions) > 1:
+        options["precision"] = precision
+    return cls(network, params, batch_size=batch_size, threads=threads, **options)
 
 
-__all__ = ["EXECUTORS", "BlasExecutor", "Executor", "GpuExecutor", "HybridExecutor",
-           "MPIExecutor", "SerialExecutor", "ThreadsExecutor", "make_executor"]
+__all__ = ["BASELINE", "EXECUTORS", "BlasExecutor", "Executor", "GpuExecutor", "HybridExecutor",
+           "Layout", "MPIExecutor", "SerialExecutor", "ThreadsExecutor", "all_precisions",
+           "check_options", "executor_class", "make_executor", "register_executor"]

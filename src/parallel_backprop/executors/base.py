@@ -6,25 +6,120 @@ SGD step on a mini-batch), ``predict`` (the output layer's activations) and
 ``params`` (the flat parameters back on the host). The trainer knows nothing
 else about it. Executors are context managers: entering may start threads or
 pin BLAS, leaving undoes it.
+
+Optional, the resident-data protocol: an executor whose class sets
+``resident_data = True`` can keep the whole training set where it computes
+(a GPU's memory): ``load_data(x, targets)`` takes it once and returns True
+when it fits, then ``train_epoch(order, lr, on_step)`` runs the steps of
+one shuffled epoch with no per-step copy from the host.
+
+Executors also describe themselves, as class attributes and class methods,
+so that the command line, the benchmark harness, the study and the
+estimators ask instead of listing names: what an executor needs installed,
+where it computes, which precisions it offers, whether it is one process or
+many ranks, and how it spreads a given number of cores (:meth:`layout`).
 """
 
 from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..network import Network
 
 
+@dataclass(frozen=True)
+class Layout:
+    """How an executor uses ``cores`` cores of a machine.
+
+    ranks          processes started by mpiexec; None: this process only
+    workers        data-parallel workers per process
+    blas_threads   BLAS threads per worker: the thread variables of each process
+    threads        the ``threads=`` the executor is created with
+    executor_blas_threads  the ``blas_threads=`` it is created with
+    """
+
+    ranks: int | None
+    workers: int
+    blas_threads: int
+    threads: int
+    executor_blas_threads: int = 1
+
+    @property
+    def cores(self) -> int:
+        """Cores busy when every thread computes."""
+        return (self.ranks or 1) * self.workers * self.blas_threads
+
+
 class Executor:
     """Base class: subclasses implement ``step``, ``predict`` and ``params``."""
 
     name = "base"
+    # Modules beyond the core install, and the pip extra that brings them.
+    requires: tuple[str, ...] = ()
+    extra: str = ""
+    # "cpu", or "gpu": the parallelism is a device's, not the CPU's cores.
+    device = "cpu"
+    # Matrix-product precisions; the first is the default.
+    precisions: tuple[str, ...] = ("fp32",)
+    # Many processes (MPI ranks), each running the same program.
+    distributed = False
+    # The resident-data protocol above (``load_data``, ``train_epoch``).
+    resident_data = False
+    # Takes ``blas_threads=``: BLAS threads inside each of its workers.
+    nested_blas = False
 
     def __init__(self, network: Network, params: np.ndarray, *, batch_size: int,
                  threads: int = 1):
         self.network = network
         self.batch_size = batch_size
         self.threads = threads
+
+    # ---- what the executor is ------------------------------------------------------
+
+    @classmethod
+    def summary(cls) -> str:
+        """One line: the first line of the executor's module docstring."""
+        doc = sys.modules[cls.__module__].__doc__ or cls.name
+        return doc.strip().splitlines()[0]
+
+    @classmethod
+    def scales_with_cores(cls) -> bool:
+        """Whether more cores make it faster (not for serial, nor on a device)."""
+        return cls.layout(2) is not None and cls.layout(2).cores > 1
+
+    @classmethod
+    def layout(cls, cores: int, blas_threads: int | None = None) -> Layout | None:
+        """How it spreads ``cores`` cores, or None when it cannot use that many.
+
+        ``blas_threads`` asks a composite executor for a given split. The
+        default is one worker on one core, whatever ``cores`` says.
+        """
+        return Layout(ranks=None, workers=1, blas_threads=1, threads=1)
+
+    @classmethod
+    def missing_modules(cls) -> list[str]:
+        """The modules it needs that are not installed (found without importing them)."""
+        return [module for module in cls.requires if importlib.util.find_spec(module) is None]
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        """Why it cannot run on this machine, or None. Cheap: imports nothing heavy."""
+        missing = cls.missing_modules()
+        if missing:
+            return (f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not "
+                    f"installed (pip install -e '.[{cls.extra}]')")
+        return None
+
+    @classmethod
+    def one_job(cls) -> bool:
+        """Whether it must have the machine to itself (a device, or ranks)."""
+        return cls.device != "cpu" or cls.distributed
+
+    # ---- the contract --------------------------------------------------------------
 
     def step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
         """One SGD step on ``x`` (n, n_in), targets ``y`` (n, n_out); returns the loss sum.
@@ -41,6 +136,14 @@ class Executor:
     def params(self) -> np.ndarray:
         """A host copy of the flat parameters (n_params,)."""
         raise NotImplementedError
+
+    def load_data(self, x: np.ndarray, targets: np.ndarray) -> bool:
+        """Resident data: keep ``x`` (n, n_in) and ``targets`` (n, n_out); True if they fit."""
+        return False
+
+    def train_epoch(self, order: np.ndarray, lr: float, on_step=None) -> float:
+        """Resident data: steps over the loaded rows in ``order``; returns the loss sum."""
+        raise NotImplementedError(f"executor {self.name!r} keeps no data resident")
 
     def close(self) -> None:
         """Release threads, BLAS limits or devices; idempotent."""

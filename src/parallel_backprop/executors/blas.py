@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..network import Network
+from .base import Layout
 from .threads import ThreadsExecutor
 
 
@@ -32,6 +33,11 @@ class BlasExecutor(ThreadsExecutor):
     """One shard; forward, backward and update with BLAS on ``threads`` threads."""
 
     name = "blas"
+
+    @classmethod
+    def layout(cls, cores: int, blas_threads: int | None = None) -> Layout:
+        """One worker whose BLAS calls use every core."""
+        return Layout(ranks=None, workers=1, blas_threads=cores, threads=cores)
 
     def __init__(self, network: Network, params: np.ndarray, *, batch_size: int,
                  threads: int = 1):

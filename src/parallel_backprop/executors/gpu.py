@@ -48,6 +48,11 @@ does for fp32 matmuls by default; ``"tf32"`` lets them use tensor cores.
 
 from __future__ import annotations
 
+import functools
+import os
+import subprocess
+import sys
+
 import numpy as np
 
 from ..errors import ConfigError
@@ -55,6 +60,19 @@ from ..network import Network
 from .base import Executor
 
 PRECISIONS = ("fp32", "tf32")
+
+
+def _interpreted() -> bool:
+    """Whether Triton's interpreter is on (read by triton at its import)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+@functools.lru_cache(maxsize=1)
+def _cuda_present() -> bool:
+    probe = subprocess.run([sys.executable, "-c", "import sys, torch; sys.exit(0 if "
+                            "torch.cuda.is_available() else 3)"], capture_output=True,
+                           timeout=300)
+    return probe.returncode == 0
 
 # Graphs kept per executor, one per (rows, gather) shape seen; beyond that
 # steps run as plain launches (a trainer needs two).
@@ -109,6 +127,21 @@ class GpuExecutor(Executor):
     """
 
     name = "gpu"
+    requires = ("torch", "triton")
+    extra = "gpu"
+    device = "gpu"
+    precisions = PRECISIONS
+    resident_data = True
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        """Missing PyTorch or Triton, or no CUDA GPU (asked in a process of its own,
+        so that this one stays free of torch); the interpreter counts as a GPU."""
+        reason = super().unavailable()
+        if reason is None and not _interpreted() and not _cuda_present():
+            reason = ("PyTorch sees no CUDA GPU (TRITON_INTERPRET=1 runs the kernels on "
+                      "the CPU, for checking)")
+        return reason
 
     def __init__(self, network: Network, params: np.ndarray, *, batch_size: int,
                  threads: int = 1, precision: str = "fp32", cuda_graphs: bool = True):

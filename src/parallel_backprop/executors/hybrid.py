@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..network import Network
+from .base import Layout
 from .threads import ThreadsExecutor
 
 
@@ -30,6 +31,24 @@ class HybridExecutor(ThreadsExecutor):
     """``threads`` data-parallel workers, each calling BLAS with ``blas_threads`` threads."""
 
     name = "hybrid"
+    nested_blas = True
+
+    @classmethod
+    def layout(cls, cores: int, blas_threads: int | None = None) -> Layout | None:
+        """Workers x BLAS threads = ``cores``, at least 2 x 2; None where no split exists.
+
+        With fewer than two of either, hybrid IS the threads (T x 1) or the
+        blas (1 x T) executor, which are measured as such.
+        """
+        if blas_threads is None:
+            blas_threads = next((b for b in range(2, cores) if cores % b == 0
+                                 and cores // b >= 2), None)
+        if blas_threads is None or blas_threads < 2 or cores % blas_threads \
+                or cores // blas_threads < 2:
+            return None
+        workers = cores // blas_threads
+        return Layout(ranks=None, workers=workers, blas_threads=blas_threads, threads=workers,
+                      executor_blas_threads=blas_threads)
 
     def __init__(self, network: Network, params: np.ndarray, *, batch_size: int,
                  threads: int = 1, blas_threads: int = 1):

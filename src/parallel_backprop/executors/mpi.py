@@ -78,6 +78,7 @@ import numpy as np
 from ..errors import ConfigError, PbpError
 from ..gemm import gemm
 from ..network import Network
+from .base import Layout
 from .threads import _ALIGN, ThreadsExecutor, shard_bounds
 
 INSTALL_HINT = "pip install 'parallel-backprop[mpi]'"
@@ -197,6 +198,25 @@ class MPIExecutor(ThreadsExecutor):
     """
 
     name = "mpi"
+    requires = ("mpi4py",)
+    extra = "mpi"
+    distributed = True
+
+    @classmethod
+    def layout(cls, cores: int, blas_threads: int | None = None) -> Layout:
+        """A rank per core, one worker and one BLAS thread in each."""
+        return Layout(ranks=cores, workers=1, blas_threads=1, threads=1)
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        """Missing mpi4py, or no mpiexec to start ranks with (none needed under one)."""
+        reason = super().unavailable()
+        if reason is None and not under_mpiexec():
+            try:
+                find_mpiexec()
+            except PbpError as exc:
+                reason = str(exc)
+        return reason
 
     def __init__(self, network: Network, params: np.ndarray, *, batch_size: int,
                  threads: int = 1, comm=None):

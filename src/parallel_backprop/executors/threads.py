@@ -68,7 +68,7 @@ from threadpoolctl import threadpool_limits
 from ..backprop import Workspace, deltas, forward, update
 from ..errors import ConfigError
 from ..network import Network
-from .base import Executor
+from .base import Executor, Layout
 
 # Jobs posted to the workers (the first item of ``_job``).
 _STEP, _PREDICT, _SYNC, _STOP = "step", "predict", "sync", "stop"
@@ -112,6 +112,11 @@ class ThreadsExecutor(Executor):
     """
 
     name = "threads"
+
+    @classmethod
+    def layout(cls, cores: int, blas_threads: int | None = None) -> Layout:
+        """A worker per core, BLAS pinned to one thread in each."""
+        return Layout(ranks=None, workers=cores, blas_threads=1, threads=cores)
 
     def __init__(self, network: Network, params: np.ndarray, *, batch_size: int,
                  threads: int = 1, blas_threads: int = 1):
