@@ -9,6 +9,7 @@ behind.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -60,3 +61,34 @@ def check_writable(path: str | os.PathLike, what: str = "output file") -> None:
         raise PbpError(f"{what} {path}: folder {parent} is not writable")
     if path.exists() and not os.access(path, os.W_OK):
         raise PbpError(f"{what} {path}: exists and is not writable")
+
+
+def write_json(path: str | os.PathLike, doc, *, indent: int | None = 1) -> None:
+    """Write ``doc`` as JSON to ``path`` atomically (values JSON cannot hold as strings)."""
+    with atomic_open(path, "w") as handle:
+        json.dump(doc, handle, indent=indent, default=str)
+        handle.write("\n")
+
+
+def output_folder(path: str | os.PathLike, outputs: tuple[str, ...] = (),
+                  what: str = "--out") -> Path:
+    """Create the output folder ``path`` and check that each of ``outputs`` can be written in it.
+
+    Called before long work, so that a bad ``--out`` fails at once.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise PbpError(f"{what} {path}: is a file, expected a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PbpError(f"{what} {path}: cannot create the folder ({one_line(exc)})") from None
+    for name in outputs:
+        check_writable(path / name, what)
+    return path
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: its type and its message with the whitespace folded."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
