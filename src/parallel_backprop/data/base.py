@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import DataError
+from .preprocess import Preprocessor
 
 
 @dataclass
@@ -30,7 +31,7 @@ class Dataset:
     x_test: np.ndarray    # float32 (n_test, n_features)
     y_test: np.ndarray    # int64 (n_test,)
     n_classes: int        # KDD binary: 2 (the network may use one sigmoid output)
-    preprocessor: object  # a preprocess.Preprocessor, fitted on the training split
+    preprocessor: Preprocessor  # fitted on the training split, saved with the model
     class_names: list[str]
 
     @property
@@ -72,7 +73,7 @@ class LoadRequest:
     val_fraction: float = 1 / 6
     progress: bool = True
     download: bool | None = None
-    fitted: object | None = None
+    fitted: Preprocessor | None = None
     image_scaling: str = "standard"
     kdd_task: str = "binary"
     kdd_encoding: str = "onehot"

@@ -64,7 +64,7 @@ _MNIST_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/",
 _FASHION_MIRRORS = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",)
 
 
-@dataclass
+@dataclass  # not frozen: a test points system_dirs at a folder of its own
 class IdxFiles:
     """The four IDX files of an image data set: the published ones, and where else to look.
 
