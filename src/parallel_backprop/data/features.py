@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..fileio import one_line
-from .io import open_data, read_error
+from .io import check_file, open_data, read_error
 from .kdd import read_kdd
 from .validate import check_xy
 
@@ -49,8 +49,7 @@ def load_features_file(path: str | os.PathLike, preprocessor, n_features: int, *
     y : int64 (n,), or None when the file has no labels
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
+    check_file(path)
     if path.suffix.lower() == ".npy":
         x, y = _read_npy(path, preprocessor, n_features), None
     elif preprocessor.kind == "kdd":
