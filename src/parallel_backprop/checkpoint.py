@@ -260,3 +260,63 @@ def check_same_run(checkpoint: Checkpoint, network: Network, fingerprint: str) -
         raise ConfigError(
             f"checkpoint {checkpoint.path}: the training data differ from the checkpointed "
             "run's (other files, --limit, --seed or preprocessing); resume with the same data")
+
+
+# ---- the resume policy of ``pbp train --resume`` ------------------------------------
+
+NOT_RECORDED = frozenset({"save", "metrics_json", "quiet", "checkpoint_dir", "checkpoint_every",
+                          "keep_checkpoints", "resume", "ranks"})
+"""Options of ``pbp train`` that do not define the run: never recorded in a checkpoint."""
+
+FREE_ON_RESUME = frozenset({"data_dir", "kdd_file", "test_file", "epochs"})
+"""Recorded options a resumed run may change: where the data are (the data
+themselves are checked by fingerprint) and how many epochs to train in all."""
+
+
+def recorded_options(options: dict) -> dict:
+    """The options (parameter name -> value) that define a run, as plain JSON values."""
+    return {name: str(value) if isinstance(value, Path) else value
+            for name, value in options.items() if name not in NOT_RECORDED}
+
+
+def resume_defaults(checkpoint: Checkpoint) -> dict:
+    """The checkpointed run's options that a resumed run takes as its defaults (the set ones)."""
+    return {name: value for name, value in checkpoint.options.items() if value is not None}
+
+
+def check_resume_options(checkpoint: Checkpoint, options: dict) -> None:
+    """Refuse options given again with --resume that differ from the checkpointed run's.
+
+    ``options``: the resumed run's, parameter name -> value; those in
+    ``FREE_ON_RESUME`` may differ.
+    """
+    now = recorded_options(options)
+    differ = [f"--{name.replace('_', '-')} {now.get(name)} (the run used {value})"
+              for name, value in checkpoint.options.items()
+              if name not in FREE_ON_RESUME and name in now and now[name] != value]
+    if differ:
+        raise ConfigError(f"--resume {checkpoint.path.parent}: {'; '.join(differ)}; leave "
+                          "those options out to continue the checkpointed run as it was")
+
+
+def start_checkpointing(checkpoint: Checkpoint | None, folder: str | os.PathLike,
+                        network: Network, data, options: dict, *, keep: int = 3,
+                        enabled: bool = True) -> tuple[TrainState | None, CheckpointWriter]:
+    """The state to resume from (None for a fresh run) and the writer of a run's checkpoints.
+
+    ``checkpoint``: the one resumed (checked to be the same network and
+    data), or None. ``data``: a :class:`~.data.Dataset`. ``options``: the
+    run's, recorded in every checkpoint (see :func:`recorded_options`).
+    Every process gets a writer, so that all run the same loop; only an
+    ``enabled`` one (rank 0 under MPI) prepares the folder and writes.
+    """
+    fingerprint = data_fingerprint(data.x_train, data.y_train, data.x_val, data.y_val)
+    if checkpoint is not None:
+        check_same_run(checkpoint, network, fingerprint)
+    if enabled:   # resuming into the checkpoint's own folder; any other must hold no run
+        same = (checkpoint is not None
+                and Path(folder).resolve() == checkpoint.path.parent.resolve())
+        folder = prepare_folder(folder, resuming=same)
+    writer = CheckpointWriter(folder, network, data.preprocessor, data.class_names, data.name,
+                              recorded_options(options), fingerprint, keep=keep, enabled=enabled)
+    return (None if checkpoint is None else checkpoint.state), writer

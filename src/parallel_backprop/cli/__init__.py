@@ -1,0 +1,84 @@
+"""The ``pbp`` command line: train, predict, fetch, bench, tune, study, report.
+
+Options are validated here, at the boundary; any bad input ends with one
+line on stderr (``pbp: error: ...``) and a non-zero exit status, never a
+traceback. Outputs are checked for writability before training starts and
+written atomically after it ends.
+
+- :mod:`.options`  options shared by several commands, declared once
+- :mod:`.runs`     option groups and the start of a training run (train, tune)
+- :mod:`.plugins`  ``pbp --plugin MODULE``: a user's activations and executors
+- one module per command or group: :mod:`.train`, :mod:`.predict`,
+  :mod:`.fetch`, :mod:`.bench`, :mod:`.tune`, :mod:`.study` (study, report)
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import PbpError
+from .bench import bench_command
+from .fetch import fetch_command
+from .plugins import load_plugin
+from .predict import predict_command
+from .study import report_command, study_command
+from .train import train_command
+from .tune import tune_command
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pbp")
+@click.option("--plugin", "plugins", multiple=True, metavar="MODULE",
+              help="Import MODULE (a module name or a .py file) before the command, so that "
+                   "the activations and executors it registers can be used; repeatable.")
+def cli(plugins: tuple[str, ...]) -> None:
+    """Train multilayer perceptrons with parallel backpropagation."""
+    for plugin in plugins:
+        load_plugin(plugin)
+
+
+for command in (train_command, predict_command, fetch_command, bench_command, tune_command,
+                study_command, report_command):
+    cli.add_command(command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``pbp`` script: one-line errors, non-zero exit codes."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        # The arguments travel in ``obj`` so that --ranks can start the same command.
+        result = cli.main(args=args, prog_name="pbp", standalone_mode=False,
+                          obj={"argv": args})
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        return _fail(exc.exit_code, exc.format_message())
+    except (click.Abort, KeyboardInterrupt) as exc:
+        # Click turns a KeyboardInterrupt into Abort: the message is the original's.
+        return _fail(130, str(exc.__cause__ or exc), what="interrupted")
+    except PbpError as exc:
+        return _fail(1, str(exc))
+    except MemoryError:
+        return _fail(1, "out of memory; try a smaller --batch-size or --limit")
+    return result if isinstance(result, int) else 0
+
+
+def _fail(code: int, message: str = "", what: str = "error") -> int:
+    """Print ``pbp: error: <message>``; as one of several MPI ranks, name it and end the job.
+
+    Returning would leave the other ranks waiting for this one in a collective
+    (or this one waiting for them in MPI_Finalize): the job would hang.
+    """
+    from ..executors.mpi import abort_job, distributed_rank
+
+    where = distributed_rank()
+    if where is not None:
+        what += f" on rank {where[0]} of {where[1]}"
+    click.echo(f"pbp: {what}" + (f": {message}" if message else ""), err=True)
+    abort_job(code)
+    return code

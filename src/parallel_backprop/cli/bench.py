@@ -1,0 +1,107 @@
+"""``pbp bench``: time our executors and their peers on the same work (glue to :mod:`..bench`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .options import out_option, parse_comma_lists, quiet_option, seed_option, timing_settings
+from .runs import command_argv
+
+
+@click.command("bench")
+@click.option("--quick", is_flag=True,
+              help="A small grid with short timing (minutes on 2 cores): Net-1h and Net-2h, "
+                   "batches 128 and 1024, 1 thread and every usable core, every system but "
+                   "torch-compile.")
+@click.option("--systems",
+              help="Comma-separated systems, or the groups all, executors, peers, ceilings "
+                   "(default: all; see --list-systems).")
+@click.option("--nets", help="Comma-separated networks: 1h, 2h (the seed's, with --features "
+                             "inputs and --classes outputs) or sizes such as 784-512-10 "
+                             "(default: 1h,2h).")
+@click.option("--batch-sizes", help="Comma-separated batch sizes (default: 32 to 2048 in "
+                                    "powers of two; --quick: 128,1024).")
+@click.option("--threads", "thread_counts",
+              help="Comma-separated thread counts (default: 1, 2, 4, ... and the usable cores).")
+@click.option("--blas-threads", type=click.IntRange(min=1),
+              help="hybrid: BLAS threads per worker (default: the smallest split into at least "
+                   "two workers of at least two).")
+@click.option("--features", type=click.IntRange(min=1), default=784, show_default=True,
+              help="Inputs of the 1h and 2h networks (synthetic data).")
+@click.option("--classes", type=click.IntRange(min=2), default=10, show_default=True,
+              help="Outputs of the 1h and 2h networks.")
+@click.option("--epoch-samples", type=click.IntRange(min=1), default=60000, show_default=True,
+              help="Samples in the epoch whose time (epoch_s) is reported.")
+@click.option("--warmup", type=click.FloatRange(min=0),
+              help="Seconds of untimed passes after the first (default 1; --quick 0.2).")
+@click.option("--min-time", type=click.FloatRange(min=0),
+              help="Seconds each timed round lasts at least (default 0.5; --quick 0.1).")
+@click.option("--repeats", type=click.IntRange(min=1),
+              help="Timed rounds per configuration: median and best are reported "
+                   "(default 5; --quick 3).")
+@click.option("--gemm-size", type=click.IntRange(min=1), default=2048, show_default=True,
+              help="n of the n x n x n float32 GEMM that measures the ceiling.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
+              help="Seconds before a configuration is stopped (default 600; --quick 180).")
+@seed_option()
+@out_option("Folder for bench.json, bench.csv and the plots.", default=Path("bench-results"))
+@click.option("--no-plots", is_flag=True, help="Write no PNG plots.")
+@click.option("--list-systems", is_flag=True,
+              help="List the systems and whether each can run here, then exit.")
+@click.option("--replot", type=click.Path(path_type=Path),
+              help="Redraw the plots of an earlier bench.json into --out; measure nothing.")
+@quiet_option("No progress bar and no summary.")
+@click.pass_context
+def bench_command(ctx: click.Context, quick: bool, out: Path, no_plots: bool, list_systems: bool,
+                  replot: Path | None, quiet: bool, **grid):
+    """Time our executors and their peers on the same work, side by side."""
+    from ..bench import run_bench   # the harness is imported only by the commands using it
+
+    echo = (lambda line: None) if quiet else click.echo
+    if list_systems:
+        list_bench_systems()
+        return
+    if replot is not None:
+        _replot(replot, out, echo)
+        return
+    config = bench_config(ctx, quick, grid)
+    try:
+        run_bench(config, out, plots=not no_plots, progress=not quiet, log=echo,
+                  command=["pbp", *command_argv()])
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"what was measured is in {out}") from None
+    echo(f"results in {out}")
+
+
+def bench_config(ctx: click.Context, quick: bool, grid: dict):
+    """The BenchConfig of the --quick (or full) preset and the grid options given."""
+    from ..bench import BenchConfig
+    from ..bench.config import parse_ints, parse_list, parse_systems
+
+    grid = dict(grid)
+    lists = parse_comma_lists(ctx, grid, {
+        "systems": lambda text, option: parse_systems(text), "nets": parse_list,
+        "batch_sizes": parse_ints, "thread_counts": parse_ints})
+    return BenchConfig.preset(
+        quick, systems=lists["systems"], nets=lists["nets"], batch_sizes=lists["batch_sizes"],
+        threads=lists["thread_counts"], hybrid_blas_threads=grid.pop("blas_threads"),
+        **timing_settings(grid), **grid)
+
+
+def list_bench_systems() -> None:
+    """Print each system, its kind, whether it can run here and what it is."""
+    from ..bench.systems import SYSTEMS, missing_modules
+
+    for system in SYSTEMS.values():
+        missing = missing_modules(system)
+        state = f"needs {', '.join(missing)}" if missing else "available"
+        click.echo(f"{system.name:<14} {system.kind:<9} {state:<16} {system.description}")
+
+
+def _replot(source: Path, out: Path, echo) -> None:
+    from ..bench import replot
+
+    doc = replot(source, out, log=echo)
+    echo(f"plots {', '.join(doc['plots'])} in {out}")

@@ -1,0 +1,148 @@
+"""Options shared by several ``pbp`` commands, each declared once, as decorators.
+
+Choices come from the registries (data sets, executors, precisions), read
+when the command line is parsed, so that what a ``--plugin`` registers is
+accepted too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterable
+
+import click
+
+from ..activations import LOSSES
+from ..data import DATASETS
+from ..executors import EXECUTORS, all_precisions
+from ..trainer import LR_SCHEDULES
+
+
+class RegistryChoice(click.Choice):
+    """A choice among a registry's names as they are when the option is parsed."""
+
+    def __init__(self, names: Callable[[], Iterable[str]]):
+        # Not click.Choice.__init__: it would freeze the names it was given.
+        self.names = names
+        self.case_sensitive = True
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return tuple(self.names())
+
+
+def stack(*options) -> Callable:
+    """One decorator applying ``options`` in order (the first shows first in --help)."""
+    def decorate(func):
+        for option in reversed(options):
+            func = option(func)
+        return func
+    return decorate
+
+
+def dataset_choice(required: bool = True, help: str | None = None) -> Callable:
+    """``--dataset``, one of the data registry's names."""
+    return click.option("--dataset", type=RegistryChoice(lambda: list(DATASETS)),
+                        required=required, help=help)
+
+
+dataset_options = stack(
+    click.option("--data-dir", type=click.Path(path_type=Path),
+                 help="Folder to look in first for data files (then $PBP_DATA_DIR, "
+                      "the cache, system packages, and finally a download)."),
+    click.option("--limit", type=click.IntRange(min=1),
+                 help="Use at most N samples of the training pool (quick runs)."),
+    click.option("--kdd-task", type=click.Choice(["binary", "category"]), default="binary",
+                 show_default=True, help="KDD Cup 99: normal vs attack, or the 5 categories."),
+    click.option("--kdd-encoding", type=click.Choice(["onehot", "ordinal"]),
+                 default="onehot", show_default=True,
+                 help="KDD Cup 99: encoding of protocol_type, service and flag."),
+    click.option("--kdd-file", help="KDD Cup 99 training file, or 'full' for kddcup.data.gz "
+                                    "(default: the 10% file)."),
+    click.option("--test-file", type=click.Path(path_type=Path),
+                 help="KDD Cup 99 test file (e.g. corrected.gz) instead of a held-out split."),
+    click.option("--samples", type=click.IntRange(min=1), default=60000, show_default=True,
+                 help="Synthetic: number of samples."),
+    click.option("--features", type=click.IntRange(min=1), default=784, show_default=True,
+                 help="Synthetic: number of input features."),
+    click.option("--classes", type=click.IntRange(min=2), default=10, show_default=True,
+                 help="Synthetic: number of classes."),
+)
+"""The options of every command that loads one data set (see :class:`.runs.DataOptions`)."""
+
+network_options = stack(
+    click.option("--net", default="1h", show_default=True,
+                 help="Layer sizes such as 784-1024-10, or 1h / 2h for the seed's "
+                      "one- and two-hidden-layer networks of 1024 units."),
+    click.option("--activation", default="sigmoid", show_default=True,
+                 help="Hidden activation (sigmoid, tanh, relu, linear, or a registered one, "
+                      "see pbp --plugin); a comma-separated list gives one per hidden layer."),
+    click.option("--output-activation",
+                 help="Output activation (default: the hidden one for mse; softmax, or "
+                      "sigmoid for two classes, for cross-entropy)."),
+    click.option("--loss", type=click.Choice(LOSSES), default="mse", show_default=True),
+)
+"""The options that build the network (see :class:`.runs.NetOptions`)."""
+
+executor_options = stack(
+    click.option("--executor", type=RegistryChoice(lambda: list(EXECUTORS)), default="serial",
+                 show_default=True, help="The executor that trains."),
+    click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+                 help="Workers (threads, hybrid) or BLAS threads (blas)."),
+    click.option("--blas-threads", type=click.IntRange(min=1), default=1, show_default=True,
+                 help="BLAS threads inside each hybrid worker."),
+    click.option("--precision", type=RegistryChoice(all_precisions), default="fp32",
+                 show_default=True,
+                 help="gpu: matrix products in IEEE fp32 (PyTorch's default) or tf32 "
+                      "(tensor cores)."),
+    click.option("--ranks", type=click.IntRange(min=1),
+                 help="mpi: start N ranks on this machine with mpiexec (under mpiexec, leave "
+                      "it out: mpiexec -n sets the ranks)."),
+)
+"""The options that choose and size the executor (see :class:`.runs.ExecutorOptions`)."""
+
+
+def epochs_option(default: int) -> Callable:
+    return click.option("--epochs", type=click.IntRange(min=1), default=default,
+                        show_default=True)
+
+
+lr_schedule_option = click.option(
+    "--lr-schedule", type=click.Choice(LR_SCHEDULES), default="constant", show_default=True,
+    help="linear: the rate falls by lr/epochs after each epoch, to lr/epochs.")
+
+
+def seed_option(help: str | None = None) -> Callable:
+    return click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+                        help=help)
+
+
+def quiet_option(help: str = "Print only errors.") -> Callable:
+    return click.option("--quiet", is_flag=True, help=help)
+
+
+def out_option(help: str, default: Path | None = None, required: bool = False) -> Callable:
+    """``--out``: a JSON file (tune) or a folder of results (bench, study, report)."""
+    return click.option("--out", type=click.Path(path_type=Path), default=default,
+                        show_default=default is not None, required=required, help=help)
+
+
+def parse_comma_lists(ctx: click.Context, params: dict, parsers: dict) -> dict:
+    """Take the comma-separated options named in ``parsers`` out of ``params``, parsed.
+
+    ``parsers``: parameter name -> ``parser(text, option)``; ``option`` is the
+    flag as declared (``--threads`` for the parameter ``thread_counts``), for
+    the parser's error messages.
+    """
+    flags = {param.name: param.opts[0] for param in ctx.command.params}
+    return {name: parser(params.pop(name), flags[name]) for name, parser in parsers.items()}
+
+
+# Options named as the command line spells them, as the harness configurations name them.
+TIMING_FIELDS = {"warmup": "warmup_s", "min_time": "min_time_s", "repeats": "repeats",
+                 "timeout": "timeout_s"}
+
+
+def timing_settings(params: dict) -> dict:
+    """Take --warmup, --min-time, --repeats and --timeout out of ``params``, by config field."""
+    return {field: params.pop(name) for name, field in TIMING_FIELDS.items()}

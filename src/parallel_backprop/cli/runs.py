@@ -1,0 +1,190 @@
+"""What ``pbp train`` and ``pbp tune`` share: option groups and the start of a run.
+
+A run loads its data set, builds its network, prints one header line and
+knows its MPI rank; with ``--ranks N`` it is started again under mpiexec
+with the same command line (see :func:`command_argv`).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Callable
+
+import click
+
+from ..errors import ConfigError
+from ..executors import GpuExecutor, executor_class
+from ..fileio import check_writable
+from ..network import Network
+from ..trainer import TrainConfig
+
+
+class OptionGroup:
+    """A dataclass of some of a command's options, taken out of click's keyword arguments."""
+
+    @classmethod
+    def take(cls, params: dict):
+        """Remove this group's options from ``params`` and return them as one object."""
+        return cls(**{f.name: params.pop(f.name) for f in fields(cls) if f.name in params})
+
+
+@dataclass(frozen=True)
+class DataOptions(OptionGroup):
+    """``--dataset`` and the options of :data:`.options.dataset_options`."""
+
+    dataset: str | None
+    data_dir: Path | None
+    limit: int | None
+    kdd_task: str
+    kdd_encoding: str
+    kdd_file: str | None
+    test_file: Path | None
+    samples: int
+    features: int
+    classes: int
+    image_scaling: str = "standard"
+
+    def load(self, seed: int, quiet: bool, dataset: str | None = None, fitted=None):
+        """The data set (``dataset`` overrides ``--dataset``), split with ``seed``."""
+        from ..data import load_dataset
+
+        return load_dataset(
+            dataset or self.dataset, data_dir=self.data_dir, limit=self.limit, seed=seed,
+            progress=not quiet, kdd_task=self.kdd_task, kdd_encoding=self.kdd_encoding,
+            kdd_file=self.kdd_file, kdd_test_file=self.test_file,
+            synthetic_samples=self.samples, synthetic_features=self.features,
+            synthetic_classes=self.classes, fitted=fitted, image_scaling=self.image_scaling)
+
+
+@dataclass(frozen=True)
+class NetOptions(OptionGroup):
+    """The options of :data:`.options.network_options`."""
+
+    net: str
+    activation: str
+    output_activation: str | None
+    loss: str
+
+    def build(self, data) -> Network:
+        return Network.from_spec(self.net, data.n_features, data.n_classes,
+                                 activation=self.activation,
+                                 output_activation=self.output_activation, loss=self.loss)
+
+
+@dataclass(frozen=True)
+class ExecutorOptions(OptionGroup):
+    """The options of :data:`.options.executor_options`."""
+
+    executor: str
+    threads: int
+    blas_threads: int
+    precision: str
+    ranks: int | None
+
+    def train_config(self, **settings) -> TrainConfig:
+        """A TrainConfig with this executor and ``settings`` (batch_size, lr, epochs...)."""
+        return TrainConfig(executor=self.executor, threads=self.threads,
+                           blas_threads=self.blas_threads, precision=self.precision,
+                           **settings)
+
+    @property
+    def distributed(self) -> bool:
+        """Whether the executor runs on MPI ranks."""
+        return bool(executor_class(self.executor).distributed)
+
+    @property
+    def on_gpu(self) -> bool:
+        """Whether the executor is (or extends) the Triton GPU executor."""
+        return issubclass(executor_class(self.executor), GpuExecutor)
+
+
+@dataclass
+class Run:
+    """A run's data and network, where it stands among MPI ranks, and its printer."""
+
+    data: object
+    network: Network
+    rank: int
+    n_ranks: int
+    echo: Callable[[str], None]
+
+    @property
+    def root(self) -> bool:
+        """Rank 0 (or the only process): prints, evaluates and writes the outputs."""
+        return self.rank == 0
+
+
+def start_run(data: DataOptions, net: NetOptions, run: ExecutorOptions, *, seed: int,
+              quiet: bool, outputs: dict, header: Callable[[Run], str]) -> Run:
+    """Check the outputs, load the data, build the network and print ``header(run)``.
+
+    ``outputs``: option name -> path (or None) of the files written at the end.
+    Under MPI every rank calls this with the same seed (same data, same
+    batches); only rank 0 checks and writes outputs, and prints.
+    """
+    rank, n_ranks = mpi_world() if run.distributed else (0, 1)
+    if rank == 0:   # fail on an unwritable output now, not after the training it would lose
+        check_outputs(outputs)
+    if run.on_gpu:   # no GPU (or no Triton): say so before loading any data
+        from ..executors.gpu import load_backend, select_device
+
+        select_device(*load_backend())
+    dataset = data.load(seed, quiet or rank != 0)
+    echo = click.echo if rank == 0 and not quiet else (lambda line: None)
+    started = Run(dataset, net.build(dataset), rank, n_ranks, echo)
+    echo(header(started))
+    return started
+
+
+def check_outputs(outputs: dict) -> None:
+    """Check that each output path given (option name -> path or None) can be written."""
+    for option, path in outputs.items():
+        if path is not None:
+            check_writable(path, option)
+
+
+def mpi_world() -> tuple[int, int]:
+    """This process's (rank, ranks); ranks other than 0 leave Ctrl-C to rank 0.
+
+    mpiexec forwards a Ctrl-C to every rank, and each would notice it at a
+    different step; rank 0 alone stops (after writing a checkpoint, when
+    asked to) and its abort then ends the others.
+    """
+    from ..executors.mpi import world
+
+    rank, n_ranks = world()
+    if rank != 0:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return rank, n_ranks
+
+
+def launch_ranks(run: ExecutorOptions, batch_size: int, outputs: dict) -> int:
+    """``--ranks N``: check what can be checked here, then run this command under mpiexec.
+
+    The ranks re-run this process's whole command line (:func:`command_argv`)
+    but ``--ranks``, global options such as ``--plugin`` included.
+    """
+    from ..executors.mpi import check_launch, launch
+
+    if not run.distributed:
+        raise ConfigError(f"--ranks {run.ranks}: only the mpi executor runs on ranks; add "
+                          f"--executor mpi or drop --ranks (executor {run.executor!r})")
+    mpiexec = check_launch(run.ranks, batch_size)
+    check_outputs(outputs)
+    return launch(mpiexec, run.ranks, command_argv())
+
+
+def command_argv() -> list[str]:
+    """The arguments of this ``pbp`` command line (without the program name).
+
+    :func:`..main` passes them in the root context's ``obj``; when the click
+    group is called some other way, they are ``sys.argv``'s.
+    """
+    ctx = click.get_current_context(silent=True)
+    obj = ctx.find_root().obj if ctx is not None else None
+    if isinstance(obj, dict) and obj.get("argv") is not None:
+        return list(obj["argv"])
+    return sys.argv[1:]

@@ -1,0 +1,64 @@
+"""``pbp tune``: pick the learning rate (and batch size) by validation accuracy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..fileio import write_json
+from .options import (dataset_choice, dataset_options, epochs_option, executor_options,
+                      lr_schedule_option, network_options, out_option, quiet_option,
+                      seed_option)
+from .runs import DataOptions, ExecutorOptions, NetOptions, command_argv, launch_ranks, start_run
+
+
+@click.command("tune")
+@dataset_choice()
+@dataset_options
+@network_options
+@click.option("--lrs", help="Comma-separated learning rates (default: the seed's grid, "
+                            "0.001,0.002,0.01,0.1,0.5,1).")
+@click.option("--batch-sizes", help="Comma-separated batch sizes, each tried with every "
+                                    "learning rate (default: 128).")
+@epochs_option(5)
+@lr_schedule_option
+@executor_options
+@click.option("--jobs", type=click.IntRange(min=1),
+              help="Candidates trained at once, each in a process of its own (default: as "
+                   "many as the usable cores hold at --threads each; 1 for gpu and mpi).")
+@seed_option()
+@out_option("Write the table, the winner and the environment to this JSON file.")
+@quiet_option()
+def tune_command(lrs: str | None, batch_sizes: str | None, epochs: int, lr_schedule: str,
+                 jobs: int | None, seed: int, out: Path | None, quiet: bool, **params):
+    """Pick the learning rate with the highest validation accuracy (grid search)."""
+    from ..bench.config import parse_ints
+    from ..study.config import parse_floats
+    from ..study.tune import SEED_LRS, TuneConfig, table, tune
+
+    data, net, run = (DataOptions.take(params), NetOptions.take(params),
+                      ExecutorOptions.take(params))
+    config = TuneConfig(
+        lrs=parse_floats(lrs, "--lrs") or SEED_LRS,
+        batch_sizes=parse_ints(batch_sizes, "--batch-sizes") or (128,),
+        train=run.train_config(epochs=epochs, seed=seed, lr_schedule=lr_schedule), jobs=jobs)
+    outputs = {"--out": out}
+    if run.ranks is not None:
+        return launch_ranks(run, min(config.batch_sizes), outputs)
+    candidates = len(config.candidates())
+    started = start_run(
+        data, net, run, seed=seed, quiet=quiet, outputs=outputs,
+        header=lambda started: (
+            f"{started.data.name}: {len(started.data.x_train)} train, "
+            f"{len(started.data.x_val)} validation samples; net {started.network.spec}; "
+            f"{candidates} candidates, {epochs} epoch(s) each, executor {run.executor}"))
+    doc = tune(started.network, started.data, config, log=started.echo)
+    for line in table(doc):
+        started.echo(line)
+    if out is not None and started.root:
+        from ..bench.environment import environment
+
+        write_json(out, {**doc, "command": ["pbp", *command_argv()],
+                         "environment": environment()})
+    return 0
