@@ -13,12 +13,15 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from parallel_backprop.checkpoint import (CheckpointWriter, check_same_run, checkpoint_paths,
-                                          data_fingerprint, latest_checkpoint, load_checkpoint)
+from parallel_backprop.checkpoint import (FREE_ON_RESUME, NOT_RECORDED, CheckpointWriter,
+                                          check_resume_options, check_same_run, checkpoint_paths,
+                                          data_fingerprint, latest_checkpoint, load_checkpoint,
+                                          recorded_options, resume_defaults, start_checkpointing)
 from parallel_backprop.cli import main
 from parallel_backprop.data import Identity
 from parallel_backprop.errors import ConfigError, ModelFileError
@@ -156,6 +159,52 @@ def test_checkpoint_of_another_run_is_refused(tmp_path):
         check_same_run(checkpoint, network, data_fingerprint(x2, y))
 
 
+# ---- the resume policy ------------------------------------------------------------------
+
+def written_checkpoint(folder, options):
+    network, x, y = small_problem()
+    writer = CheckpointWriter(folder, network, Identity(7), ["a", "b", "c"], "synthetic",
+                              options, data_fingerprint(x, y))
+    train(network, TrainConfig(batch_size=64, epochs=1), x, y, progress=False,
+          checkpoint=writer)
+    return latest_checkpoint(folder)
+
+
+def test_recorded_options_leave_out_outputs_and_make_paths_text(tmp_path):
+    options = {"net": "1h", "lr": 0.5, "data_dir": tmp_path, "save": tmp_path / "m.npz",
+               "quiet": True, "ranks": 2, "resume": None}
+    assert recorded_options(options) == {"net": "1h", "lr": 0.5, "data_dir": str(tmp_path)}
+    assert not NOT_RECORDED & FREE_ON_RESUME
+
+
+def test_resume_options_may_change_only_the_free_ones(tmp_path):
+    checkpoint = written_checkpoint(tmp_path, {"lr": 0.5, "epochs": 2, "data_dir": None,
+                                               "limit": None, "net": "7-9-3"})
+    assert resume_defaults(checkpoint) == {"lr": 0.5, "epochs": 2, "net": "7-9-3"}
+    check_resume_options(checkpoint, {"lr": 0.5, "epochs": 9, "data_dir": tmp_path,
+                                      "save": tmp_path / "x.npz"})
+    with pytest.raises(ConfigError, match=r"--lr 0.1 \(the run used 0.5\); leave those options"):
+        check_resume_options(checkpoint, {"lr": 0.1, "epochs": 2})
+
+
+def test_start_checkpointing_fresh_and_resumed(tmp_path):
+    network, x, y = small_problem()
+    data = SimpleNamespace(x_train=x, y_train=y, x_val=x[:0], y_val=y[:0], name="synthetic",
+                           preprocessor=Identity(7), class_names=["a", "b", "c"])
+    state, writer = start_checkpointing(None, tmp_path / "new", network, data,
+                                        {"lr": 0.5, "save": "m.npz"}, keep=2)
+    assert state is None and writer.options == {"lr": 0.5} and (tmp_path / "new").is_dir()
+    train(network, TrainConfig(batch_size=64, epochs=1), x, y, progress=False, checkpoint=writer)
+    checkpoint = latest_checkpoint(tmp_path / "new")
+    with pytest.raises(ConfigError, match="already holds checkpoints"):
+        start_checkpointing(None, tmp_path / "new", network, data, {})
+    state, writer = start_checkpointing(checkpoint, tmp_path / "new", network, data, {})
+    assert state.epoch == checkpoint.state.epoch and writer.enabled
+    _, idle = start_checkpointing(checkpoint, tmp_path / "elsewhere", network, data, {},
+                                  enabled=False)   # an MPI rank but the root: no folder
+    assert not idle.enabled and not (tmp_path / "elsewhere").exists()
+
+
 # ---- the command line: kill, interrupt, resume --------------------------------------
 
 @pytest.fixture(scope="module")
@@ -285,7 +334,7 @@ BAD_CHECKPOINTING = {
     "fresh run into used folder": ([*SMALL, "--checkpoint-dir", "{ckpt}"],
                                    "already holds checkpoints of a run"),
     "checkpoint folder is a file": ([*SMALL, "--checkpoint-dir", "{tmp}/file"],
-                                    "exists and is not a folder"),
+                                    "is a file, expected a folder"),
     "checkpoint every without folder": ([*SMALL, "--checkpoint-every", "3"],
                                         "needs --checkpoint-dir"),
     "checkpoint every 0": ([*SMALL, "--checkpoint-dir", "{tmp}/c", "--checkpoint-every", "0"],

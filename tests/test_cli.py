@@ -1,6 +1,7 @@
 """`pbp` end to end on synthetic data, and bad input through the command line."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -272,3 +273,80 @@ def test_fetch_prints_the_files_found_and_fails_clearly_offline(tmp_path, capsys
     code, out, err = run(["fetch", "mnist", "--data-dir", tmp_path / "empty"], capsys)
     assert code != 0 and out == ""
     assert err.startswith("pbp: error: ") and err.count("\n") == 1 and "mnist" in err
+
+
+# ---- pbp --plugin: a user's activation from the command line -----------------------
+
+PBP = [sys.executable, "-m", "parallel_backprop.cli"]
+PLUGIN = """\
+import numpy as np
+from parallel_backprop.activations import register_activation
+
+register_activation("{name}", lambda z: z / (1 + np.abs(z)), lambda a: (1 - np.abs(a)) ** 2)
+"""
+PLUGIN_RUN = ["--dataset", "synthetic", "--samples", "600", "--features", "12", "--classes",
+              "3", "--net", "12-16-3", "--batch-size", "32", "--epochs", "2", "--lr", "0.5"]
+
+
+@pytest.fixture
+def plugin_file(tmp_path):
+    """A .py file registering the activation 'plugsign' (run in subprocesses: registries
+    are per process)."""
+    path = tmp_path / "plugsign_activation.py"
+    path.write_text(PLUGIN.format(name="plugsign"))
+    return path
+
+
+def pbp(*argv, timeout=120, **kwargs):
+    return subprocess.run([*PBP, *map(str, argv)], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PBP_OFFLINE": "1"}, **kwargs)
+
+
+def test_plugin_activation_trains_from_the_command_line(plugin_file, tmp_path):
+    metrics = tmp_path / "m.json"
+    result = pbp("--plugin", plugin_file, "train", *PLUGIN_RUN, "--activation", "plugsign",
+                 "--metrics-json", metrics)
+    assert result.returncode == 0, result.stderr
+    assert "(plugsign, plugsign; mse)" in result.stdout
+    assert json.loads(metrics.read_text())["activations"] == ["plugsign", "plugsign"]
+    without = pbp("train", *PLUGIN_RUN, "--activation", "plugsign")
+    assert without.returncode == 1 and "activation 'plugsign'" in without.stderr
+
+
+def test_plugin_by_module_name_and_in_tune_worker_processes(plugin_file, tmp_path):
+    # Candidates trained in processes of their own must see the plugin too.
+    result = pbp("--plugin", "plugsign_activation", "tune", *PLUGIN_RUN[:-6],
+                 "--activation", "plugsign", "--epochs", "1", "--lrs", "0.1,0.5", "--jobs", "2",
+                 cwd=plugin_file.parent)
+    assert result.returncode == 0, result.stderr
+    assert "best: lr" in result.stdout
+
+
+@pytest.mark.parametrize("plugin,content,expected", [
+    ("no_such_plugin_module", None, "--plugin no_such_plugin_module: cannot import it "
+                                    "(ModuleNotFoundError: No module named"),
+    ("missing.py", None, "--plugin missing.py: no such file"),
+    ("broken.py", "raise RuntimeError('bad\\nplugin')", "--plugin broken.py: cannot import it "
+                                                       "(RuntimeError: bad plugin)"),
+    ("bad-name.py", "", "is not a Python module name"),
+])
+def test_plugin_that_cannot_be_imported_is_one_line(plugin, content, expected, tmp_path,
+                                                    monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    if content is not None:
+        (tmp_path / plugin).write_text(content)
+    code, out, err = run(["--plugin", plugin, "train", *SMALL], capsys)
+    assert code == 1 and out == ""
+    assert err.startswith("pbp: error: ") and expected in err and err.count("\n") == 1, err
+
+
+def test_plugin_reaches_the_mpi_ranks(plugin_file):
+    from test_mpi import MPIEXEC
+
+    if MPIEXEC is None:
+        pytest.skip("needs mpi4py and mpiexec")
+    result = pbp("--plugin", plugin_file, "train", *PLUGIN_RUN, "--activation", "plugsign",
+                 "--executor", "mpi", "--ranks", "2")
+    assert result.returncode == 0, result.stderr
+    assert "(plugsign, plugsign; mse); executor mpi (2 ranks" in result.stdout

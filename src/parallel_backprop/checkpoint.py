@@ -23,6 +23,12 @@ written atomically (temporary file, fsync, rename, then an fsync of the
 folder), so a kill at any moment leaves the previous checkpoints whole; the
 newest ``keep`` are kept. A temporary file left by a kill is removed when a
 run next opens the folder.
+
+The resume policy (``pbp train --resume``) is here too: which options a
+checkpoint records (:func:`recorded_options`), which a resumed run takes as
+defaults (:func:`resume_defaults`) and may change (``FREE_ON_RESUME``,
+checked by :func:`check_resume_options`), and :func:`start_checkpointing`,
+which checks a resumed run is the same run and makes the writer.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError, ModelFileError
-from .fileio import atomic_open, check_writable
+from .fileio import atomic_open, output_folder
 from .modelio import VERSION, Model, model_arrays, model_from_arrays, read_npz
 from .network import Network
 from .trainer import EpochMetrics, TrainState
@@ -93,15 +99,7 @@ def prepare_folder(folder: str | os.PathLike, resuming: bool) -> Path:
     A fresh run refuses a folder that already holds checkpoints: they
     belong to another run, which ``--resume`` would continue.
     """
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"checkpoint folder {folder}: exists and is not a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"checkpoint folder {folder}: cannot be created "
-                          f"({exc.strerror or exc})") from None
-    check_writable(folder / "checkpoint-0000000000.npz", "checkpoint folder")
+    folder = output_folder(folder, ("checkpoint-0000000000.npz",), "checkpoint folder")
     existing = checkpoint_paths(folder)
     if existing and not resuming:
         raise ConfigError(
