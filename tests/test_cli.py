@@ -350,3 +350,17 @@ def test_plugin_reaches_the_mpi_ranks(plugin_file):
                  "--executor", "mpi", "--ranks", "2")
     assert result.returncode == 0, result.stderr
     assert "(plugsign, plugsign; mse); executor mpi (2 ranks" in result.stdout
+
+
+def test_plugin_executor_is_a_choice_of_executor(tmp_path):
+    plugin = tmp_path / "plug_executor.py"
+    plugin.write_text("from parallel_backprop.executors import SerialExecutor, register_executor\n"
+                      "\n"
+                      "@register_executor\n"
+                      "class PlugSerial(SerialExecutor):\n"
+                      "    name = 'plugserial'\n")
+    result = pbp("--plugin", plugin, "train", *PLUGIN_RUN, "--executor", "plugserial")
+    assert result.returncode == 0, result.stderr
+    assert "executor plugserial" in result.stdout
+    without = pbp("train", *PLUGIN_RUN, "--executor", "plugserial")
+    assert without.returncode == 2 and "'plugserial' is not one of" in without.stderr

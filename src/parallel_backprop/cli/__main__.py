@@ -1,4 +1,4 @@
-"""``python -m parallel_backprop.cli ...``: the ``pbp`` command (MPI ranks and harnesses start it so)."""
+"""``python -m parallel_backprop.cli ...``: the ``pbp`` command (as MPI ranks start it)."""
 
 import sys
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..data import DATASETS
-from ..data.sources import IMAGE_DOWNLOADS, KDD_DOWNLOADS, locate_images, locate_kdd
+from ..data.sources import IMAGE_DOWNLOADS, locate_images, locate_kdd
 from .options import RegistryChoice, quiet_option
 
 KDD = "kdd99"   # the data set whose files locate_kdd finds
@@ -16,7 +16,7 @@ KDD = "kdd99"   # the data set whose files locate_kdd finds
 def fetchable() -> list[str]:
     """The registry's data sets that are read from files (all but the generated ones)."""
     return [name for name in DATASETS
-            if name in IMAGE_DOWNLOADS or (name == KDD and KDD_DOWNLOADS)]
+            if name in IMAGE_DOWNLOADS or name == KDD]
 
 
 @click.command("fetch")
