@@ -15,6 +15,7 @@ from typing import Callable
 
 import click
 
+from ..data import Dataset
 from ..errors import ConfigError
 from ..executors import GpuExecutor, executor_class
 from ..fileio import check_writable
@@ -105,7 +106,7 @@ class ExecutorOptions(OptionGroup):
 class Run:
     """A run's data and network, where it stands among MPI ranks, and its printer."""
 
-    data: object
+    data: Dataset
     network: Network
     rank: int
     n_ranks: int
