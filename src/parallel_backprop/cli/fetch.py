@@ -6,17 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..data import DATASETS
-from ..data.sources import IMAGE_DOWNLOADS, locate_images, locate_kdd
+from ..data import fetch_dataset, fetchable
 from .options import RegistryChoice, quiet_option
-
-KDD = "kdd99"   # the data set whose files locate_kdd finds
-
-
-def fetchable() -> list[str]:
-    """The registry's data sets that are read from files (all but the generated ones)."""
-    return [name for name in DATASETS
-            if name in IMAGE_DOWNLOADS or name == KDD]
 
 
 @click.command("fetch")
@@ -30,9 +21,7 @@ def fetch_command(dataset: str, data_dir: Path | None, full: bool, quiet: bool):
 
     Run it once where there is network, then train offline.
     """
-    if dataset == KDD:
-        paths = [locate_kdd("full" if full else None, data_dir, progress=not quiet)]
-    else:
-        paths = list(locate_images(dataset, data_dir, progress=not quiet).values())
-    for path in paths:
+    # --full chooses KDD Cup 99's full file; the other data sets do not read kdd_file.
+    for path in fetch_dataset(dataset, data_dir, progress=not quiet,
+                              kdd_file="full" if full else None):
         click.echo(str(path))

@@ -61,9 +61,9 @@ def _test_split(model, model_path: Path, data: DataOptions, seed: int, quiet: bo
     name = data.dataset or model.dataset
     if name not in DATASETS:
         raise PbpError(f"model file {model_path}: trained on {name!r}; pass --dataset or --input")
-    # The model's own fitted preprocessing, never one refitted on this data; synthetic
+    # The model's own fitted preprocessing, never one refitted on this data; generated
     # data are drawn afresh and carry none.
-    fitted = model.preprocessor if name != "synthetic" else None
+    fitted = None if DATASETS[name].generated else model.preprocessor
     loaded = data.load(seed, quiet, dataset=name, fitted=fitted)
     return loaded.x_test, loaded.y_test
 
