@@ -9,7 +9,7 @@ from ..network import Network
 
 
 def accuracy(executor: Executor, network: Network, x: np.ndarray, labels: np.ndarray) -> float:
-    """Share of ``x`` (n, n_in) that ``executor``'s parameters classify as ``labels`` (NaN for none)."""
+    """Share of ``x`` (n, n_in) that ``executor`` classifies as ``labels``; NaN for no rows."""
     if x.shape[0] == 0:
         return float("nan")
     return float(np.mean(network.classify(executor.predict(x)) == labels))
@@ -17,7 +17,7 @@ def accuracy(executor: Executor, network: Network, x: np.ndarray, labels: np.nda
 
 def evaluate(network: Network, params: np.ndarray, x: np.ndarray, labels: np.ndarray,
              batch_size: int = 1024) -> float:
-    """Accuracy of ``params`` on ``x`` (n, n_in) against ``labels`` (n,), on the baseline executor."""
+    """Accuracy of ``params`` on ``x`` (n, n_in) against ``labels`` (n,), on the baseline."""
     if x.shape[0] == 0:
         return float("nan")
     outputs = predict_outputs(network, params, x, batch_size)

@@ -189,10 +189,8 @@ class EpochLoop:
 def train(network: Network, config: TrainConfig,
           x_train: np.ndarray, y_train: np.ndarray,
           x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
-          *, params: np.ndarray | None = None, progress: bool = True,
-          log: EpochLog = None,
-          resume: TrainState | None = None,
-          checkpoint: Callable[[TrainState], None] | None = None,
+          *, params: np.ndarray | None = None, progress: bool = True, log: EpochLog = None,
+          resume: TrainState | None = None, checkpoint: Callable[[TrainState], None] | None = None,
           checkpoint_every: int | None = None) -> TrainResult:
     """Train ``network`` with mini-batch SGD.
 
