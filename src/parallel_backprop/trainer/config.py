@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from dataclasses import dataclass
 
@@ -36,11 +37,11 @@ class TrainConfig:
     lr_schedule: str = "constant"  # or "linear": decays by lr / epochs after each epoch
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
-            raise ConfigError(f"batch size {self.batch_size!r}: expected a positive integer")
-        if not (isinstance(self.epochs, int) and self.epochs >= 1):
-            raise ConfigError(f"epochs {self.epochs!r}: expected a positive integer")
-        if not (math.isfinite(self.lr) and self.lr > 0):
+        for what, value in (("batch size", self.batch_size), ("epochs", self.epochs)):
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise ConfigError(f"{what} {value!r}: expected a positive integer")
+        if not (isinstance(self.lr, numbers.Real) and not isinstance(self.lr, bool)
+                and math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"learning rate {self.lr!r}: expected a positive finite number")
         check_options(self.executor, threads=self.threads, blas_threads=self.blas_threads,
                       precision=self.precision)
