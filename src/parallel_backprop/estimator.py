@@ -77,6 +77,20 @@ def _python_number(value, kind: type):
 class _Backprop(BaseEstimator):
     """What the classifier and the regressor share: parameters, checks, the training call."""
 
+    def __init__(self, *, hidden_layer_sizes, activation, learning_rate, batch_size,
+                 max_epochs, executor, threads, blas_threads, random_state, verbose):
+        # Stored as given, never checked here (scikit-learn's rule): fit checks them.
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.executor = executor
+        self.threads = threads
+        self.blas_threads = blas_threads
+        self.random_state = random_state
+        self.verbose = verbose
+
     # ---- parameters: checked when fitting, never in __init__ (scikit-learn's rule) ----
 
     def _check_params(self) -> TrainConfig:
@@ -243,18 +257,12 @@ class BackpropClassifier(ClassifierMixin, _Backprop):
                  learning_rate=0.1, batch_size=32, max_epochs=100, executor=BASELINE,
                  threads=1, blas_threads=1, random_state=None, validation_fraction=0.0,
                  verbose=False):
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
+        super().__init__(hidden_layer_sizes=hidden_layer_sizes, activation=activation,
+                         learning_rate=learning_rate, batch_size=batch_size,
+                         max_epochs=max_epochs, executor=executor, threads=threads,
+                         blas_threads=blas_threads, random_state=random_state, verbose=verbose)
         self.loss = loss
-        self.learning_rate = learning_rate
-        self.batch_size = batch_size
-        self.max_epochs = max_epochs
-        self.executor = executor
-        self.threads = threads
-        self.blas_threads = blas_threads
-        self.random_state = random_state
         self.validation_fraction = validation_fraction
-        self.verbose = verbose
 
     def _check_params(self) -> TrainConfig:
         config = super()._check_params()
@@ -374,16 +382,10 @@ class BackpropRegressor(RegressorMixin, _Backprop):
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", learning_rate=0.01,
                  batch_size=32, max_epochs=100, executor=BASELINE, threads=1, blas_threads=1,
                  random_state=None, verbose=False):
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
-        self.learning_rate = learning_rate
-        self.batch_size = batch_size
-        self.max_epochs = max_epochs
-        self.executor = executor
-        self.threads = threads
-        self.blas_threads = blas_threads
-        self.random_state = random_state
-        self.verbose = verbose
+        super().__init__(hidden_layer_sizes=hidden_layer_sizes, activation=activation,
+                         learning_rate=learning_rate, batch_size=batch_size,
+                         max_epochs=max_epochs, executor=executor, threads=threads,
+                         blas_threads=blas_threads, random_state=random_state, verbose=verbose)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
