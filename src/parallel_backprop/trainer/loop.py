@@ -115,9 +115,9 @@ class EpochLoop:
         self.shuffle_rng, self.checkpointer = shuffle_rng, checkpointer
         self.progress, self.log = progress, epoch_logger(progress, log)
         self.epochs: list[EpochMetrics] = []
-        # An executor that can keep the training set on its device (gpu) takes
-        # it once and runs each epoch from its shuffled order, with no per-step
-        # copy or wait; not when a checkpoint may fall inside an epoch.
+        # An executor that can keep the training set where it computes (a GPU's
+        # memory) takes it once and runs each epoch from its shuffled order, with
+        # no per-step copy or wait; not when a checkpoint may fall inside an epoch.
         self.resident = (executor.resident_data and checkpointer.every is None
                          and executor.load_data(data.x, data.targets))
 
