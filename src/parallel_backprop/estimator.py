@@ -79,7 +79,6 @@ class _Backprop(BaseEstimator):
 
     def __init__(self, *, hidden_layer_sizes, activation, learning_rate, batch_size,
                  max_epochs, executor, threads, blas_threads, random_state, verbose):
-        # Stored as given, never checked here (scikit-learn's rule): fit checks them.
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.learning_rate = learning_rate
