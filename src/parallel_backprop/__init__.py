@@ -4,9 +4,10 @@ backpropagation, in parallel on CPU threads, BLAS threads, MPI ranks and GPUs.
 The pieces, each in one place:
 
 - :mod:`.network`      architecture and the flat parameter buffer
+- :mod:`.resources`    the host memory a training run needs, checked before it starts
 - :mod:`.backprop`     forward pass, deltas, gradients (the reference math)
 - :mod:`.executors`    where a training step runs (``serial``, ...)
-- :mod:`.trainer`      epochs, shuffling, evaluation, metrics
+- :mod:`.trainer`      epochs, shuffling, evaluation, metrics, checkpoints, progress
 - :mod:`.data`         MNIST / Fashion-MNIST / KDD Cup 99 / synthetic data
 - :mod:`.modelio`      model files
 - :mod:`.checkpoint`  checkpoint files: continue a stopped run exactly

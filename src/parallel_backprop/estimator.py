@@ -11,9 +11,13 @@ pickle, and pass ``sklearn.utils.estimator_checks.check_estimator``::
     from parallel_backprop import BackpropClassifier
 
     model = make_pipeline(StandardScaler(),
-                          BackpropClassifier(hidden_layer_sizes=(256,), executor="threads",
-                                             threads=4, random_state=0))
+                          BackpropClassifier(hidden_layer_sizes=(256,), random_state=0))
     model.fit(X_train, y_train).score(X_test, y_test)
+
+``executor`` names where the steps run, any entry of the registry
+:data:`parallel_backprop.executors.EXECUTORS` (default: its
+:data:`~parallel_backprop.executors.BASELINE`), and ``threads`` how many
+cores it uses.
 
 This is the only module that imports scikit-learn, which is not a
 dependency of the package: ``import parallel_backprop`` works without it
@@ -23,12 +27,16 @@ Training is plain mini-batch SGD with a fixed learning rate, exactly what
 ``pbp train`` runs: with an integer ``random_state`` the estimator's model
 is the one ``train(network, TrainConfig(seed=random_state, ...), X, y)``
 gives. Inputs are converted to float32 C-ordered arrays (the executors'
-type). Prediction runs on the serial executor.
+type). Prediction runs on the baseline executor.
+
+The parameters the trainer takes (learning rate, batch size, epochs,
+executor and threads) are validated where the trainer validates them, by
+building its :class:`~.trainer.TrainConfig` when fitting; its errors are
+given back naming the estimator's parameter, as scikit-learn's do.
 """
 
 from __future__ import annotations
 
-import math
 import numbers
 
 import numpy as np
@@ -45,27 +53,51 @@ except ImportError as exc:   # scikit-learn missing, or older than 1.6 (no valid
 
 from .activations import LOSSES, activation_names
 from .errors import ConfigError, InputError
-from .executors import EXECUTORS
+from .executors import BASELINE
 from .network import Network, output_units
 from .trainer import TrainConfig, TrainState, predict_outputs, seed_streams, train
 
 __all__ = ["BackpropClassifier", "BackpropRegressor"]
 
+# The estimator's parameter behind a TrainConfig field, where their names differ.
+_PARAM_OF_FIELD = dict(lr="learning_rate", epochs="max_epochs")
+# TrainConfig's messages start with the field in words: "batch size 0: expected ...".
+_WORDS_OF_FIELD = dict(lr="learning rate")
+
+
+def _python_number(value, kind: type):
+    """A numpy or Python number as ``kind`` (int or float); anything else, booleans
+    included, as it is, for TrainConfig to refuse."""
+    abstract = numbers.Integral if kind is int else numbers.Real
+    if isinstance(value, abstract) and not isinstance(value, bool):
+        return kind(value)
+    return value
+
 
 class _Backprop(BaseEstimator):
     """What the classifier and the regressor share: parameters, checks, the training call."""
 
+    def __init__(self, *, hidden_layer_sizes, activation, learning_rate, batch_size,
+                 max_epochs, executor, threads, blas_threads, random_state, verbose):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.executor = executor
+        self.threads = threads
+        self.blas_threads = blas_threads
+        self.random_state = random_state
+        self.verbose = verbose
+
     # ---- parameters: checked when fitting, never in __init__ (scikit-learn's rule) ----
 
-    def _check_params(self) -> None:
+    def _check_params(self) -> TrainConfig:
+        """Check the parameters; the trainer's configuration for ``max_epochs`` epochs."""
         name = type(self).__name__
 
         def bad(param: str, expected: str) -> ConfigError:
             return ConfigError(f"{name}: {param}={getattr(self, param)!r}: expected {expected}")
-
-        def positive_int(value) -> bool:
-            return (isinstance(value, numbers.Integral) and not isinstance(value, bool)
-                    and value >= 1)
 
         sizes = self.hidden_layer_sizes
         sizes = (sizes,) if isinstance(sizes, numbers.Integral) else sizes
@@ -73,37 +105,54 @@ class _Backprop(BaseEstimator):
             sizes = tuple(sizes)
         except TypeError:
             raise bad("hidden_layer_sizes", "a tuple of positive integers such as (100,)")
-        if not all(positive_int(n) for n in sizes):
+        if not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1
+                   for n in sizes):
             raise bad("hidden_layer_sizes", "a tuple of positive integers such as (100,)")
         hidden = [a for a in activation_names() if a != "softmax"]
         if self.activation not in hidden:
             raise bad("activation", f"one of {', '.join(hidden)}")
-        if not (isinstance(self.learning_rate, numbers.Real)
-                and not isinstance(self.learning_rate, bool)
-                and math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise bad("learning_rate", "a positive finite number")
-        for param in ("batch_size", "max_epochs", "threads", "blas_threads"):
-            if not positive_int(getattr(self, param)):
-                raise bad(param, "a positive integer")
-        if self.executor not in EXECUTORS:
-            raise bad("executor", f"one of {', '.join(EXECUTORS)}")
         rs = self.random_state
         if not (rs is None or isinstance(rs, np.random.RandomState)
                 or (isinstance(rs, numbers.Integral) and not isinstance(rs, bool)
                     and 0 <= rs < 2**32)):
             raise bad("random_state", "None, an integer in [0, 2**32) or a RandomState")
         self._hidden = tuple(int(n) for n in sizes)
+        return self._train_config(self.max_epochs, self._seed())
 
-    def _config(self, epochs: int) -> TrainConfig:
-        return TrainConfig(batch_size=int(self.batch_size), lr=float(self.learning_rate),
-                           epochs=epochs, seed=self._seed(), executor=self.executor,
-                           threads=int(self.threads), blas_threads=int(self.blas_threads))
+    def _train_config(self, epochs, seed: int = 0) -> TrainConfig:
+        """The trainer's configuration, which validates the parameters it takes."""
+        fields = dict(batch_size=_python_number(self.batch_size, int),
+                      lr=_python_number(self.learning_rate, float),
+                      epochs=_python_number(epochs, int), executor=self.executor,
+                      threads=_python_number(self.threads, int),
+                      blas_threads=_python_number(self.blas_threads, int))
+        try:
+            return TrainConfig(seed=seed, **fields)
+        except ConfigError as exc:
+            raise self._parameter_error(exc, fields) from None
+
+    def _parameter_error(self, exc: ConfigError, fields: dict) -> ConfigError:
+        """TrainConfig's error about one of ``fields``, naming the estimator's parameter."""
+        name, message = type(self).__name__, str(exc)
+        for field, value in fields.items():
+            prefix = f"{_WORDS_OF_FIELD.get(field, field.replace('_', ' '))} {value!r}: "
+            if message.startswith(prefix):
+                param = _PARAM_OF_FIELD.get(field, field)
+                return ConfigError(f"{name}: {param}={getattr(self, param)!r}: "
+                                   f"{message[len(prefix):]}")
+        return ConfigError(f"{name}: {message}")
 
     def _seed(self) -> int:
         """An integer random_state is the trainer's seed as it is (same model as `pbp train`)."""
         if isinstance(self.random_state, numbers.Integral):
             return int(self.random_state)
         return int(check_random_state(self.random_state).randint(0, 2**31 - 1))
+
+    def _start(self, seed: int) -> None:
+        """partial_fit's first call: initial weights and shuffle, as ``fit`` would draw them."""
+        init_rng, shuffle_rng = seed_streams(seed)
+        self.params_ = self.network_.init_params(init_rng)
+        self._state = TrainState(self.params_, 1, 0, shuffle_rng.bit_generator.state)
 
     # ---- inputs ----------------------------------------------------------------
 
@@ -167,13 +216,16 @@ class BackpropClassifier(ClassifierMixin, _Backprop):
         Mini-batch size (capped at the number of samples).
     max_epochs : int, default=100
         Epochs of ``fit``; ``partial_fit`` runs one.
-    executor : {"serial", "threads", "blas", "hybrid", ...}, default="serial"
-        Where training steps run (see ``parallel_backprop.executors``).
+    executor : str, default=parallel_backprop.executors.BASELINE
+        Where training steps run: a name in the registry
+        ``parallel_backprop.executors.EXECUTORS`` (``pbp executors`` lists
+        them); the default is the one-core baseline.
     threads : int, default=1
-        The executor's parallelism (workers for threads and hybrid, BLAS
-        threads for blas).
+        The executor's parallelism (data-parallel workers, or BLAS threads
+        for an executor that parallelises inside the matrix products).
     blas_threads : int, default=1
-        BLAS threads inside each hybrid worker.
+        BLAS threads inside each worker, for an executor that nests them
+        (its class sets ``nested_blas``); 1 for any other.
     random_state : int, RandomState or None, default=None
         Seeds the initial weights, the shuffles and the validation split.
     validation_fraction : float in [0, 1), default=0.0
@@ -201,24 +253,18 @@ class BackpropClassifier(ClassifierMixin, _Backprop):
     """
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", loss="cross-entropy",
-                 learning_rate=0.1, batch_size=32, max_epochs=100, executor="serial",
+                 learning_rate=0.1, batch_size=32, max_epochs=100, executor=BASELINE,
                  threads=1, blas_threads=1, random_state=None, validation_fraction=0.0,
                  verbose=False):
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
+        super().__init__(hidden_layer_sizes=hidden_layer_sizes, activation=activation,
+                         learning_rate=learning_rate, batch_size=batch_size,
+                         max_epochs=max_epochs, executor=executor, threads=threads,
+                         blas_threads=blas_threads, random_state=random_state, verbose=verbose)
         self.loss = loss
-        self.learning_rate = learning_rate
-        self.batch_size = batch_size
-        self.max_epochs = max_epochs
-        self.executor = executor
-        self.threads = threads
-        self.blas_threads = blas_threads
-        self.random_state = random_state
         self.validation_fraction = validation_fraction
-        self.verbose = verbose
 
-    def _check_params(self) -> None:
-        super()._check_params()
+    def _check_params(self) -> TrainConfig:
+        config = super()._check_params()
         if self.loss not in LOSSES:
             raise ConfigError(f"BackpropClassifier: loss={self.loss!r}: expected one of "
                               f"{', '.join(LOSSES)}")
@@ -227,6 +273,7 @@ class BackpropClassifier(ClassifierMixin, _Backprop):
                 and 0 <= fraction < 1):
             raise ConfigError(f"BackpropClassifier: validation_fraction={fraction!r}: "
                               "expected a number in [0, 1)")
+        return config
 
     def _build(self, classes: np.ndarray, n_features: int) -> None:
         if len(classes) < 2:
@@ -249,11 +296,10 @@ class BackpropClassifier(ClassifierMixin, _Backprop):
 
     def fit(self, X, y):
         """Train from scratch for ``max_epochs`` epochs on X (n, n_features), labels y (n,)."""
-        self._check_params()
+        config = self._check_params()
         X, y = self._validate(X, y, reset=True)
         classes, indices = np.unique(self._labels(y), return_inverse=True)
         self._build(classes, X.shape[1])
-        config = self._config(int(self.max_epochs))
         x_val = y_val = None
         if self.validation_fraction > 0:
             n_val = round(len(X) * self.validation_fraction)
@@ -275,7 +321,7 @@ class BackpropClassifier(ClassifierMixin, _Backprop):
         """One epoch on X, y, continuing the model; ``classes`` is required the first time."""
         first = not hasattr(self, "params_")
         if first:
-            self._check_params()
+            seed = self._check_params().seed
             if classes is None:
                 raise InputError("BackpropClassifier: partial_fit needs classes=... (all the "
                                  "labels y will ever hold) on its first call")
@@ -284,19 +330,15 @@ class BackpropClassifier(ClassifierMixin, _Backprop):
         y = self._labels(y)
         if first:
             self._build(classes, X.shape[1])
-            init_rng, shuffle_rng = seed_streams(self._config(1).seed)
-            self.params_ = self.network_.init_params(init_rng)
-            self._state = TrainState(self.params_, 1, 0, shuffle_rng.bit_generator.state)
+            self._start(seed)
         unknown = ~np.isin(y, self.classes_)
         if unknown.any():
             label = y[np.argmax(unknown)].tolist()
             raise InputError(f"BackpropClassifier: label {label!r} is not among classes_ "
                              f"{self.classes_.tolist()}")
         indices = np.searchsorted(self.classes_, y)
-        config = TrainConfig(batch_size=int(self.batch_size), lr=float(self.learning_rate),
-                             epochs=1, seed=0, executor=self.executor, threads=int(self.threads),
-                             blas_threads=int(self.blas_threads))
-        self._train(self.network_, config, X, indices, state=self._resume_state())
+        self._train(self.network_, self._train_config(1), X, indices,
+                    state=self._resume_state())
         return self
 
     def predict_proba(self, X) -> np.ndarray:
@@ -337,18 +379,12 @@ class BackpropRegressor(RegressorMixin, _Backprop):
     """
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", learning_rate=0.01,
-                 batch_size=32, max_epochs=100, executor="serial", threads=1, blas_threads=1,
+                 batch_size=32, max_epochs=100, executor=BASELINE, threads=1, blas_threads=1,
                  random_state=None, verbose=False):
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
-        self.learning_rate = learning_rate
-        self.batch_size = batch_size
-        self.max_epochs = max_epochs
-        self.executor = executor
-        self.threads = threads
-        self.blas_threads = blas_threads
-        self.random_state = random_state
-        self.verbose = verbose
+        super().__init__(hidden_layer_sizes=hidden_layer_sizes, activation=activation,
+                         learning_rate=learning_rate, batch_size=batch_size,
+                         max_epochs=max_epochs, executor=executor, threads=threads,
+                         blas_threads=blas_threads, random_state=random_state, verbose=verbose)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -376,29 +412,25 @@ class BackpropRegressor(RegressorMixin, _Backprop):
 
     def fit(self, X, y):
         """Train from scratch for ``max_epochs`` epochs on X (n, n_features), y (n,) or (n, k)."""
-        self._check_params()
+        config = self._check_params()
         X, y = self._validate(X, y, reset=True, multi_output=True)
         self._build(y, X.shape[1])
         for attr in ("loss_curve_", "n_iter_"):
             self.__dict__.pop(attr, None)
-        self._train(self.network_, self._config(int(self.max_epochs)), X, self._targets(y))
+        self._train(self.network_, config, X, self._targets(y))
         return self
 
     def partial_fit(self, X, y):
         """One epoch on X, y, continuing the model (the first call fixes the scaling of y)."""
         first = not hasattr(self, "params_")
         if first:
-            self._check_params()
+            seed = self._check_params().seed
         X, y = self._validate(X, y, reset=first, multi_output=True)
         if first:
             self._build(y, X.shape[1])
-            init_rng, shuffle_rng = seed_streams(self._config(1).seed)
-            self.params_ = self.network_.init_params(init_rng)
-            self._state = TrainState(self.params_, 1, 0, shuffle_rng.bit_generator.state)
-        config = TrainConfig(batch_size=int(self.batch_size), lr=float(self.learning_rate),
-                             epochs=1, seed=0, executor=self.executor, threads=int(self.threads),
-                             blas_threads=int(self.blas_threads))
-        self._train(self.network_, config, X, self._targets(y), state=self._resume_state())
+            self._start(seed)
+        self._train(self.network_, self._train_config(1), X, self._targets(y),
+                    state=self._resume_state())
         return self
 
     def predict(self, X) -> np.ndarray:

@@ -29,7 +29,7 @@ from numpy.lib import format as npy_format
 
 from .activations import activation_names
 from .errors import ModelFileError, PbpError
-from .fileio import atomic_open
+from .fileio import atomic_open, one_line
 from .network import Network
 
 FORMAT = "parallel-backprop-model"
@@ -104,9 +104,9 @@ def read_npz(path: str | Path, what: str = "model file",
         if "pickle" in str(exc).lower():
             raise error(f"{what} {path}: contains pickled objects, which are never loaded "
                         "(these files hold only numeric and text arrays)") from None
-        raise error(f"{what} {path}: not a valid .npz archive ({_one_line(exc)})") from None
+        raise error(f"{what} {path}: not a valid .npz archive ({one_line(exc)})") from None
     except _ARCHIVE_ERRORS as exc:
-        raise error(f"{what} {path}: not a valid .npz archive ({_one_line(exc)})") from None
+        raise error(f"{what} {path}: not a valid .npz archive ({one_line(exc)})") from None
     return arrays
 
 
@@ -131,15 +131,86 @@ def _check_npy_header(path, what, error, key, member, member_size: int) -> None:
                     f"the {member_size} bytes stored; the file is corrupt")
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 def load_model(path: str | Path) -> Model:
     """Read and validate a model file; any problem is a one-line ModelFileError."""
     path = Path(path)
     return model_from_arrays(read_npz(path, "model file"), f"model file {path}")
+
+
+class _Fields:
+    """The arrays of a file named ``where``, each read as the kind it must be.
+
+    A key that is missing or of the wrong kind is a one-line ModelFileError.
+    """
+
+    def __init__(self, arrays: dict[str, np.ndarray], where: str):
+        self.arrays, self.where = arrays, where
+
+    def get(self, key: str) -> np.ndarray:
+        if key not in self.arrays:
+            raise ModelFileError(f"{self.where}: missing {key!r}; not a parallel-backprop file")
+        return self.arrays[key]
+
+    def text(self, key: str) -> str:
+        value = self.get(key)
+        if value.shape != () or value.dtype.kind != "U":
+            raise ModelFileError(f"{self.where}: {key!r} of shape {value.shape} and type "
+                                 f"{value.dtype}, expected one string")
+        return str(value)
+
+    def integer(self, key: str) -> int:
+        value = self.get(key)
+        if value.shape != () or value.dtype.kind not in "iu":
+            raise ModelFileError(f"{self.where}: {key!r} of shape {value.shape} and type "
+                                 f"{value.dtype}, expected one integer")
+        return int(value)
+
+    def names(self, key: str, what: str) -> list[str]:
+        value = self.get(key)
+        if value.ndim != 1 or value.dtype.kind != "U":
+            raise ModelFileError(f"{self.where}: {what} of shape {value.shape} and type "
+                                 f"{value.dtype}, expected a list of names")
+        return [str(name) for name in value]
+
+    def prefixed(self, prefix: str) -> dict[str, np.ndarray]:
+        """The arrays whose keys start with ``prefix``, keyed without it."""
+        return {key[len(prefix):]: value for key, value in self.arrays.items()
+                if key.startswith(prefix)}
+
+
+def _check_format(fields: _Fields, formats: tuple[str, ...]) -> None:
+    if fields.text("format") not in formats:
+        raise ModelFileError(f"{fields.where}: format {fields.text('format')[:60]!r}, "
+                             f"expected {formats[0]!r}")
+    if fields.integer("version") != VERSION:
+        raise ModelFileError(
+            f"{fields.where}: format version {fields.integer('version')}, expected {VERSION}")
+
+
+def _architecture(fields: _Fields) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """Layer sizes and activations, checked before any network is built from them."""
+    activations = tuple(fields.names("activations", "activations"))
+    sizes = fields.get("sizes")
+    if sizes.ndim != 1 or sizes.dtype.kind not in "iu" or len(sizes) > 1000:
+        raise ModelFileError(f"{fields.where}: layer sizes of shape {sizes.shape} and type "
+                             f"{sizes.dtype}, expected a short list of integers")
+    unknown = [a for a in activations if a not in activation_names()]
+    if unknown:
+        raise ModelFileError(
+            f"{fields.where}: uses activation {unknown[0]!r}, which is not registered "
+            "in this process (call parallel_backprop.register_activation first)")
+    return tuple(int(n) for n in sizes), activations
+
+
+def _params(fields: _Fields, network: Network) -> np.ndarray:
+    params = fields.get("params")
+    if params.dtype != np.float32 or params.shape != (network.n_params,):
+        raise ModelFileError(
+            f"{fields.where}: parameters of shape {params.shape} and type {params.dtype}, "
+            f"expected float32 ({network.n_params},) for net {network.spec}")
+    if not np.all(np.isfinite(params)):
+        raise ModelFileError(f"{fields.where}: parameters contain NaN or infinity")
+    return params
 
 
 def model_from_arrays(arrays: dict[str, np.ndarray], where: str,
@@ -147,68 +218,20 @@ def model_from_arrays(arrays: dict[str, np.ndarray], where: str,
     """Validate the arrays of a model file (or checkpoint) named ``where`` and rebuild the model."""
     from .data import preprocessor_from_arrays
 
-    def get(key: str) -> np.ndarray:
-        if key not in arrays:
-            raise ModelFileError(f"{where}: missing {key!r}; not a parallel-backprop file")
-        return arrays[key]
-
-    def text(key: str) -> str:
-        value = get(key)
-        if value.shape != () or value.dtype.kind != "U":
-            raise ModelFileError(f"{where}: {key!r} of shape {value.shape} and type "
-                                 f"{value.dtype}, expected one string")
-        return str(value)
-
-    def integer(key: str) -> int:
-        value = get(key)
-        if value.shape != () or value.dtype.kind not in "iu":
-            raise ModelFileError(f"{where}: {key!r} of shape {value.shape} and type "
-                                 f"{value.dtype}, expected one integer")
-        return int(value)
-
-    if text("format") not in formats:
-        raise ModelFileError(f"{where}: format {text('format')[:60]!r}, expected "
-                             f"{formats[0]!r}")
-    if integer("version") != VERSION:
-        raise ModelFileError(
-            f"{where}: format version {integer('version')}, expected {VERSION}")
-    activations = get("activations")
-    sizes = get("sizes")
-    if activations.ndim != 1 or activations.dtype.kind != "U":
-        raise ModelFileError(f"{where}: activations of shape {activations.shape} and type "
-                             f"{activations.dtype}, expected a list of names")
-    if sizes.ndim != 1 or sizes.dtype.kind not in "iu" or len(sizes) > 1000:
-        raise ModelFileError(f"{where}: layer sizes of shape {sizes.shape} and type "
-                             f"{sizes.dtype}, expected a short list of integers")
-    activations = tuple(str(a) for a in activations)
-    unknown = [a for a in activations if a not in activation_names()]
-    if unknown:
-        raise ModelFileError(
-            f"{where}: uses activation {unknown[0]!r}, which is not registered "
-            "in this process (call parallel_backprop.register_activation first)")
+    fields = _Fields(arrays, where)
+    _check_format(fields, formats)
+    sizes, activations = _architecture(fields)
     try:
-        network = Network(tuple(int(n) for n in sizes), activations, text("loss"))
-        params = get("params")
-        if params.dtype != np.float32 or params.shape != (network.n_params,):
-            raise ModelFileError(
-                f"{where}: parameters of shape {params.shape} and type {params.dtype}, "
-                f"expected float32 ({network.n_params},) for net {network.spec}")
-        if not np.all(np.isfinite(params)):
-            raise ModelFileError(f"{where}: parameters contain NaN or infinity")
-        prep = {key[len("prep."):]: value for key, value in arrays.items()
-                if key.startswith("prep.")}
-        preprocessor = preprocessor_from_arrays(prep)
-        metadata = json.loads(text("metadata"))
-        class_names = get("class_names")
-        if class_names.ndim != 1 or class_names.dtype.kind != "U":
-            raise ModelFileError(f"{where}: class names of shape {class_names.shape} and "
-                                 f"type {class_names.dtype}, expected a list of names")
-        dataset = text("dataset")
+        network = Network(sizes, activations, fields.text("loss"))
+        params = _params(fields, network)
+        preprocessor = preprocessor_from_arrays(fields.prefixed("prep."))
+        metadata = json.loads(fields.text("metadata"))
+        class_names = fields.names("class_names", "class names")
+        dataset = fields.text("dataset")
     except ModelFileError:
         raise
     except (PbpError, ValueError, TypeError, KeyError, OverflowError, RecursionError) as exc:
-        raise ModelFileError(f"{where}: inconsistent contents ({_one_line(exc)})") from None
+        raise ModelFileError(f"{where}: inconsistent contents ({one_line(exc)})") from None
     if not isinstance(metadata, dict):
         raise ModelFileError(f"{where}: metadata is not a JSON object")
-    return Model(network, params, preprocessor, [str(c) for c in class_names], dataset,
-                 metadata)
+    return Model(network, params, preprocessor, class_names, dataset, metadata)

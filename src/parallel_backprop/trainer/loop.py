@@ -1,0 +1,247 @@
+"""The epoch loop and :func:`train`: shuffle, step, check, checkpoint, evaluate, report.
+
+An epoch's steps take one of two paths: the host path gathers each batch
+from host memory and hands it to ``executor.step``; the resident-data path
+(an executor with ``resident_data``, see :mod:`..executors.base`) loads the
+training set once and runs each epoch's steps where the data already are.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from functools import partial
+from typing import Callable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError
+from ..executors import Executor, make_executor
+from ..network import Network
+from ..resources import check_fits_in_memory
+from .checkpointing import Checkpointer, first_state
+from .config import TrainConfig
+from .divergence import check_finite
+from .evaluation import accuracy
+from .results import EpochMetrics, TrainResult, TrainState
+
+# What ``log`` may be: a callable taking a line, None (the default line) or False (none).
+EpochLog = Callable[[str], None] | None | bool
+
+
+class TrainingSet:
+    """The training rows, their targets (n, n_out), and the host path's batch buffers."""
+
+    def __init__(self, x: np.ndarray, targets: np.ndarray, batch: int):
+        self.x, self.targets, self.batch = x, targets, batch
+        self.n = x.shape[0]
+        self.steps = math.ceil(self.n / batch)
+        # One pair of buffers, refilled for every step: executors may not keep them.
+        self._x_batch = np.empty((batch, x.shape[1]), np.float32)
+        self._y_batch = np.empty((batch, targets.shape[1]), np.float32)
+
+    def gather(self, order: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """Batch ``step`` of the shuffled ``order``: views of the reused buffers."""
+        idx = order[step * self.batch:(step + 1) * self.batch]
+        rows = idx.shape[0]
+        np.take(self.x, idx, axis=0, out=self._x_batch[:rows])
+        np.take(self.targets, idx, axis=0, out=self._y_batch[:rows])
+        return self._x_batch[:rows], self._y_batch[:rows]
+
+
+def host_epoch(executor: Executor, data: TrainingSet, order: np.ndarray, first_step: int,
+               lr: float, loss_total: float,
+               after_step: Callable[[int, float], None]) -> float:
+    """The host path: steps ``first_step`` on of the epoch in ``order``; the loss sum so far.
+
+    ``after_step(done, loss_total)`` runs after each step (progress, checkpoints).
+    """
+    for step in range(first_step, data.steps):
+        x, y = data.gather(order, step)
+        loss_total += executor.step(x, y, lr)
+        after_step(step + 1, loss_total)
+    return loss_total
+
+
+def resident_epoch(executor: Executor, data: TrainingSet, order: np.ndarray, first_step: int,
+                   lr: float, loss_total: float, on_step: Callable[[], None]) -> float:
+    """The resident-data path: the epoch's remaining steps, all where the data were loaded."""
+    return loss_total + executor.train_epoch(order[first_step * data.batch:], lr,
+                                             on_step=on_step)
+
+
+class Stopwatch:
+    """An epoch's training time: it runs while steps run, not while checkpoints are written."""
+
+    def __init__(self, elapsed: float = 0.0):
+        self.elapsed = elapsed
+        self._since = time.perf_counter()
+
+    def pause(self) -> float:
+        self.elapsed += time.perf_counter() - self._since
+        return self.elapsed
+
+    def resume(self) -> None:
+        self._since = time.perf_counter()
+
+
+def stderr_line(line: str) -> None:
+    """Write ``line`` to stderr without breaking a progress bar."""
+    tqdm.write(line, file=sys.stderr)
+
+
+def epoch_logger(progress: bool, log: EpochLog) -> Callable[[str], None] | None:
+    """Where the line after each epoch goes: ``log``; by default stderr while ``progress``."""
+    if log is None:
+        return stderr_line if progress else None
+    return log or None
+
+
+def epoch_line(metrics: EpochMetrics) -> str:
+    return (f"epoch {metrics.epoch:3d}  loss {metrics.loss:.5f}  "
+            f"val acc {metrics.val_accuracy:.4f}  {metrics.epoch_s:.2f} s  "
+            f"{metrics.samples_per_s:,.0f} samples/s")
+
+
+class EpochLoop:
+    """The epochs of one run on one executor, from a start state to the last epoch."""
+
+    def __init__(self, network: Network, config: TrainConfig, executor: Executor,
+                 data: TrainingSet, shuffle_rng: np.random.Generator,
+                 checkpointer: Checkpointer, progress: bool, log: EpochLog):
+        self.network, self.config, self.executor, self.data = network, config, executor, data
+        self.shuffle_rng, self.checkpointer = shuffle_rng, checkpointer
+        self.progress, self.log = progress, epoch_logger(progress, log)
+        self.epochs: list[EpochMetrics] = []
+        # An executor that can keep the training set where it computes (a GPU's
+        # memory) takes it once and runs each epoch from its shuffled order, with
+        # no per-step copy or wait; not when a checkpoint may fall inside an epoch.
+        self.resident = (executor.resident_data and checkpointer.every is None
+                         and executor.load_data(data.x, data.targets))
+
+    def run(self, start: TrainState, x_val: np.ndarray | None,
+            y_val: np.ndarray | None) -> TrainResult:
+        """Train from ``start`` to the last epoch; the result without its final state."""
+        self.epochs = list(start.epochs)
+        for epoch in range(start.epoch, self.config.epochs + 1):
+            resumed = start if epoch == start.epoch else None
+            self.epochs.append(self.run_epoch(epoch, resumed, x_val, y_val))
+        return TrainResult(params=self.executor.params(), epochs=list(self.epochs))
+
+    def run_epoch(self, epoch: int, resumed: TrainState | None, x_val: np.ndarray | None,
+                  y_val: np.ndarray | None) -> EpochMetrics:
+        """Epoch ``epoch``, from where ``resumed`` stands in it (None: from its start)."""
+        shuffle_state = self.shuffle_rng.bit_generator.state   # checkpoints redraw `order`
+        order = self.shuffle_rng.permutation(self.data.n)      # only indices are shuffled
+        first_step = resumed.step if resumed else 0
+        loss_total = resumed.loss_total if resumed else 0.0
+        lr = self.config.epoch_lr(epoch)
+        with tqdm(total=self.data.steps, initial=first_step, unit="batch", leave=False,
+                  desc=f"epoch {epoch}/{self.config.epochs}",
+                  disable=None if self.progress else True) as bar:
+            clock = Stopwatch(resumed.train_s if resumed else 0.0)
+            if self.resident:
+                loss_total = resident_epoch(self.executor, self.data, order, first_step, lr,
+                                            loss_total, bar.update)
+            else:
+                after_step = partial(self.after_step, epoch, shuffle_state, clock, bar)
+                loss_total = host_epoch(self.executor, self.data, order, first_step, lr,
+                                        loss_total, after_step)
+            train_s = clock.pause()
+        params = self.checked_params(epoch, loss_total)
+        metrics = self.evaluate(epoch, loss_total, train_s, x_val, y_val)
+        if self.log is not None:
+            self.log(epoch_line(metrics))
+        self.checkpointer.epoch_done(params, epoch, self.shuffle_rng.bit_generator.state,
+                                     self.epochs + [metrics])
+        return metrics
+
+    def after_step(self, epoch: int, shuffle_state: dict, clock: Stopwatch, bar: tqdm,
+                   done: int, loss_total: float) -> None:
+        """On the host path, after each step: the bar, and a checkpoint when one is due."""
+        bar.update()
+        if self.checkpointer.due(epoch, done):
+            train_s = clock.pause()   # checkpoint time is not training time
+            params = self.checked_params(epoch, loss_total)
+            self.checkpointer.save(params, epoch, done, shuffle_state, loss_total, train_s,
+                                   self.epochs)
+            clock.resume()
+
+    def checked_params(self, epoch: int, loss_total: float) -> np.ndarray:
+        """The executor's parameters, once they and the loss are known to be finite."""
+        params = self.executor.params()
+        check_finite(loss_total, params, epoch, self.config.lr)
+        return params
+
+    def evaluate(self, epoch: int, loss_total: float, train_s: float,
+                 x_val: np.ndarray | None, y_val: np.ndarray | None) -> EpochMetrics:
+        """The epoch's metrics, the validation accuracy measured now (NaN without a set)."""
+        eval_start = time.perf_counter()
+        val_acc = (accuracy(self.executor, self.network, x_val, y_val)
+                   if x_val is not None else float("nan"))
+        n = self.data.n
+        return EpochMetrics(epoch, loss_total / n, val_acc, train_s, n / train_s,
+                            time.perf_counter() - eval_start)
+
+
+def train(network: Network, config: TrainConfig,
+          x_train: np.ndarray, y_train: np.ndarray,
+          x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
+          *, params: np.ndarray | None = None, progress: bool = True, log: EpochLog = None,
+          resume: TrainState | None = None, checkpoint: Callable[[TrainState], None] | None = None,
+          checkpoint_every: int | None = None) -> TrainResult:
+    """Train ``network`` with mini-batch SGD.
+
+    Parameters
+    ----------
+    network : Network
+    config : TrainConfig
+    x_train : float32 (n, n_in)
+    y_train : int (n,) class indices, or float32 (n, n_out) targets as they are
+    x_val, y_val : optional validation set (class indices), evaluated after each epoch
+    params : float32 (n_params,), optional
+        Starting parameters; default Glorot-uniform from ``config.seed``.
+    progress : bool
+        Show a progress bar (only on a terminal) and, unless ``log`` says
+        otherwise, one line per epoch on stderr. ``False``: neither.
+    log : callable, None or False
+        Receives the line of each epoch (loss, validation accuracy, time,
+        samples/s). None (the default): the line goes to stderr when
+        ``progress`` is on, so a run started from Python is never silent;
+        False: no line.
+    resume : TrainState, optional
+        Continue from this state (a checkpoint's) instead of starting afresh.
+    checkpoint : callable, optional
+        Called with the current :class:`TrainState` every ``checkpoint_every``
+        steps (counted from the start of the run), at the end of every epoch,
+        and when Ctrl-C stops the run. Never called with non-finite
+        parameters or loss: the run stops with :class:`TrainingDiverged`
+        first, so the last checkpoint written stays a good one. While it is
+        set, Ctrl-C stops at the next step boundary with
+        :class:`TrainingInterrupted` (a ``KeyboardInterrupt``).
+    checkpoint_every : int, optional
+        Steps between checkpoints; default: only at epoch ends.
+    """
+    n = x_train.shape[0]
+    if n == 0:
+        raise ConfigError("training set is empty: expected at least one sample")
+    batch = min(config.batch_size, n)
+    steps = math.ceil(n / batch)
+    checkpointer = Checkpointer(checkpoint, checkpoint_every, steps, config.epochs)
+    check_fits_in_memory(network, batch, config.threads)
+    start, shuffle_rng = first_state(network, config, steps, params, resume)
+    # Targets (n, n_out), built once: one-hot (or 0/1) from class indices.
+    targets = y_train if y_train.ndim == 2 else network.targets(y_train)
+    data = TrainingSet(x_train, targets, batch)
+    with make_executor(config.executor, network, start.params, batch_size=batch,
+                       threads=config.threads, blas_threads=config.blas_threads,
+                       precision=config.precision) as executor, checkpointer:
+        loop = EpochLoop(network, config, executor, data, shuffle_rng, checkpointer,
+                         progress, log)
+        result = loop.run(start, x_val, y_val)
+    result.state = TrainState(result.params, config.epochs + 1, 0,
+                              shuffle_rng.bit_generator.state, epochs=list(result.epochs),
+                              steps_per_epoch=steps)
+    return result

@@ -1,0 +1,97 @@
+"""What a run produces: per-epoch metrics, its position (:class:`TrainState`) and its result."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from ..network import Network
+from .config import TrainConfig
+
+
+@dataclass
+class EpochMetrics:
+    epoch: int
+    loss: float            # mean training loss per sample over the epoch
+    val_accuracy: float
+    epoch_s: float         # training time only: no evaluation, data loading or checkpoints
+    samples_per_s: float
+    eval_s: float
+
+
+@dataclass
+class TrainState:
+    """Where a run stands: enough to continue it exactly.
+
+    params           float32 (n_params,)
+    epoch            the epoch in progress, 1-based; ``epochs + 1`` once all are done
+    step             steps of that epoch already taken, 0 <= step < steps_per_epoch
+    shuffle_state    the shuffle generator's ``bit_generator.state`` at the start
+                     of ``epoch`` (before its permutation is drawn)
+    loss_total       loss sum over the steps taken in ``epoch``
+    train_s          training time spent in ``epoch`` so far
+    epochs           metrics of the completed epochs
+    steps_per_epoch  ceil(n_train / batch); checked on resume (0: not checked)
+    """
+
+    params: np.ndarray
+    epoch: int
+    step: int
+    shuffle_state: dict
+    loss_total: float = 0.0
+    train_s: float = 0.0
+    epochs: list[EpochMetrics] = field(default_factory=list)
+    steps_per_epoch: int = 0
+
+    @property
+    def global_step(self) -> int:
+        """Steps taken since the start of the run."""
+        return (self.epoch - 1) * self.steps_per_epoch + self.step
+
+
+def steady_throughput(epochs: Sequence[EpochMetrics]) -> tuple[float, float]:
+    """Steady-state ``(samples_per_s, epoch_s)``: the means over the epochs after the first.
+
+    The first epoch pays warm-up (page faults, thread and BLAS start, GPU
+    graph capture), so it counts only when it is the only one. NaN for none.
+    """
+    steady = list(epochs[1:] if len(epochs) > 1 else epochs)
+    if not steady:
+        return math.nan, math.nan
+    return (float(np.mean([e.samples_per_s for e in steady])),
+            float(np.mean([e.epoch_s for e in steady])))
+
+
+@dataclass
+class TrainResult:
+    params: np.ndarray     # flat float32 (n_params,)
+    epochs: list[EpochMetrics] = field(default_factory=list)
+    test_accuracy: float | None = None
+    state: TrainState | None = None   # the final state: resume from it to train on
+
+    def summary(self, network: Network, config: TrainConfig) -> dict:
+        """The metrics record written by ``--metrics-json``."""
+        epochs = self.epochs
+        samples_per_s, epoch_s = steady_throughput(epochs)
+        return {
+            "test_accuracy": self.test_accuracy,
+            "val_accuracy": epochs[-1].val_accuracy,
+            "samples_per_s": samples_per_s,
+            "epoch_s": epoch_s,
+            "final_loss": epochs[-1].loss,
+            "executor": config.executor,
+            "threads": config.threads,
+            "blas_threads": config.blas_threads,
+            "precision": config.precision,
+            "net": network.spec,
+            "activations": list(network.activations),
+            "loss": network.loss,
+            "batch_size": config.batch_size,
+            "lr": config.lr,
+            "lr_schedule": config.lr_schedule,
+            "seed": config.seed,
+            "epochs": [asdict(e) for e in epochs],
+        }
