@@ -27,7 +27,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 FILE_MARKS = {
     "test_mpi.py": {"mpi"},
     "test_gpu.py": {"gpu_interpreter"},
-    "test_readme.py": {"slow", "subprocess"},
 }
 
 # Module fixtures that cost seconds: a study, a bench grid, reference runs.
@@ -63,6 +62,7 @@ TEST_MARKS = {
     "test_study.py::test_tune_picks_the_highest_validation_accuracy_and_records_divergence":
         {"subprocess"},
     "test_study.py::test_candidates_in_parallel_train_exactly_as_one_at_a_time": {"subprocess"},
+    "test_readme.py::test_every_readme_command_runs": {"slow", "subprocess"},
 }
 
 
