@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from parallel_backprop.data import (DATASETS, Identity, ImageScaler, KddEncoder, KddPreprocessor,
-                                    check_xy, load_dataset, load_features_file,
-                                    preprocessor_from_arrays, read_kdd, write_idx)
+from parallel_backprop.data import (DATASETS, Identity, ImageScaler, KddPreprocessor, check_xy,
+                                    load_dataset, load_features_file, preprocessor_from_arrays,
+                                    read_kdd, write_idx)
 from parallel_backprop.data import sources
 from parallel_backprop.errors import DataError
 
@@ -111,7 +111,8 @@ def test_lookup_order(tmp_path, monkeypatch):
 
 
 def test_debian_folder_comes_after_the_cache(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "DEBIAN_FASHION_DIR", make_image_set(tmp_path / "deb", 18))
+    monkeypatch.setattr(sources.FASHION_MNIST_FILES, "system_dirs",
+                        (make_image_set(tmp_path / "deb", 18),))
     assert len(load_dataset("fashion-mnist").x_train) == 15
     make_image_set(tmp_path / "cache" / "fashion-mnist", n_train=30)
     assert len(load_dataset("fashion-mnist").x_train) == 25
@@ -121,7 +122,7 @@ def test_debian_folder_comes_after_the_cache(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("how", ["env", "argument"])
 def test_offline_and_not_found_is_one_clear_line(tmp_path, monkeypatch, how):
-    monkeypatch.setattr(sources, "DEBIAN_FASHION_DIR", tmp_path / "no-debian")
+    monkeypatch.setattr(sources.FASHION_MNIST_FILES, "system_dirs", (tmp_path / "no-debian",))
     (tmp_path / "empty").mkdir()
     if how == "argument":
         monkeypatch.delenv("PBP_OFFLINE")
@@ -215,7 +216,7 @@ def test_bad_arguments():
         name = kwargs.pop("name", "synthetic")
         with pytest.raises(DataError, match=expected.split()[0]):
             load_dataset(name, **kwargs)
-    assert DATASETS == ("mnist", "fashion-mnist", "kdd99", "synthetic")
+    assert list(DATASETS) == ["mnist", "fashion-mnist", "kdd99", "synthetic"]
 
 
 @pytest.mark.skipif(not DEBIAN_FASHION.is_dir(), reason=f"{DEBIAN_FASHION} not installed "
@@ -354,7 +355,7 @@ def test_real_kdd_with_limit():
 
 def kdd_preprocessor(tmp_path, task="binary"):
     table = read_kdd(write_kdd(tmp_path / "fit.gz", 40))
-    return KddPreprocessor(KddEncoder().fit(table), task)
+    return KddPreprocessor("onehot", task).fit(table)
 
 
 def all_preprocessors(tmp_path):

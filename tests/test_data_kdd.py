@@ -169,7 +169,7 @@ def test_targets_for_both_tasks():
     assert category.dtype == np.int64
     assert [CATEGORIES[c] for c in category] == ["normal", "dos", "probe", "normal", "r2l",
                                                  "u2r", "u2r"]
-    with pytest.raises(DataError, match="unknown KDD task 'multi'"):
+    with pytest.raises(DataError, match="KDD task 'multi': expected one of binary, category"):
         kdd_targets(labels, "multi")
 
 

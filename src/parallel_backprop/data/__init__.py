@@ -1,27 +1,39 @@
 """Data: MNIST, Fashion-MNIST, KDD Cup 1999 and synthetic data, ready to train on.
 
-- :mod:`.datasets`    ``load_dataset(name)`` -> ``Dataset``: the entry point
+- :mod:`.datasets`    the table ``DATASETS`` (name -> ``DatasetSpec``), ``register_dataset``,
+                      ``load_dataset(name)`` -> ``Dataset``, ``fetch_dataset``, ``find_source``
+- :mod:`.base`        ``Dataset``, ``LoadRequest``, ``DatasetSpec``, ``split_pool``
+- :mod:`.builtin`     the four data sets that come with the package, ``image_dataset``
 - :mod:`.sources`     where files are looked for, cached and downloaded from
 - :mod:`.download`    checksum-verified downloads over several mirrors
+- :mod:`.io`          opening data files (gzipped or not) and their one-line read errors
 - :mod:`.idx`         the IDX format (MNIST, Fashion-MNIST)
-- :mod:`.kdd`         the KDD Cup 99 CSV format, labels and feature encoding
-- :mod:`.preprocess`  raw samples -> float32 inputs, saved with a model
-- :mod:`.features`    samples from a user's file (``pbp predict``), ``check_xy``
+- :mod:`.kdd`         the KDD Cup 99 CSV format and its labels
+- :mod:`.preprocess`  raw samples -> float32 inputs, fitted on a training split, saved
+                      with a model (``KddPreprocessor`` encodes KDD rows)
+- :mod:`.validate`    ``check_xy`` and the other checks of data at the boundaries
+- :mod:`.features`    samples from a user's file (``pbp predict``)
 """
 
-from .datasets import DATASETS, Dataset, load_dataset, split_pool
+from .base import Dataset, DatasetSpec, LoadRequest, Located, split_pool
+from .builtin import image_dataset
+from .datasets import (DATASETS, DataSource, dataset_spec, fetch_dataset, fetchable, find_source,
+                       load_dataset, register_dataset)
 from .download import fetch
-from .features import check_xy, load_features_file
+from .features import load_features_file
 from .idx import load_idx_pair, read_idx, write_idx
-from .kdd import (CATEGORIES, FEATURES, KddEncoder, KddTable, attack_category, kdd_targets,
-                  read_kdd)
-from .preprocess import (Identity, ImageScaler, KddPreprocessor, Preprocessor,
+from .kdd import CATEGORIES, FEATURES, KddTable, attack_category, kdd_targets, read_kdd
+from .preprocess import (Identity, ImageScaler, KddEncoder, KddPreprocessor, Preprocessor,
                          preprocessor_from_arrays)
-from .sources import cache_dir
+from .sources import IdxFiles, RemoteFile, cache_dir
+from .validate import check_xy
 
 __all__ = [
-    "CATEGORIES", "DATASETS", "FEATURES", "Dataset", "Identity", "ImageScaler", "KddEncoder",
-    "KddPreprocessor", "KddTable", "Preprocessor", "attack_category", "cache_dir", "check_xy",
-    "fetch", "kdd_targets", "load_dataset", "load_features_file", "load_idx_pair",
-    "preprocessor_from_arrays", "read_idx", "read_kdd", "split_pool", "write_idx",
+    "CATEGORIES", "DATASETS", "FEATURES", "DataSource", "Dataset", "DatasetSpec", "Identity",
+    "IdxFiles", "ImageScaler", "KddEncoder", "KddPreprocessor", "KddTable", "LoadRequest",
+    "Located", "Preprocessor", "RemoteFile", "attack_category", "cache_dir", "check_xy",
+    "dataset_spec", "fetch", "fetch_dataset", "fetchable", "find_source", "image_dataset",
+    "kdd_targets", "load_dataset", "load_features_file", "load_idx_pair",
+    "preprocessor_from_arrays", "read_idx", "read_kdd", "register_dataset", "split_pool",
+    "write_idx",
 ]

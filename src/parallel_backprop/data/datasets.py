@@ -1,73 +1,76 @@
-"""The data sets by name: ``load_dataset("mnist")`` -> a ready ``Dataset``.
+"""The table of data sets by name, and what reads it: loading, fetching, finding.
 
-Every data set comes out the same way::
+``DATASETS`` maps each name to its ``DatasetSpec`` (``base.py``), in the
+order of ``builtin.BUILTIN``, then those added with ``register_dataset``.
+The CLI's ``--dataset`` choices, ``pbp fetch`` and the study all read it.
+
+Every data set comes out of ``load_dataset`` the same way::
 
     x_train, x_val, x_test   float32 (n_split, n_features), C-contiguous
     y_train, y_val, y_test   int64 (n_split,), class indices in [0, n_classes)
     preprocessor             fitted on the training split only, saved with the model
 
-Splits, all seeded by ``seed`` through one ``np.random.default_rng(seed)``:
-
-- test: MNIST / Fashion-MNIST's own 10,000 images; KDD a held-out
-  ``kdd_test_fraction`` of the file (or ``kdd_test_file``); synthetic an
-  independent draw of ceil(samples / 6).
-- the rest is the training pool: ``limit`` keeps a random subset of it, then
-  it is split into train and validation, ``val_fraction`` (1/6, i.e. 5:1)
-  going to validation: MNIST's 60,000 become 50,000 + 10,000.
-
-Where files come from is ``sources.py``; file formats are ``idx.py`` and
-``kdd.py``.
+How each data set is read and split is ``builtin.py``; where its files come
+from is ``sources.py``.
 """
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
-from .features import check_xy
-from .idx import load_idx_pair
-from .kdd import TASKS, KddEncoder, read_kdd
-from .preprocess import Identity, ImageScaler, KddPreprocessor, Preprocessor
-from .sources import locate_images, locate_kdd
+from .base import COMMON_OPTIONS, LOAD_OPTIONS, Dataset, DatasetSpec, LoadRequest
+from .builtin import BUILTIN
+from .preprocess import PREPROCESSORS
+from .validate import check_fraction, check_int, check_xy
 
-DATASETS = ("mnist", "fashion-mnist", "kdd99", "synthetic")
-CLASS_NAMES = {
-    "mnist": [str(digit) for digit in range(10)],
-    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                      "Sneaker", "Bag", "Ankle boot"],
+DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in BUILTIN}
+
+# The pbp options that set load_dataset's keywords: what a command line
+# needs to reload a data source (``DataSource.args``).
+CLI_OPTIONS = {
+    "data_dir": "--data-dir", "limit": "--limit", "seed": "--seed",
+    "image_scaling": "--image-scaling",
+    "kdd_task": "--kdd-task", "kdd_encoding": "--kdd-encoding", "kdd_file": "--kdd-file",
+    "kdd_test_file": "--test-file", "synthetic_samples": "--samples",
+    "synthetic_features": "--features", "synthetic_classes": "--classes",
 }
-IMAGE_SHAPE = (28, 28)
-IMAGE_SCALINGS = ("standard", "unit")
-
-# Synthetic data are a fixed function of their sizes (like a file on disk):
-# ``seed`` only moves the train/validation split, as for the real data sets.
-SYNTHETIC_SEED = 20140901
-# Refuse a synthetic request whose float32 inputs would not fit a workstation.
-MAX_SYNTHETIC_BYTES = 8 << 30
 
 
-@dataclass
-class Dataset:
-    """Train, validation and test splits of one data set, ready for the network."""
+def register_dataset(spec: DatasetSpec, *, replace: bool = False) -> DatasetSpec:
+    """Add ``spec`` to ``DATASETS``: ``load_dataset(spec.name)`` then loads it.
 
-    name: str
-    x_train: np.ndarray   # float32 (n_train, n_features), C-contiguous
-    y_train: np.ndarray   # int64 (n_train,) class indices
-    x_val: np.ndarray     # float32 (n_val, n_features)
-    y_val: np.ndarray     # int64 (n_val,)
-    x_test: np.ndarray    # float32 (n_test, n_features)
-    y_test: np.ndarray    # int64 (n_test,)
-    n_classes: int        # KDD binary: 2 (the network may use one sigmoid output)
-    preprocessor: Preprocessor
-    class_names: list[str]
+    A name already in the table is refused unless ``replace``. Returns ``spec``.
+    """
+    if not isinstance(spec, DatasetSpec):
+        raise DataError(f"register_dataset: {spec!r} is not a DatasetSpec")
+    name = spec.name
+    if not isinstance(name, str) or not name or name != name.strip() or " " in name:
+        raise DataError(f"data set name {name!r}: expected a non-empty name without spaces")
+    if name in DATASETS and not replace:
+        raise DataError(f"data set {name!r} is already registered; pass replace=True to "
+                        "replace it")
+    if spec.preprocessing not in PREPROCESSORS:
+        raise DataError(f"data set {name!r}: preprocessing {spec.preprocessing!r}, expected "
+                        f"one of {', '.join(PREPROCESSORS)}")
+    if not callable(spec.load) or not callable(spec.locate):
+        raise DataError(f"data set {name!r}: load and locate must be functions")
+    unknown = sorted(set(spec.options) - set(LOAD_OPTIONS))
+    if unknown:
+        raise DataError(f"data set {name!r}: options {', '.join(unknown)} are not "
+                        "load_dataset options")
+    DATASETS[name] = spec
+    return spec
 
-    @property
-    def n_features(self) -> int:
-        return self.x_train.shape[1]
+
+def dataset_spec(name: str) -> DatasetSpec:
+    """The table's entry for ``name``; an unknown name is a one-line DataError."""
+    if name not in DATASETS:
+        raise DataError(f"unknown data set {name!r}, expected one of {', '.join(DATASETS)}")
+    return DATASETS[name]
 
 
 def load_dataset(name: str, *, data_dir=None, limit: int | None = None, seed: int = 0,
@@ -76,188 +79,98 @@ def load_dataset(name: str, *, data_dir=None, limit: int | None = None, seed: in
                  kdd_test_file=None, kdd_test_fraction: float = 0.2,
                  synthetic_samples: int = 60000, synthetic_features: int = 784,
                  synthetic_classes: int = 10, download: bool | None = None,
-                 fitted: Preprocessor | None = None,
-                 image_scaling: str = "standard") -> Dataset:
-    """Load data set ``name`` (one of ``DATASETS``), split and preprocessed.
+                 fitted=None, image_scaling: str = "standard") -> Dataset:
+    """Load data set ``name`` (a key of ``DATASETS``), split and preprocessed.
 
-    Parameters
-    ----------
-    name : {"mnist", "fashion-mnist", "kdd99", "synthetic"}
-    data_dir : path, optional
-        Folder searched first for the files (see ``sources.py`` for the order).
-    limit : int, optional
-        Keep at most this many samples of the training pool (quick runs).
-    seed : int
-        Seeds every split.
-    val_fraction : float in (0, 1)
-        Share of the training pool that goes to validation.
-    progress : bool
-        Show download progress.
-    kdd_task : {"binary", "category"}
-    kdd_encoding : {"onehot", "ordinal"}
-    kdd_file : path or "full", optional
-        KDD file (default: the 10% file; "full": kddcup.data.gz).
-    kdd_test_file : path, optional
-        KDD test file (e.g. corrected.gz) instead of a held-out fraction.
-    kdd_test_fraction : float in (0, 1)
-    synthetic_samples, synthetic_features, synthetic_classes : int
-        Size of the synthetic training pool, input width, number of classes.
-    download : bool, optional
-        False: never download (also when $PBP_OFFLINE is set).
-    image_scaling : {"standard", "unit"}
-        MNIST and Fashion-MNIST: pixels in [0, 1] standardised with the
-        training split's mean and standard deviation, or left in [0, 1] (the
-        seed's inputs).
-    fitted : Preprocessor, optional
-        Apply this already-fitted preprocessing (a saved model's) instead of
-        fitting one on the training split; for KDD it also sets the task.
+    The keyword options are described on ``LoadRequest``; each data set reads
+    the common ones and its own (``DATASETS[name].options``). ``fitted``: a
+    saved model's preprocessor, applied instead of one fitted on the training
+    split; for KDD it also sets the task.
     """
-    if name not in DATASETS:
-        raise DataError(f"unknown data set {name!r}, expected one of {', '.join(DATASETS)}")
+    spec = dataset_spec(name)
     if limit is not None:
-        _check_int("limit", limit, 1)
-    _check_int("seed", seed, 0)
-    _check_fraction("val_fraction", val_fraction)
-    expected_kind = {"kdd99": "kdd", "synthetic": "identity"}.get(name, "image")
-    if fitted is not None and fitted.kind != expected_kind:
+        check_int("limit", limit, 1)
+    check_int("seed", seed, 0)
+    check_fraction("val_fraction", val_fraction)
+    if fitted is not None and fitted.kind != spec.preprocessing:
         raise DataError(f"fitted preprocessing of kind {fitted.kind!r} cannot be applied to "
-                        f"{name}: expected {expected_kind!r}")
-    rng = np.random.default_rng(seed)
-    if name == "kdd99":
-        return _load_kdd(rng, data_dir, limit, val_fraction, progress, download, kdd_task,
-                         kdd_encoding, kdd_file, kdd_test_file, kdd_test_fraction, fitted)
-    if name == "synthetic":
-        return _load_synthetic(rng, limit, val_fraction, synthetic_samples,
-                               synthetic_features, synthetic_classes)
-    return _load_images(name, rng, data_dir, limit, val_fraction, progress, download,
-                        image_scaling, fitted)
-
-
-def _check_int(what: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise DataError(f"{what} {value!r}: expected an integer >= {minimum}")
-
-
-def _check_fraction(what: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:
-        raise DataError(f"{what} {value!r}: expected a number between 0 and 1 (exclusive)")
-
-
-def split_pool(n: int, limit: int | None, val_fraction: float,
-               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, val) into a pool of ``n``: a seeded subset of ``limit``, split.
-
-    Returns int64 arrays of sizes m - v and v, with m = min(n, limit) and
-    v = round(m * val_fraction) kept within [1, m - 1].
-    """
-    order = rng.permutation(n)[:limit]
-    if len(order) < 2:
-        raise DataError(f"training pool of {len(order)} sample(s) (limit {limit}): need at "
-                        "least 2, one for training and one for validation")
-    n_val = min(max(round(len(order) * val_fraction), 1), len(order) - 1)
-    return order[n_val:], order[:n_val]
-
-
-def _finish(dataset: Dataset) -> Dataset:
-    """Validate every split at the boundary: the trainer can then trust them."""
+                        f"{name}: expected {spec.preprocessing!r}")
+    request = LoadRequest(
+        data_dir=data_dir, limit=limit, seed=seed, val_fraction=val_fraction,
+        progress=progress, download=download, fitted=fitted, image_scaling=image_scaling,
+        kdd_task=kdd_task, kdd_encoding=kdd_encoding, kdd_file=kdd_file,
+        kdd_test_file=kdd_test_file, kdd_test_fraction=kdd_test_fraction,
+        synthetic_samples=synthetic_samples, synthetic_features=synthetic_features,
+        synthetic_classes=synthetic_classes)
+    dataset = spec.load(request, np.random.default_rng(seed))
+    # Every split is validated here, at the boundary: the trainer can then trust them.
     for split in ("train", "val", "test"):
         check_xy(getattr(dataset, f"x_{split}"), getattr(dataset, f"y_{split}"),
-                 dataset.n_classes, f"{dataset.name} {split} split")
+                 dataset.n_classes, f"{name} {split} split")
     return dataset
 
 
-def _load_images(name, rng, data_dir, limit, val_fraction, progress, download,
-                 image_scaling, fitted) -> Dataset:
-    if image_scaling not in IMAGE_SCALINGS:
-        raise DataError(f"image scaling {image_scaling!r}: expected one of "
-                        f"{', '.join(IMAGE_SCALINGS)}")
-    paths = locate_images(name, data_dir, download, progress)
-    x_pool, y_pool = load_idx_pair(paths["train-images"], paths["train-labels"])
-    x_test, y_test = load_idx_pair(paths["test-images"], paths["test-labels"])
-    n_pixels = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
-    for path, x in ((paths["train-images"], x_pool), (paths["test-images"], x_test)):
-        if x.shape[1] != n_pixels:
-            raise DataError(f"{path}: images of {x.shape[1]} pixels, expected "
-                            f"{IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]} for {name}")
-    for path, y in ((paths["train-labels"], y_pool), (paths["test-labels"], y_test)):
-        if y.min() < 0 or y.max() >= len(CLASS_NAMES[name]):
-            raise DataError(f"{path}: label {int(y.max())} outside 0..{len(CLASS_NAMES[name]) - 1}")
-    train, val = split_pool(len(x_pool), limit, val_fraction, rng)
-    if fitted is not None:
-        scaler = fitted
-    else:
-        scaler = ImageScaler(IMAGE_SHAPE, len(CLASS_NAMES[name]))
-        if image_scaling == "standard":
-            scaler.fit(x_pool[train])
-    return _finish(Dataset(
-        name, scaler.transform(x_pool[train]), y_pool[train],
-        scaler.transform(x_pool[val]), y_pool[val], scaler.transform(x_test), y_test,
-        len(CLASS_NAMES[name]), scaler, list(CLASS_NAMES[name])))
+def fetchable() -> list[str]:
+    """The data sets made of files (``pbp fetch``'s choices), in table order."""
+    return [name for name, spec in DATASETS.items() if not spec.generated]
 
 
-def _load_kdd(rng, data_dir, limit, val_fraction, progress, download, task, encoding,
-              kdd_file, kdd_test_file, test_fraction, fitted) -> Dataset:
-    if fitted is not None:
-        task = fitted.task
-    if task not in TASKS:
-        raise DataError(f"KDD task {task!r}: expected one of {', '.join(TASKS)}")
-    encoder = KddEncoder(encoding)  # validates the encoding before any reading
-    table = read_kdd(locate_kdd(kdd_file, data_dir, download, progress))
-    if kdd_test_file is not None:
-        test = read_kdd(locate_kdd(kdd_test_file, data_dir, download, progress,
-                                   what="KDD test file"))
-        pool = np.arange(len(table))
-    else:
-        # The test rows are held out before `limit`, so they do not move with it.
-        _check_fraction("kdd_test_fraction", test_fraction)
-        if len(table) < 3:
-            raise DataError(f"{table.source}: {len(table)} rows, too few to hold out a test "
-                            "split and keep a training and a validation sample")
-        order = rng.permutation(len(table))
-        n_test = min(max(round(len(table) * test_fraction), 1), len(table) - 2)
-        test, pool = table.take(order[:n_test]), order[n_test:]
-    train, val = split_pool(len(pool), limit, val_fraction, rng)
-    train_table, val_table = table.take(pool[train]), table.take(pool[val])
-    prep = fitted if fitted is not None else KddPreprocessor(encoder.fit(train_table), task)
-    return _finish(Dataset(
-        "kdd99", prep.transform(train_table), prep.targets(train_table.labels),
-        prep.transform(val_table), prep.targets(val_table.labels),
-        prep.transform(test), prep.targets(test.labels),
-        len(TASKS[task]), prep, prep.class_names))
+def fetch_dataset(name: str, data_dir=None, *, progress: bool = True,
+                  download: bool | None = None, **options) -> list[Path]:
+    """Find data set ``name``'s files, downloading (checksum-verified) what is missing.
+
+    ``options`` are ``load_dataset`` options that choose the files, such as
+    ``kdd_file="full"`` for KDD Cup 99's full file; those another data set
+    does not read are ignored. Returns the paths of the files.
+    """
+    spec = dataset_spec(name)
+    if spec.generated:
+        raise DataError(f"{name}: generated in memory, there are no files to fetch; "
+                        f"expected one of {', '.join(fetchable())}")
+    return list(spec.locate(_request(spec, data_dir, download, progress, options)).paths)
 
 
-def _load_synthetic(rng, limit, val_fraction, samples, features, classes) -> Dataset:
-    _check_int("synthetic samples", samples, 1)
-    _check_int("synthetic features", features, 1)
-    _check_int("synthetic classes", classes, 2)
-    n_pool = samples if limit is None else min(samples, limit)
-    n_test = math.ceil(samples / 6)
-    nbytes = (n_pool + n_test) * features * 4
-    if nbytes > MAX_SYNTHETIC_BYTES:
-        raise DataError(f"synthetic data of {n_pool} + {n_test} samples x {features} features: "
-                        f"{nbytes / 2**30:.1f} GiB of float32, over the "
-                        f"{MAX_SYNTHETIC_BYTES >> 30} GiB limit; ask for fewer")
-    # A fixed random linear teacher labels the inputs: argmax(x @ T) is a
-    # function a network can learn exactly (test accuracy near 1 with enough data).
-    streams = [np.random.default_rng([SYNTHETIC_SEED, features, classes, i]) for i in range(3)]
-    teacher = streams[0].standard_normal((features, classes)).astype(np.float32)
-    x_pool, y_pool = _draw(streams[1], n_pool, teacher)
-    x_test, y_test = _draw(streams[2], n_test, teacher)
-    train, val = split_pool(n_pool, None, val_fraction, rng)
-    return _finish(Dataset(
-        "synthetic", x_pool[train], y_pool[train], x_pool[val], y_pool[val], x_test, y_test,
-        classes, Identity(features, classes), [str(c) for c in range(classes)]))
+@dataclass(frozen=True)
+class DataSource:
+    """A data set found on this machine, and how to load exactly it again.
+
+    name    the data set
+    args    ``pbp train`` options that select it (``--dataset NAME`` first)
+    load    ``load_dataset`` keyword arguments that select it
+    where   where it is, in a few words (a folder, a file, a generated data set's sizes)
+    """
+
+    name: str
+    args: tuple[str, ...]
+    load: dict
+    where: str
 
 
-def _draw(rng: np.random.Generator, n: int, teacher: np.ndarray):
-    """n inputs float32 (n, features) ~ N(0, 1) and their labels int64 (n,)."""
-    features = teacher.shape[0]
-    x = np.empty((n, features), dtype=np.float32)
-    y = np.empty(n, dtype=np.int64)
-    # Chunks of ~16 MB: the labels' product never needs a second copy of x.
-    chunk = max(1, (1 << 22) // features)
-    for start in range(0, n, chunk):
-        block = x[start:start + chunk]
-        rng.standard_normal(dtype=np.float32, out=block)
-        y[start:start + chunk] = np.argmax(block @ teacher, axis=1)
-    return x, y
+def find_source(name: str, data_dir=None, *, download: bool | None = False,
+                progress: bool = False, **options) -> DataSource:
+    """Where data set ``name`` is (by default never downloading), as a ``DataSource``.
+
+    ``options`` are ``load_dataset`` options (``kdd_file``, the synthetic
+    sizes); those the data set does not read are ignored. A data set that is
+    not here raises a one-line DataError.
+    """
+    spec = dataset_spec(name)
+    located = spec.locate(_request(spec, data_dir, download, progress, options))
+    load = dict(located.load)
+    if download is not None and not spec.generated:
+        load["download"] = download
+    args = ["--dataset", name]
+    for key, value in located.load.items():
+        if key in CLI_OPTIONS:  # val_fraction and kdd_test_fraction have no option
+            args += [CLI_OPTIONS[key], str(value)]
+    return DataSource(name, tuple(args), load, located.where)
+
+
+def _request(spec: DatasetSpec, data_dir, download, progress, options: dict) -> LoadRequest:
+    """The request of a fetch or find: ``options`` the data set does not read are dropped."""
+    unknown = sorted(set(options) - set(LOAD_OPTIONS))
+    if unknown:
+        raise DataError(f"{', '.join(unknown)}: not load_dataset options")
+    read = set(COMMON_OPTIONS) | set(spec.options)
+    return LoadRequest(data_dir=data_dir, download=download, progress=progress,
+                       **{key: value for key, value in options.items() if key in read})

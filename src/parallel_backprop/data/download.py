@@ -18,7 +18,7 @@ from pathlib import Path
 import pooch
 
 from ..errors import DataError
-from .idx import one_line
+from ..fileio import one_line
 
 HASH_ALGORITHMS = ("md5", "sha256")
 

@@ -1,4 +1,4 @@
-"""User-supplied samples: ``pbp predict --input FILE``, and the (x, y) checks.
+"""User-supplied samples: ``pbp predict --input FILE``.
 
 ``load_features_file`` reads a ``.npy`` array or a CSV file and runs it
 through a saved model's preprocessor:
@@ -10,8 +10,7 @@ through a saved model's preprocessor:
   when rows have 42 fields. Other models: numeric rows of n_features
   values, or n_features + 1 with the integer label last.
 
-``check_xy`` is the one validation of inputs and labels used at every
-boundary (data sets, user files).
+The samples are checked with ``validate.check_xy``, as every data set's.
 """
 
 from __future__ import annotations
@@ -22,44 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .idx import GZIP_ERRORS, one_line, open_maybe_gzip, read_error
+from ..fileio import one_line
+from .io import check_file, open_data, read_error
 from .kdd import read_kdd
-
-
-def check_xy(x: np.ndarray, y: np.ndarray | None, n_classes: int | None, name: str) -> None:
-    """Raise a one-line DataError unless x (n, d) is finite and y (n,) holds classes.
-
-    Parameters
-    ----------
-    x : ndarray, numeric, shape (n, d)
-    y : ndarray, integer, shape (n,), or None to check x alone
-    n_classes : int, or None to only require non-negative labels
-    name : str
-        What to call the data in the message (a file name, "mnist train split").
-    """
-    x = np.asarray(x)
-    if x.ndim != 2:
-        raise DataError(f"{name}: inputs of shape {x.shape}, expected 2-D (n_samples, n_features)")
-    if x.dtype.kind not in "iuf":
-        raise DataError(f"{name}: inputs of type {x.dtype}, expected numbers")
-    finite = np.isfinite(x).all(axis=1)
-    if not finite.all():
-        raise DataError(f"{name}: NaN or infinity in the inputs, first at sample index "
-                        f"{int(np.argmin(finite))}")
-    if y is None:
-        return
-    y = np.asarray(y)
-    if y.ndim != 1 or len(y) != len(x):
-        raise DataError(f"{name}: labels of shape {y.shape} for {len(x)} samples, "
-                        f"expected ({len(x)},)")
-    if y.dtype.kind not in "iu":
-        raise DataError(f"{name}: labels of type {y.dtype}, expected integers")
-    high = n_classes if n_classes is not None else np.inf
-    bad = (y < 0) | (y >= high)
-    if bad.any():
-        row = int(np.argmax(bad))
-        allowed = f"[0, {n_classes})" if n_classes is not None else "non-negative"
-        raise DataError(f"{name}: label {int(y[row])} at sample index {row} outside {allowed}")
+from .validate import check_xy
 
 
 def load_features_file(path: str | os.PathLike, preprocessor, n_features: int, *,
@@ -84,8 +49,7 @@ def load_features_file(path: str | os.PathLike, preprocessor, n_features: int, *
     y : int64 (n,), or None when the file has no labels
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
+    check_file(path)
     if path.suffix.lower() == ".npy":
         x, y = _read_npy(path, preprocessor, n_features), None
     elif preprocessor.kind == "kdd":
@@ -108,7 +72,7 @@ def _read_npy(path: Path, preprocessor, n_features: int) -> np.ndarray:
         with open(path, "rb") as handle:
             magic = handle.read(6)
     except OSError as exc:
-        raise DataError(f"{path}: cannot read ({one_line(exc)})") from None
+        raise read_error(path, False, exc) from None
     # np.load takes anything that is not .npy / .npz for a pickle: say what it is instead.
     if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):
         raise DataError(f"{path}: not a valid .npy file (no .npy header)")
@@ -137,15 +101,12 @@ def _read_npy(path: Path, preprocessor, n_features: int) -> np.ndarray:
 
 def _read_numeric_csv(path: Path, preprocessor, n_features: int):
     """Numeric CSV rows: n_features values, or n_features + 1 with the label last."""
-    stream, raw = open_maybe_gzip(path)
-    try:
-        with raw, stream:
+    with open_data(path) as stream:
+        try:
             values = np.loadtxt(stream, delimiter=",", dtype=np.float64, ndmin=2,
                                 comments="#", encoding="utf-8")
-    except ValueError as exc:
-        raise DataError(f"{path}: not numeric CSV ({one_line(exc)})") from None
-    except GZIP_ERRORS as exc:
-        raise read_error(path, stream is not raw, exc) from None
+        except ValueError as exc:
+            raise DataError(f"{path}: not numeric CSV ({one_line(exc)})") from None
     if values.size == 0:
         raise DataError(f"{path}: no rows, expected CSV rows of {n_features} numbers")
     if values.shape[1] == n_features:

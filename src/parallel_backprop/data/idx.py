@@ -9,8 +9,8 @@ then the array in C order, big-endian::
 
 This module reads and writes that format and nothing else: every problem
 with a file (bad magic, truncation, trailing bytes, corrupt gzip) is a
-one-line ``DataError`` naming the file. Whether a file is gzipped is decided
-by its first two bytes (0x1f 0x8b), never by its name.
+one-line ``DataError`` naming the file. Files are opened by ``io.open_data``:
+gzipped or not is decided by their first bytes, never by their name.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from __future__ import annotations
 import gzip
 import math
 import os
-import zlib
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
 from ..fileio import atomic_open
+from .io import is_gzip, open_data
 
 # Type code -> big-endian dtype of the payload.
 IDX_TYPES = {
@@ -41,45 +41,6 @@ _TYPE_NAMES = ", ".join(f"0x{code:02X} {dtype.newbyteorder('=').name}"
 # No IDX file we read is near this (MNIST's largest is 47 MB); a header that
 # asks for more is corrupt, and we say so before allocating anything.
 MAX_PAYLOAD_BYTES = 2**34
-
-GZIP_MAGIC = b"\x1f\x8b"
-# What a corrupt or truncated gzip stream raises while being read.
-GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error, OSError)
-
-
-def one_line(exc: BaseException) -> str:
-    """``exc`` as one line: its type and its message, whitespace collapsed."""
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def read_error(path: Path, gzipped: bool, exc: BaseException) -> DataError:
-    """The one-line error for a failed read of ``path``."""
-    what = "corrupt or truncated gzip data" if gzipped else "cannot read"
-    return DataError(f"{path}: {what} ({one_line(exc)})")
-
-
-def open_maybe_gzip(path: Path):
-    """Open ``path`` for binary reading, through gzip when its first bytes say so.
-
-    Returns ``(stream, raw)``: the stream to read and the underlying file,
-    both to be closed. Raises ``DataError`` when the file is missing or
-    cannot be opened.
-    """
-    if not path.exists():
-        raise DataError(f"{path}: file not found")
-    if not path.is_file():
-        raise DataError(f"{path}: is not a file")
-    try:
-        handle = open(path, "rb")
-    except OSError as exc:
-        raise DataError(f"{path}: cannot open ({one_line(exc)})") from None
-    if handle.read(2) == GZIP_MAGIC:
-        handle.seek(0)
-        return gzip.GzipFile(fileobj=handle, mode="rb"), handle
-    handle.seek(0)
-    return handle, handle
-
 
 def read_idx(path: str | os.PathLike, *, ndim: int | None = None) -> np.ndarray:
     """Read an IDX file (gzipped or raw) into an array in native byte order.
@@ -103,23 +64,19 @@ def read_idx(path: str | os.PathLike, *, ndim: int | None = None) -> np.ndarray:
         dimensions, or corrupt gzip data. The message names the file.
     """
     path = Path(path)
-    stream, raw = open_maybe_gzip(path)
-    try:
-        with raw, stream:
-            magic = stream.read(4)
-            if len(magic) == 0:
-                raise DataError(f"{path}: empty file, expected an IDX file")
-            dtype, dims = _read_header(path, stream, magic, ndim)
-            nbytes = math.prod(dims) * dtype.itemsize
-            # One byte more than needed tells trailing garbage from a clean end.
-            payload = _read_at_most(stream, nbytes + 1)
-            if len(payload) > nbytes and stream is not raw:
-                # A bit flip in the header shows up as "trailing bytes"; reading
-                # on to the gzip checksum names the real problem.
-                while stream.read(1 << 20):
-                    pass
-    except GZIP_ERRORS as exc:
-        raise read_error(path, stream is not raw, exc) from None
+    with open_data(path) as stream:
+        magic = stream.read(4)
+        if len(magic) == 0:
+            raise DataError(f"{path}: empty file, expected an IDX file")
+        dtype, dims = _read_header(path, stream, magic, ndim)
+        nbytes = math.prod(dims) * dtype.itemsize
+        # One byte more than needed tells trailing garbage from a clean end.
+        payload = _read_at_most(stream, nbytes + 1)
+        if len(payload) > nbytes and is_gzip(stream):
+            # A bit flip in the header shows up as "trailing bytes"; reading
+            # on to the gzip checksum names the real problem.
+            while stream.read(1 << 20):
+                pass
     if len(payload) < nbytes:
         raise DataError(f"{path}: truncated IDX data, {len(payload)} bytes of payload, "
                         f"expected {nbytes} for shape {tuple(dims)}")

@@ -6,16 +6,16 @@ A row is 41 comma-separated features and a label with a trailing dot::
 
 Three features are categorical (protocol_type, service, flag), 38 numeric.
 ``read_kdd`` parses a file (gzipped or plain, decided by its first bytes)
-into a ``KddTable``; ``KddEncoder`` turns a table into float32 network
-inputs, fitted on the training split only; ``kdd_targets`` turns labels into
-class indices for the ``binary`` or ``category`` task.
+into a ``KddTable``; ``kdd_targets`` turns labels into class indices for the
+``binary`` or ``category`` task.
 
-This module does not split or locate files: that is ``datasets.py``.
+The features' encoding into network inputs is ``preprocess.KddPreprocessor``;
+splitting is ``builtin.py``, finding the files ``sources.py``.
 """
 
 from __future__ import annotations
 
-import io
+from io import BytesIO
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .idx import GZIP_ERRORS, one_line, open_maybe_gzip, read_error
+from ..fileio import one_line
+from .io import open_data
+from .validate import check_choice
 
 FEATURES = (
     "duration", "protocol_type", "service", "flag", "src_bytes", "dst_bytes", "land",
@@ -107,8 +109,7 @@ def kdd_targets(labels: np.ndarray, task: str) -> np.ndarray:
 
     binary: 0 normal, 1 attack. category: the index in ``CATEGORIES``.
     """
-    if task not in TASKS:
-        raise DataError(f"unknown KDD task {task!r}, expected one of {', '.join(TASKS)}")
+    check_choice("KDD task", task, TASKS)
     names, inverse = np.unique(labels, return_inverse=True)
     categories = [attack_category(name) for name in names]
     if task == "binary":
@@ -173,23 +174,19 @@ def _unique_lines(path: Path) -> tuple[list[bytes], np.ndarray]:
     """
     ids: dict[bytes, int] = {}
     parts = []
-    stream, raw = open_maybe_gzip(path)
-    try:
-        with raw, stream:
-            rest = b""
-            while True:
-                block = stream.read(_BLOCK_BYTES)
-                if not block:
-                    break
-                block = rest + block
-                cut = block.rfind(b"\n") + 1
-                rest, block = block[cut:], block[:cut]
-                if block:
-                    parts.append(_line_ids(block[:-1], ids))
-            if rest:
-                parts.append(_line_ids(rest, ids))
-    except GZIP_ERRORS as exc:
-        raise read_error(path, stream is not raw, exc) from None
+    with open_data(path) as stream:
+        rest = b""
+        while True:
+            block = stream.read(_BLOCK_BYTES)
+            if not block:
+                break
+            block = rest + block
+            cut = block.rfind(b"\n") + 1
+            rest, block = block[cut:], block[:cut]
+            if block:
+                parts.append(_line_ids(block[:-1], ids))
+        if rest:
+            parts.append(_line_ids(rest, ids))
     inverse = np.concatenate(parts) if parts else np.zeros(0, np.intp)
     return list(ids), inverse
 
@@ -233,11 +230,11 @@ def _parse(path: Path, lines: list[bytes], inverse: np.ndarray, has_labels: bool
     options = dict(delimiter=",", comments=None, ndmin=2, encoding="latin-1")
     try:
         # numpy's C parser: ~6 us a row for the 38 numeric columns.
-        numeric = np.loadtxt(io.BytesIO(text), usecols=_NUMERIC_COLUMNS, dtype=np.float64,
+        numeric = np.loadtxt(BytesIO(text), usecols=_NUMERIC_COLUMNS, dtype=np.float64,
                              **options)
     except ValueError as exc:
         _raise_first_bad_number(path, lines, inverse, exc)
-    strings = np.loadtxt(io.BytesIO(text), usecols=string_columns, dtype=str, **options)
+    strings = np.loadtxt(BytesIO(text), usecols=string_columns, dtype=str, **options)
     bad = ~np.isfinite(numeric)
     if bad.any():
         line_id = int(np.argmax(bad.any(axis=1)))
@@ -271,130 +268,3 @@ def _check_labels(path: Path, labels: np.ndarray, inverse: np.ndarray) -> None:
             raise DataError(f"{path} line {_line_number(inverse, line_id)}: unknown label "
                             f"{str(name)!r}, expected normal. or one of the "
                             f"{len(ATTACK_CATEGORY) - 1} KDD Cup 99 attack names")
-
-
-class KddEncoder:
-    """KDD features -> float32 network inputs, fitted on a training split.
-
-    Output columns, in order::
-
-        38 numeric   log1p for ``LOG_SCALED`` columns (sign-preserving, so a
-                     negative value cannot make a NaN), then (v - mean) / std
-        onehot:      one 0/1 column per category value seen in training, for
-                     protocol_type, service, flag (sorted values); a value
-                     never seen in training gives all zeros for its column
-        ordinal:     3 columns: the index of the value in the sorted training
-                     vocabulary, -1 for a value never seen, then standardised
-                     like the numeric columns
-
-    Parameters
-    ----------
-    encoding : {"onehot", "ordinal"}
-    """
-
-    ENCODINGS = ("onehot", "ordinal")
-
-    def __init__(self, encoding: str = "onehot"):
-        if encoding not in self.ENCODINGS:
-            raise DataError(f"KDD encoding {encoding!r}: expected one of "
-                            f"{', '.join(self.ENCODINGS)}")
-        self.encoding = encoding
-        self.vocabularies: list[np.ndarray] | None = None  # 3 x str (k_j,), sorted
-        self.mean: np.ndarray | None = None                # float64 (n_scaled,)
-        self.std: np.ndarray | None = None                 # float64 (n_scaled,), > 0
-        self.log_mask = np.isin(NUMERIC, LOG_SCALED)       # bool (38,)
-
-    @property
-    def n_features(self) -> int:
-        self._check_fitted()
-        if self.encoding == "onehot":
-            return len(NUMERIC) + sum(len(v) for v in self.vocabularies)
-        return len(NUMERIC) + len(CATEGORICAL)
-
-    def fit(self, table: KddTable) -> "KddEncoder":
-        """Learn vocabularies and scaling from ``table`` (the training split only)."""
-        if len(table) == 0:
-            raise DataError(f"{table.source or 'KDD table'}: no rows to fit the encoding on")
-        self.vocabularies = [np.unique(table.categorical[:, j]) for j in range(len(CATEGORICAL))]
-        scaled = self._scaled_columns(table)
-        self.mean = scaled.mean(axis=0)
-        std = scaled.std(axis=0)
-        # Constant columns (num_outbound_cmds is always 0): divide by 1, not 0.
-        self.std = np.where(std > 1e-8, std, 1.0)
-        return self
-
-    def transform(self, table: KddTable) -> np.ndarray:
-        """float32 (n, n_features) inputs for the rows of ``table``."""
-        self._check_fitted()
-        scaled = (self._scaled_columns(table) - self.mean) / self.std
-        if self.encoding == "ordinal":
-            return scaled.astype(np.float32)
-        out = np.zeros((len(table), self.n_features), dtype=np.float32)
-        out[:, :len(NUMERIC)] = scaled
-        offset = len(NUMERIC)
-        rows = np.arange(len(table))
-        for j, vocabulary in enumerate(self.vocabularies):
-            codes = self._codes(table.categorical[:, j], vocabulary)
-            known = codes >= 0
-            out[rows[known], offset + codes[known]] = 1.0
-            offset += len(vocabulary)
-        return out
-
-    def _scaled_columns(self, table: KddTable) -> np.ndarray:
-        """float64 (n, 38 or 41): log-scaled numeric columns, ordinal codes appended."""
-        numeric = table.numeric.copy()
-        columns = np.flatnonzero(self.log_mask)
-        logged = numeric[:, columns]
-        numeric[:, columns] = np.copysign(np.log1p(np.abs(logged)), logged)
-        if self.encoding == "onehot":
-            return numeric
-        codes = [self._codes(table.categorical[:, j], vocabulary)
-                 for j, vocabulary in enumerate(self.vocabularies)]
-        return np.column_stack([numeric, *codes]).astype(np.float64)
-
-    @staticmethod
-    def _codes(values: np.ndarray, vocabulary: np.ndarray) -> np.ndarray:
-        """Index of each value in the sorted ``vocabulary``, -1 where absent."""
-        if len(vocabulary) == 0:
-            return np.full(len(values), -1, dtype=np.intp)
-        codes = np.searchsorted(vocabulary, values)
-        clipped = np.minimum(codes, len(vocabulary) - 1)
-        return np.where(vocabulary[clipped] == values, clipped, -1)
-
-    def _check_fitted(self) -> None:
-        if self.vocabularies is None:
-            raise DataError("KDD encoder used before fit (or from_arrays)")
-
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        """The fitted state as plain arrays (numbers and fixed-width unicode, no objects)."""
-        self._check_fitted()
-        arrays = {"encoding": np.array(self.encoding), "mean": self.mean, "std": self.std,
-                  "log_mask": self.log_mask.copy()}
-        for name, vocabulary in zip(CATEGORICAL, self.vocabularies):
-            arrays[f"vocab_{name}"] = vocabulary.astype(str)
-        return arrays
-
-    @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "KddEncoder":
-        """Rebuild an encoder saved with ``to_arrays``; inconsistent arrays are a DataError."""
-        keys = ["encoding", "mean", "std", "log_mask", *(f"vocab_{c}" for c in CATEGORICAL)]
-        missing = [k for k in keys if k not in arrays]
-        if missing:
-            raise DataError(f"KDD encoder arrays: missing {', '.join(missing)}")
-        encoder = cls(str(arrays["encoding"]))
-        encoder.vocabularies = [np.asarray(arrays[f"vocab_{c}"]).astype(str).reshape(-1)
-                                for c in CATEGORICAL]
-        encoder.mean = np.asarray(arrays["mean"], dtype=np.float64).reshape(-1)
-        encoder.std = np.asarray(arrays["std"], dtype=np.float64).reshape(-1)
-        encoder.log_mask = np.asarray(arrays["log_mask"], dtype=bool).reshape(-1)
-        n_scaled = len(NUMERIC) + (len(CATEGORICAL) if encoder.encoding == "ordinal" else 0)
-        if (len(encoder.mean) != n_scaled or len(encoder.std) != n_scaled
-                or len(encoder.log_mask) != len(NUMERIC)):
-            raise DataError(f"KDD encoder arrays: mean, std of {len(encoder.mean)}, "
-                            f"{len(encoder.std)} values and log_mask of {len(encoder.log_mask)}, "
-                            f"expected {n_scaled}, {n_scaled} and {len(NUMERIC)}")
-        if not (np.all(np.isfinite(encoder.mean)) and np.all(encoder.std > 0)):
-            raise DataError("KDD encoder arrays: mean must be finite and std positive")
-        if any(np.any(v[1:] <= v[:-1]) for v in encoder.vocabularies):
-            raise DataError("KDD encoder arrays: vocabularies must be sorted and distinct")
-        return encoder

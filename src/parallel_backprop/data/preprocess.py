@@ -11,9 +11,10 @@ One class per kind of data, all with the same small interface::
                                  unicode; never objects: model files are
                                  loaded with allow_pickle=False)
 
-``preprocessor_from_arrays`` rebuilds any of them from ``to_arrays``. What a
-preprocessor learns (KDD vocabularies and scaling) is fitted on the
-training split by ``datasets.py``; here it is only applied.
+``preprocessor_from_arrays`` rebuilds any of them from ``to_arrays`` (each
+class's ``from_arrays``). What a preprocessor learns (image mean and
+deviation, KDD vocabularies and scaling) it learns in ``fit``, which the
+data set loaders call on the training split only.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import DataError
-from .kdd import TASKS, KddEncoder, KddTable, kdd_targets
+from .kdd import CATEGORICAL, LOG_SCALED, NUMERIC, TASKS, KddTable, kdd_targets
+from .validate import as_features, check_choice
 
 
 class Preprocessor(Protocol):
@@ -36,19 +38,6 @@ class Preprocessor(Protocol):
     def transform(self, raw) -> np.ndarray: ...
 
     def to_arrays(self) -> dict[str, np.ndarray]: ...
-
-
-def _as_features(x: np.ndarray, n_features: int, what: str) -> np.ndarray:
-    """Check a 2-D (n, n_features) numeric array; return it as C-contiguous float32."""
-    x = np.asarray(x)
-    if x.ndim != 2 or x.shape[1] != n_features:
-        raise DataError(f"{what}: array of shape {x.shape}, expected (n, {n_features})")
-    if x.dtype.kind not in "iuf":
-        raise DataError(f"{what}: array of type {x.dtype}, expected numbers")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if not np.all(np.isfinite(x)):
-        raise DataError(f"{what}: contains NaN or infinity")
-    return x
 
 
 class ImageScaler:
@@ -105,7 +94,7 @@ class ImageScaler:
                 raise DataError(f"{what}: integer pixel values outside 0..255")
             x = np.ascontiguousarray(raw, dtype=np.float32) / np.float32(255)
         else:
-            x = _as_features(raw, self.n_features, what)
+            x = as_features(raw, self.n_features, what)
             if x.size and not (x.min() >= 0 and x.max() <= 1):
                 if not (x.min() >= 0 and x.max() <= 255 and np.all(x == np.round(x))):
                     raise DataError(f"{what}: float pixel values outside [0, 1] that are not "
@@ -122,6 +111,16 @@ class ImageScaler:
                 "mean": np.array(self.mean), "std": np.array(self.std),
                 **_classes_array(self.n_classes)}
 
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "ImageScaler":
+        shape = np.asarray(arrays["image_shape"]).reshape(-1)
+        if len(shape) != 2 or np.any(shape < 1):
+            raise DataError(f"image preprocessor: image_shape {shape.tolist()}, "
+                            "expected two positive sizes")
+        # Files without mean/std predate fitted scaling: inputs in [0, 1].
+        return cls((int(shape[0]), int(shape[1])), _read_classes(arrays, cls.kind),
+                   float(arrays.get("mean", 0.0)), float(arrays.get("std", 1.0)))
+
 
 class Identity:
     """Inputs that are already features (synthetic data): checked, cast to float32."""
@@ -137,33 +136,61 @@ class Identity:
         return self._n_features
 
     def transform(self, raw: np.ndarray, what: str = "inputs") -> np.ndarray:
-        return _as_features(raw, self.n_features, what)
+        return as_features(raw, self.n_features, what)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {"kind": np.array(self.kind), "n_features": np.array(self.n_features, np.int64),
                 **_classes_array(self.n_classes)}
 
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "Identity":
+        n_features = int(arrays["n_features"])
+        if n_features < 1:
+            raise DataError(f"identity preprocessor: n_features {n_features}, expected > 0")
+        return cls(n_features, _read_classes(arrays, cls.kind))
+
+
+
 
 class KddPreprocessor:
-    """KDD Cup 99 rows (a ``KddTable``) -> encoded features, and labels -> classes.
+    """KDD Cup 99 rows (a ``KddTable``) -> float32 inputs, and labels -> classes.
+
+    Fitted on a training split. Output columns, in order::
+
+        38 numeric   log1p for ``LOG_SCALED`` columns (sign-preserving, so a
+                     negative value cannot make a NaN), then (v - mean) / std
+        onehot:      one 0/1 column per category value seen in training, for
+                     protocol_type, service, flag (sorted values); a value
+                     never seen in training gives all zeros for its column
+        ordinal:     3 columns: the index of the value in the sorted training
+                     vocabulary, -1 for a value never seen, then standardised
+                     like the numeric columns
 
     Parameters
     ----------
-    encoder : KddEncoder, fitted
+    encoding : {"onehot", "ordinal"}
     task : {"binary", "category"}
+        What the labels become (``kdd_targets``).
     """
 
     kind = "kdd"
+    ENCODINGS = ("onehot", "ordinal")
 
-    def __init__(self, encoder: KddEncoder, task: str = "binary"):
-        if task not in TASKS:
-            raise DataError(f"KDD task {task!r}: expected one of {', '.join(TASKS)}")
-        self.encoder = encoder
-        self.task = task
+    def __init__(self, encoding: str = "onehot", task: str = "binary"):
+        check_choice("KDD encoding", encoding, self.ENCODINGS)
+        check_choice("KDD task", task, TASKS)
+        self.encoding, self.task = encoding, task
+        self.vocabularies: list[np.ndarray] | None = None  # 3 x str (k_j,), sorted
+        self.mean: np.ndarray | None = None                # float64 (n_scaled,)
+        self.std: np.ndarray | None = None                 # float64 (n_scaled,), > 0
+        self.log_mask = np.isin(NUMERIC, LOG_SCALED)       # bool (38,)
 
     @property
     def n_features(self) -> int:
-        return self.encoder.n_features
+        self._check_fitted()
+        if self.encoding == "onehot":
+            return len(NUMERIC) + sum(len(v) for v in self.vocabularies)
+        return len(NUMERIC) + len(CATEGORICAL)
 
     @property
     def n_classes(self) -> int:
@@ -173,19 +200,113 @@ class KddPreprocessor:
     def class_names(self) -> list[str]:
         return list(TASKS[self.task])
 
+    def fit(self, table: KddTable) -> "KddPreprocessor":
+        """Learn vocabularies and scaling from ``table`` (the training split only)."""
+        if len(table) == 0:
+            raise DataError(f"{table.source or 'KDD table'}: no rows to fit the encoding on")
+        self.vocabularies = [np.unique(table.categorical[:, j]) for j in range(len(CATEGORICAL))]
+        scaled = self._scaled_columns(table)
+        self.mean = scaled.mean(axis=0)
+        std = scaled.std(axis=0)
+        # Constant columns (num_outbound_cmds is always 0): divide by 1, not 0.
+        self.std = np.where(std > 1e-8, std, 1.0)
+        return self
+
     def transform(self, raw: KddTable, what: str = "KDD rows") -> np.ndarray:
+        """float32 (n, n_features) inputs for the rows of ``raw``."""
         if not isinstance(raw, KddTable):
             raise DataError(f"{what}: expected KDD Cup 99 rows (a KddTable), "
                             f"got {type(raw).__name__}")
-        return self.encoder.transform(raw)
+        self._check_fitted()
+        scaled = (self._scaled_columns(raw) - self.mean) / self.std
+        if self.encoding == "ordinal":
+            return scaled.astype(np.float32)
+        out = np.zeros((len(raw), self.n_features), dtype=np.float32)
+        out[:, :len(NUMERIC)] = scaled
+        offset = len(NUMERIC)
+        rows = np.arange(len(raw))
+        for j, vocabulary in enumerate(self.vocabularies):
+            codes = _codes(raw.categorical[:, j], vocabulary)
+            known = codes >= 0
+            out[rows[known], offset + codes[known]] = 1.0
+            offset += len(vocabulary)
+        return out
 
     def targets(self, labels: np.ndarray) -> np.ndarray:
         """int64 (n,) class indices of string labels (n,) for this task."""
         return kdd_targets(labels, self.task)
 
+    def _scaled_columns(self, table: KddTable) -> np.ndarray:
+        """float64 (n, 38 or 41): log-scaled numeric columns, ordinal codes appended."""
+        numeric = table.numeric.copy()
+        columns = np.flatnonzero(self.log_mask)
+        logged = numeric[:, columns]
+        numeric[:, columns] = np.copysign(np.log1p(np.abs(logged)), logged)
+        if self.encoding == "onehot":
+            return numeric
+        codes = [_codes(table.categorical[:, j], vocabulary)
+                 for j, vocabulary in enumerate(self.vocabularies)]
+        return np.column_stack([numeric, *codes]).astype(np.float64)
+
+    def _check_fitted(self) -> None:
+        if self.vocabularies is None:
+            raise DataError("KDD preprocessor used before fit (or from_arrays)")
+
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"kind": np.array(self.kind), "task": np.array(self.task),
-                **self.encoder.to_arrays()}
+        """The fitted state as plain arrays (numbers and fixed-width unicode, no objects)."""
+        self._check_fitted()
+        arrays = {"kind": np.array(self.kind), "task": np.array(self.task),
+                  "encoding": np.array(self.encoding), "mean": self.mean, "std": self.std,
+                  "log_mask": self.log_mask.copy()}
+        for name, vocabulary in zip(CATEGORICAL, self.vocabularies):
+            arrays[f"vocab_{name}"] = vocabulary.astype(str)
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "KddPreprocessor":
+        """Rebuild a preprocessor saved with ``to_arrays``; inconsistent arrays are a DataError."""
+        keys = ["task", "encoding", "mean", "std", "log_mask",
+                *(f"vocab_{c}" for c in CATEGORICAL)]
+        missing = [k for k in keys if k not in arrays]
+        if missing:
+            raise DataError(f"KDD preprocessor arrays: missing {', '.join(missing)}")
+        prep = cls(str(arrays["encoding"]), str(arrays["task"]))
+        prep.vocabularies = [np.asarray(arrays[f"vocab_{c}"]).astype(str).reshape(-1)
+                             for c in CATEGORICAL]
+        prep.mean = np.asarray(arrays["mean"], dtype=np.float64).reshape(-1)
+        prep.std = np.asarray(arrays["std"], dtype=np.float64).reshape(-1)
+        prep.log_mask = np.asarray(arrays["log_mask"], dtype=bool).reshape(-1)
+        prep.check_state()
+        return prep
+
+    def check_state(self) -> None:
+        """Raise a DataError unless the fitted arrays fit together (after ``from_arrays``)."""
+        n_scaled = len(NUMERIC) + (len(CATEGORICAL) if self.encoding == "ordinal" else 0)
+        if (len(self.mean) != n_scaled or len(self.std) != n_scaled
+                or len(self.log_mask) != len(NUMERIC)):
+            raise DataError(f"KDD preprocessor arrays: mean, std of {len(self.mean)}, "
+                            f"{len(self.std)} values and log_mask of {len(self.log_mask)}, "
+                            f"expected {n_scaled}, {n_scaled} and {len(NUMERIC)}")
+        if not (np.all(np.isfinite(self.mean)) and np.all(self.std > 0)):
+            raise DataError("KDD preprocessor arrays: mean must be finite and std positive")
+        if any(np.any(v[1:] <= v[:-1]) for v in self.vocabularies):
+            raise DataError("KDD preprocessor arrays: vocabularies must be sorted and distinct")
+
+
+# The name of the KDD preprocessor before encoding and task were one class.
+KddEncoder = KddPreprocessor
+
+# Preprocessor classes by the ``kind`` their arrays carry.
+PREPROCESSORS = {cls.kind: cls for cls in (ImageScaler, Identity, KddPreprocessor)}
+
+
+def _codes(values: np.ndarray, vocabulary: np.ndarray) -> np.ndarray:
+    """Index of each value in the sorted ``vocabulary``, -1 where absent."""
+    if len(vocabulary) == 0:
+        return np.full(len(values), -1, dtype=np.intp)
+    codes = np.searchsorted(vocabulary, values)
+    clipped = np.minimum(codes, len(vocabulary) - 1)
+    return np.where(vocabulary[clipped] == values, clipped, -1)
 
 
 def _classes_array(n_classes: int | None) -> dict[str, np.ndarray]:
@@ -197,27 +318,14 @@ def preprocessor_from_arrays(arrays: dict[str, np.ndarray]):
     if "kind" not in arrays:
         raise DataError("preprocessor arrays: missing 'kind'")
     kind = str(arrays["kind"])
+    if kind not in PREPROCESSORS:
+        raise DataError(f"preprocessor kind {kind!r}: expected one of {', '.join(PREPROCESSORS)}")
     try:
-        if kind == ImageScaler.kind:
-            shape = np.asarray(arrays["image_shape"]).reshape(-1)
-            if len(shape) != 2 or np.any(shape < 1):
-                raise DataError(f"image preprocessor: image_shape {shape.tolist()}, "
-                                "expected two positive sizes")
-            # Files without mean/std predate fitted scaling: inputs in [0, 1].
-            return ImageScaler((int(shape[0]), int(shape[1])), _read_classes(arrays, kind),
-                               float(arrays.get("mean", 0.0)), float(arrays.get("std", 1.0)))
-        if kind == Identity.kind:
-            n_features = int(arrays["n_features"])
-            if n_features < 1:
-                raise DataError(f"identity preprocessor: n_features {n_features}, expected > 0")
-            return Identity(n_features, _read_classes(arrays, kind))
-        if kind == KddPreprocessor.kind:
-            return KddPreprocessor(KddEncoder.from_arrays(arrays), str(arrays["task"]))
+        return PREPROCESSORS[kind].from_arrays(arrays)
     except KeyError as exc:
         raise DataError(f"{kind} preprocessor arrays: missing {exc}") from None
     except (TypeError, ValueError) as exc:
         raise DataError(f"{kind} preprocessor arrays: unreadable ({exc})") from None
-    raise DataError(f"preprocessor kind {kind!r}: expected image, kdd or identity")
 
 
 def _read_classes(arrays: dict[str, np.ndarray], kind: str) -> int | None:

@@ -6,7 +6,8 @@ Lookup order for a data set called NAME (``mnist``, ``fashion-mnist``,
     1. data_dir            and data_dir/NAME          (--data-dir)
     2. $PBP_DATA_DIR       and $PBP_DATA_DIR/NAME
     3. the cache           $PBP_CACHE_DIR/NAME, else pooch.os_cache("parallel-backprop")/NAME
-    4. fashion-mnist only: /usr/share/datasets/fashion-mnist (Debian's dataset-fashion-mnist)
+    4. the data set's system folders (fashion-mnist: /usr/share/datasets/fashion-mnist,
+       Debian's dataset-fashion-mnist)
     5. a download into the cache, checked against the published checksum,
        unless $PBP_OFFLINE is set or the caller passed download=False
 
@@ -14,6 +15,10 @@ Local files are not checksummed (Debian re-gzips Fashion-MNIST, so its
 archives differ from the published ones byte for byte); the readers
 validate their structure instead. Environment variables are read at call
 time, never at import.
+
+``IdxFiles`` describes an image data set's four IDX files (``MNIST_FILES``,
+``FASHION_MNIST_FILES``); ``locate_kdd`` finds the KDD Cup 99 files. The
+table of data sets (``datasets.DATASETS``) says which data set uses which.
 """
 
 from __future__ import annotations
@@ -57,28 +62,70 @@ _MNIST_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/",
                   "https://storage.googleapis.com/cvdf-datasets/mnist/",
                   "http://yann.lecun.com/exdb/mnist/")
 _FASHION_MIRRORS = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",)
-IMAGE_DOWNLOADS = {
-    "mnist": {
-        "train-images": _mirrored("train-images-idx3-ubyte.gz",
-                                  "f68b3c2dcbeaaa9fbdd348bbdeb94873", _MNIST_MIRRORS),
-        "train-labels": _mirrored("train-labels-idx1-ubyte.gz",
-                                  "d53e105ee54ea40749a09fcbcd1e9432", _MNIST_MIRRORS),
-        "test-images": _mirrored("t10k-images-idx3-ubyte.gz",
-                                 "9fb629c4189551a2d022fa330f9573f3", _MNIST_MIRRORS),
-        "test-labels": _mirrored("t10k-labels-idx1-ubyte.gz",
-                                 "ec29112dd5afa0611ce80d1b7f02629c", _MNIST_MIRRORS),
-    },
-    "fashion-mnist": {
-        "train-images": _mirrored("train-images-idx3-ubyte.gz",
-                                  "8d4fb7e6c68d591d4c3dfef9ec88bf0d", _FASHION_MIRRORS),
-        "train-labels": _mirrored("train-labels-idx1-ubyte.gz",
-                                  "25c81989df183df01b3e8a0aad5dffbe", _FASHION_MIRRORS),
-        "test-images": _mirrored("t10k-images-idx3-ubyte.gz",
-                                 "bef4ecab320f06d8554ea6380940ec79", _FASHION_MIRRORS),
-        "test-labels": _mirrored("t10k-labels-idx1-ubyte.gz",
-                                 "bb300cfdad3c16e7a12a480ee83cd310", _FASHION_MIRRORS),
-    },
-}
+
+
+@dataclass  # not frozen: a test points system_dirs at a folder of its own
+class IdxFiles:
+    """The four IDX files of an image data set: the published ones, and where else to look.
+
+    downloads     role (a key of ``IMAGE_FILES``) -> the published file
+    system_dirs   folders a system package installs the files in (step 4)
+    install_hint  how to install that package, for the error message
+    """
+
+    downloads: dict[str, RemoteFile]
+    system_dirs: tuple[Path, ...] = ()
+    install_hint: str = ""
+
+    def locate(self, name: str, data_dir=None, download: bool | None = None,
+               progress: bool = True) -> dict[str, Path]:
+        """Paths of the four files of data set ``name``, keyed by role.
+
+        The first folder holding all four (each gzipped or raw) wins, so that a
+        training set is never paired with another folder's test set.
+        """
+        dirs = search_dirs(name, data_dir, self.system_dirs)
+        for folder in dirs:
+            found = {}
+            for role, stem in IMAGE_FILES.items():
+                for candidate in (folder / f"{stem}.gz", folder / stem):
+                    if candidate.is_file():
+                        found[role] = candidate
+                        break
+            if len(found) == len(IMAGE_FILES):
+                return found
+        allowed, why = downloads_allowed(download)
+        if not allowed:
+            names = ", ".join(f"{stem}[.gz]" for stem in IMAGE_FILES.values())
+            raise DataError(f"{name}: the IDX files ({names}) are not in "
+                            f"{', '.join(map(str, dirs))} and {why}; "
+                            f"{what_to_do(self.install_hint)}")
+        dest = cache_dir() / name
+        return {role: fetch(remote.filename, list(remote.urls), remote.known_hash, dest,
+                            progress)
+                for role, remote in self.downloads.items()}
+
+
+MNIST_FILES = IdxFiles({
+    "train-images": _mirrored("train-images-idx3-ubyte.gz",
+                              "f68b3c2dcbeaaa9fbdd348bbdeb94873", _MNIST_MIRRORS),
+    "train-labels": _mirrored("train-labels-idx1-ubyte.gz",
+                              "d53e105ee54ea40749a09fcbcd1e9432", _MNIST_MIRRORS),
+    "test-images": _mirrored("t10k-images-idx3-ubyte.gz",
+                             "9fb629c4189551a2d022fa330f9573f3", _MNIST_MIRRORS),
+    "test-labels": _mirrored("t10k-labels-idx1-ubyte.gz",
+                             "ec29112dd5afa0611ce80d1b7f02629c", _MNIST_MIRRORS),
+})
+FASHION_MNIST_FILES = IdxFiles({
+    "train-images": _mirrored("train-images-idx3-ubyte.gz",
+                              "8d4fb7e6c68d591d4c3dfef9ec88bf0d", _FASHION_MIRRORS),
+    "train-labels": _mirrored("train-labels-idx1-ubyte.gz",
+                              "25c81989df183df01b3e8a0aad5dffbe", _FASHION_MIRRORS),
+    "test-images": _mirrored("t10k-images-idx3-ubyte.gz",
+                             "bef4ecab320f06d8554ea6380940ec79", _FASHION_MIRRORS),
+    "test-labels": _mirrored("t10k-labels-idx1-ubyte.gz",
+                             "bb300cfdad3c16e7a12a480ee83cd310", _FASHION_MIRRORS),
+}, system_dirs=(DEBIAN_FASHION_DIR,), install_hint="`apt-get install dataset-fashion-mnist`")
 
 KDD_DOWNLOADS = {
     "10%": RemoteFile(
@@ -115,7 +162,8 @@ def downloads_allowed(download: bool | None) -> tuple[bool, str]:
     return True, ""
 
 
-def search_dirs(name: str, data_dir: str | os.PathLike | None) -> list[Path]:
+def search_dirs(name: str, data_dir: str | os.PathLike | None,
+                system_dirs: tuple[Path, ...] = ()) -> list[Path]:
     """The folders to look in for data set ``name``, in order (steps 1-4)."""
     dirs = []
     if data_dir is not None:
@@ -127,8 +175,7 @@ def search_dirs(name: str, data_dir: str | os.PathLike | None) -> list[Path]:
     if env:
         dirs += [Path(env), Path(env) / name]
     dirs.append(cache_dir() / name)
-    if name == "fashion-mnist":
-        dirs.append(DEBIAN_FASHION_DIR)
+    dirs += system_dirs
     unique = []
     for folder in dirs:
         if folder not in unique:
@@ -136,39 +183,26 @@ def search_dirs(name: str, data_dir: str | os.PathLike | None) -> list[Path]:
     return unique
 
 
-def _what_to_do(name: str) -> str:
+def what_to_do(install_hint: str = "") -> str:
+    """What to do about data files that are neither here nor downloadable."""
     hint = (f"pass --data-dir with the files, set {DATA_DIR_ENV}, or allow the download "
             f"(unset {OFFLINE_ENV})")
-    if name == "fashion-mnist":
-        hint += ", or `apt-get install dataset-fashion-mnist`"
-    return hint
+    return f"{hint}, or {install_hint}" if install_hint else hint
 
 
 def locate_images(name: str, data_dir=None, download: bool | None = None,
                   progress: bool = True) -> dict[str, Path]:
-    """Paths of the four IDX files of ``name``, keyed by role (``IMAGE_FILES``).
+    """The four IDX files of image data set ``name`` by role; see ``IdxFiles.locate``.
 
-    The first folder holding all four (each gzipped or raw) wins, so that a
-    training set is never paired with another folder's test set.
+    Kept for callers written before the table of data sets: new code calls
+    ``datasets.fetch_dataset`` or ``datasets.find_source``.
     """
-    dirs = search_dirs(name, data_dir)
-    for folder in dirs:
-        found = {}
-        for role, stem in IMAGE_FILES.items():
-            for candidate in (folder / f"{stem}.gz", folder / stem):
-                if candidate.is_file():
-                    found[role] = candidate
-                    break
-        if len(found) == len(IMAGE_FILES):
-            return found
-    allowed, why = downloads_allowed(download)
-    if not allowed:
-        names = ", ".join(f"{stem}[.gz]" for stem in IMAGE_FILES.values())
-        raise DataError(f"{name}: the IDX files ({names}) are not in "
-                        f"{', '.join(map(str, dirs))} and {why}; {_what_to_do(name)}")
-    dest = cache_dir() / name
-    return {role: fetch(remote.filename, list(remote.urls), remote.known_hash, dest, progress)
-            for role, remote in IMAGE_DOWNLOADS[name].items()}
+    from .base import LoadRequest
+    from .datasets import dataset_spec
+
+    located = dataset_spec(name).locate(LoadRequest(data_dir=data_dir, download=download,
+                                                    progress=progress))
+    return dict(zip(IMAGE_FILES, located.paths))
 
 
 def locate_kdd(kdd_file: str | os.PathLike | None, data_dir=None, download: bool | None = None,
@@ -198,6 +232,6 @@ def locate_kdd(kdd_file: str | os.PathLike | None, data_dir=None, download: bool
     remote = KDD_DOWNLOADS[which]
     if not allowed:
         raise DataError(f"kdd99: {' or '.join(KDD_LOCAL_NAMES[which])} not in "
-                        f"{', '.join(map(str, dirs))} and {why}; {_what_to_do('kdd99')}")
+                        f"{', '.join(map(str, dirs))} and {why}; {what_to_do()}")
     return fetch(remote.filename, list(remote.urls), remote.known_hash, cache_dir() / "kdd99",
                  progress)

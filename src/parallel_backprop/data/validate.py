@@ -1,0 +1,83 @@
+"""The checks of data at the boundaries: inputs, labels and the options that shape them.
+
+``check_xy`` is the one validation of an (inputs, labels) pair: every data
+set's splits, a user's file for ``pbp predict``, and the arrays given to the
+estimator and the trainer go through it, so that the code behind those
+boundaries can trust its arrays. Every failure is a one-line ``DataError``
+that names the data and what was expected.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ..errors import DataError
+
+
+def check_xy(x: np.ndarray, y: np.ndarray | None, n_classes: int | None, name: str) -> None:
+    """Raise a one-line DataError unless x (n, d) is finite and y (n,) holds classes.
+
+    Parameters
+    ----------
+    x : ndarray, numeric, shape (n, d)
+    y : ndarray, integer, shape (n,), or None to check x alone
+    n_classes : int, or None to only require non-negative labels
+    name : str
+        What to call the data in the message (a file name, "mnist train split").
+    """
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise DataError(f"{name}: inputs of shape {x.shape}, expected 2-D (n_samples, n_features)")
+    if x.dtype.kind not in "iuf":
+        raise DataError(f"{name}: inputs of type {x.dtype}, expected numbers")
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        raise DataError(f"{name}: NaN or infinity in the inputs, first at sample index "
+                        f"{int(np.argmin(finite))}")
+    if y is None:
+        return
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != len(x):
+        raise DataError(f"{name}: labels of shape {y.shape} for {len(x)} samples, "
+                        f"expected ({len(x)},)")
+    if y.dtype.kind not in "iu":
+        raise DataError(f"{name}: labels of type {y.dtype}, expected integers")
+    high = n_classes if n_classes is not None else np.inf
+    bad = (y < 0) | (y >= high)
+    if bad.any():
+        row = int(np.argmax(bad))
+        allowed = f"[0, {n_classes})" if n_classes is not None else "non-negative"
+        raise DataError(f"{name}: label {int(y[row])} at sample index {row} outside {allowed}")
+
+
+def as_features(x, n_features: int, what: str) -> np.ndarray:
+    """``x`` checked to be numeric (n, n_features) and finite, as C-contiguous float32."""
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] != n_features:
+        raise DataError(f"{what}: array of shape {x.shape}, expected (n, {n_features})")
+    if x.dtype.kind not in "iuf":
+        raise DataError(f"{what}: array of type {x.dtype}, expected numbers")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if not np.all(np.isfinite(x)):
+        raise DataError(f"{what}: contains NaN or infinity")
+    return x
+
+
+def check_int(what: str, value, minimum: int) -> None:
+    """Raise unless ``value`` is an integer (not a bool) of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise DataError(f"{what} {value!r}: expected an integer >= {minimum}")
+
+
+def check_fraction(what: str, value) -> None:
+    """Raise unless ``value`` is a number strictly between 0 and 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:
+        raise DataError(f"{what} {value!r}: expected a number between 0 and 1 (exclusive)")
+
+
+def check_choice(what: str, value, choices) -> None:
+    """Raise unless ``value`` is one of ``choices`` (the message lists them)."""
+    if value not in choices:
+        raise DataError(f"{what} {value!r}: expected one of {', '.join(choices)}")
