@@ -1,4 +1,111 @@
+"""Markers for the test suite, given here by file, fixture and test name.
+
+- ``mpi``: test_mpi.py: jobs under mpiexec, the launcher's checks and the
+  scaling model.
+- ``gpu_interpreter``: test_gpu.py: the Triton kernels run on the CPU by
+  Triton's interpreter (its few real-GPU tests skip without CUDA).
+- ``subprocess``: tests that start processes: ``pbp`` as a command,
+  bench workers, tune jobs, mpiexec (found by recording process starts
+  during a run of the suite).
+- ``slow``: about 0.3 s or more each on a 2-core machine (measured with
+  ``pytest --durations=0``; scikit-learn's ~100 estimator checks together),
+  and every test that shares a module fixture costing seconds, since that
+  cost lands on whichever runs first. What is left, ``-m "not slow"``,
+  still covers the math, every executor's step, the data readers, the
+  command line and the GPU kernels under the interpreter.
+
+``pytest -m "not slow"`` is the quick run while developing; ``python -m
+pytest`` runs everything and is the CI command. Marking here rather than
+with decorators keeps the lists in one place; a test file may still add its
+own ``pytest.mark`` decorators.
+"""
+
 import sys
+import warnings
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).parent))
+
+FILE_MARKS = {
+    "test_mpi.py": {"mpi"},
+    "test_gpu.py": {"gpu_interpreter"},
+}
+
+# Module fixtures that cost seconds: a study, a bench grid, reference runs.
+FIXTURE_MARKS = {
+    "tiny_study": {"slow", "subprocess"},
+    "tiny_report": {"slow", "subprocess"},
+    "tiny_grid": {"slow", "subprocess"},
+    "references": {"slow"},
+    "real_table": {"slow"},        # the real KDD Cup 99 10% file, where it is present
+}
+
+# "file::test" (any parameters) -> marks; slow ones measured at 0.3 s or more.
+TEST_MARKS = {
+    "test_bench.py::test_torch_peer_runs_the_same_work": {"slow", "subprocess"},
+    "test_bench.py::test_mpi_ranks_agree_on_the_number_of_steps": {"slow", "subprocess"},
+    "test_bench.py::test_ctrl_c_writes_what_was_measured": {"slow", "subprocess"},
+    "test_checkpoint.py::test_sigkill_at_a_random_moment_then_resume_gives_the_same_model":
+        {"slow", "subprocess"},
+    "test_checkpoint.py::test_ctrl_c_writes_a_checkpoint_and_stops_cleanly":
+        {"slow", "subprocess"},
+    "test_cli.py::test_console_script_runs_as_a_process": {"slow", "subprocess"},
+    # Real data sets, where they are present (skipped elsewhere).
+    "test_data_datasets.py::test_real_fashion_mnist_from_debian": {"slow"},
+    "test_data_datasets.py::test_real_kdd_with_limit": {"slow"},
+    "test_estimator.py::test_import_without_scikit_learn": {"slow", "subprocess"},
+    "test_estimator.py::test_scikit_learn_checks": {"slow"},      # ~4 s over ~100 checks
+    "test_executors.py::test_training_reaches_serial_accuracy": {"slow"},
+    "test_fuzz.py::test_kdd_reader_raises_only_data_errors": {"slow"},
+    "test_gpu.py::test_resumed_run_on_resident_data_matches_an_uninterrupted_one": {"slow"},
+    "test_gpu.py::test_training_matches_serial": {"slow"},
+    "test_gpu.py::test_train_epoch_on_resident_data_equals_steps": {"slow"},
+    "test_gpu.py::test_pbp_train_gpu_saves_the_serial_model": {"slow"},
+    "test_gpu.py::test_compiled_kernels_and_cuda_graphs_match_serial_on_a_gpu":
+        {"slow", "subprocess"},
+    "test_gpu.py::test_tf32_rounds_on_a_gpu_within_tf32_tolerance": {"slow", "subprocess"},
+    "test_mpi.py::test_importing_the_package_does_not_start_mpi": {"slow", "subprocess"},
+    "test_mpi.py::test_ranks_train_the_serial_model": {"slow", "subprocess"},
+    "test_mpi.py::test_a_failing_rank_ends_the_job": {"slow", "subprocess"},
+    "test_mpi.py::test_more_ranks_than_the_batch_under_mpiexec": {"slow", "subprocess"},
+    "test_mpi.py::test_one_step_on_uneven_and_empty_shards_is_the_gradient_step":
+        {"slow", "subprocess"},
+    "test_study.py::test_tune_picks_the_highest_validation_accuracy_and_records_divergence":
+        {"slow", "subprocess"},
+    "test_study.py::test_candidates_in_parallel_train_exactly_as_one_at_a_time":
+        {"slow", "subprocess"},
+    "test_readme.py::test_every_readme_command_runs": {"slow", "subprocess"},
+}
+
+
+def marks_for(item) -> set[str]:
+    name = getattr(item, "originalname", item.name)
+    marks = set(FILE_MARKS.get(item.path.name, ()))
+    marks |= TEST_MARKS.get(f"{item.path.name}::{name}", set())
+    for fixture in set(item.fixturenames) & FIXTURE_MARKS.keys():
+        marks |= FIXTURE_MARKS[fixture]
+    return marks
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for mark in sorted(marks_for(item)):
+            item.add_marker(getattr(pytest.mark, mark))
+    warn_of_stale_names(config, items)
+
+
+def warn_of_stale_names(config, items) -> None:
+    """A warning for each TEST_MARKS entry whose file was collected whole but has no such
+    test: a renamed test would otherwise silently lose its marks."""
+    if any("::" in str(arg) for arg in config.args):
+        return
+    collected = {f"{item.path.name}::{getattr(item, 'originalname', item.name)}"
+                 for item in items}
+    files = {name.split("::")[0] for name in collected}
+    stale = sorted(key for key in TEST_MARKS
+                   if key.split("::")[0] in files and key not in collected)
+    if stale:
+        warnings.warn(pytest.PytestWarning(
+            f"tests/conftest.py marks tests that do not exist: {', '.join(stale)}"))

@@ -156,9 +156,12 @@ def test_torch_peer_runs_the_same_work(tmp_path):
                             "--out", tmp_path])
     assert code == 0, err
     doc = json.loads((tmp_path / "bench.json").read_text())
-    torch = next(r for r in doc["records"] if r["system"] == "torch")
+    torch, serial = (next(r for r in doc["records"] if r["system"] == system)
+                     for system in ("torch", "serial"))
     assert torch["status"] == "ok", torch["notes"]
-    assert torch["speedup_vs_serial"] > 0 and "torch.set_num_threads(1)" in torch["notes"]
+    assert torch["speedup_vs_serial"] == pytest.approx(
+        torch["samples_per_s"] / serial["samples_per_s"])
+    assert "torch.set_num_threads(1)" in torch["notes"]
     assert not list(tmp_path.glob("*.png"))
 
 

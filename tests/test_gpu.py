@@ -14,6 +14,7 @@ every dimension has several blocks and a tail), and 1 x 1 x 1.
 """
 
 import importlib
+import inspect
 import os
 import subprocess
 import sys
@@ -244,16 +245,41 @@ def test_steps_of_changing_size_and_rate_match_serial():
                             what="four steps")
 
 
-def test_tf32_precision_runs():
-    # The interpreter computes every tl.dot in fp32, so here tf32 equals fp32;
-    # on a GPU it rounds the products' inputs to 10-bit mantissas.
-    network = NETWORKS["relu-softmax-ce"]
+LAUNCHERS = ("forward_layer", "forward_output_delta", "hidden_delta", "weight_update")
+
+
+@pytest.fixture
+def precisions_launched(monkeypatch):
+    """(launcher, precision) for every product the executor launches from now on."""
+    launched = []
+    for name in LAUNCHERS:
+        launcher = getattr(gk, name)
+
+        def spy(*args, _launcher=launcher, _name=name, **kwargs):
+            bound = inspect.signature(_launcher).bind(*args, **kwargs)
+            bound.apply_defaults()
+            launched.append((_name, bound.arguments["precision"]))
+            return _launcher(*args, **kwargs)
+
+        monkeypatch.setattr(gk, name, spy)
+    return launched
+
+
+@pytest.mark.parametrize("precision,dot", [("fp32", "ieee"), ("tf32", "tf32")])
+def test_precision_reaches_every_product(precision, dot, precisions_launched):
+    # The interpreter computes every tl.dot in fp32 whatever its input_precision,
+    # so here the check is that the choice reaches each kernel's PRECISION
+    # constexpr; that tensor cores then round is checked on a GPU (below).
+    network = NETWORKS["relu-tanh-sigmoid-binary-ce"]
     rng = np.random.default_rng(3)
     params = network.init_params(rng)
     batches = [random_batch(network, 9, rng, np.float32)]
     _, expected = run_steps("serial", network, params, batches, 9)
-    _, actual = run_steps("gpu", network, params, batches, 9, precision="tf32")
-    assert_allclose_verbose(actual, expected, rtol=1e-2, atol=1e-4, what="tf32")
+    _, actual = run_steps("gpu", network, params, batches, 9, precision=precision)
+    assert {name for name, _ in precisions_launched} == set(LAUNCHERS)
+    assert {used for _, used in precisions_launched} == {dot}
+    # tf32 keeps 10 of fp32's 23 mantissa bits: relative errors near 2**-11.
+    assert_allclose_verbose(actual, expected, rtol=1e-2, atol=1e-4, what=precision)
 
 
 @pytest.mark.parametrize("rows", [0, 1, 37])
@@ -393,6 +419,16 @@ def test_missing_triton_gives_the_install_hint(monkeypatch):
 
 # ---- on a real GPU only: compiled kernels and CUDA graphs ------------------------------
 
+def run_compiled(script):
+    """Runs ``script`` in a fresh Python without the interpreter; it prints "ok" when done."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]
+
+
 GRAPH_CHECK = textwrap.dedent("""
     import numpy as np
     from parallel_backprop.executors import gpu_kernels
@@ -431,9 +467,33 @@ GRAPH_CHECK = textwrap.dedent("""
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_compiled_kernels_and_cuda_graphs_match_serial_on_a_gpu():
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
-    done = subprocess.run([sys.executable, "-c", GRAPH_CHECK], env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]
+    run_compiled(GRAPH_CHECK)
+
+
+TF32_CHECK = textwrap.dedent("""
+    import numpy as np
+    import torch
+    from parallel_backprop.executors import make_executor
+    from parallel_backprop.network import Network
+    net = Network((256, 128, 10), ("sigmoid", "softmax"), "cross-entropy")
+    rng = np.random.default_rng(0)
+    params = net.init_params(rng)
+    x = rng.standard_normal((64, 256)).astype(np.float32)
+    y = net.targets(rng.integers(0, 10, 64))
+    out = {}
+    for name, precision in [("serial", "fp32"), ("gpu", "fp32"), ("gpu", "tf32")]:
+        with make_executor(name, net, params, batch_size=64, precision=precision) as ex:
+            ex.step(x, y, 0.5)
+            out[name, precision] = ex.params()
+    serial = out["serial", "fp32"]
+    np.testing.assert_allclose(out["gpu", "fp32"], serial, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(out["gpu", "tf32"], serial, rtol=1e-2, atol=1e-4)
+    if torch.cuda.get_device_capability()[0] >= 8:        # tensor cores with tf32
+        assert not np.array_equal(out["gpu", "tf32"], out["gpu", "fp32"]), "tf32 ignored"
+    print("ok")
+""")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_tf32_rounds_on_a_gpu_within_tf32_tolerance():
+    run_compiled(TF32_CHECK)
