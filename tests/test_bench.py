@@ -10,13 +10,14 @@ import csv
 import importlib.util
 import io
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from parallel_backprop import Network
 from parallel_backprop.backprop import gradient
-from parallel_backprop.bench import runner
+from parallel_backprop.bench import runner, systems
 from parallel_backprop.bench.config import BenchConfig, Timing
 from parallel_backprop.bench.report import CSV_COLUMNS
 from parallel_backprop.bench.systems import SYSTEMS, Pool, Setup, build, naive_step
@@ -43,9 +44,9 @@ def run_cli(argv):
 def tiny_grid(tmp_path_factory):
     """One tiny grid through the CLI, with JAX made to look uninstalled."""
     out = tmp_path_factory.mktemp("bench")
-    real = runner.missing_modules
+    real = systems.missing_modules
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(runner, "missing_modules",
+        patch.setattr(systems, "missing_modules",
                       lambda system: ["jax"] if system.name == "jax" else real(system))
         code, stdout, stderr = run_cli(["bench", *TINY, "--out", out,
                                         "--systems", "serial,threads,hybrid,jax,gemm"])
@@ -195,11 +196,13 @@ def test_bad_options_give_one_line_errors(argv, message, tmp_path):
 def test_ctrl_c_writes_what_was_measured(tmp_path, monkeypatch):
     calls = []
 
-    def execute(run, config, scratch):
+    def execute(run, config, scratch, plugins=()):
         calls.append(run)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return {**run.record(), "status": "failed", "notes": ["not run in this test"]}
+        record = run.record()
+        record.fail("not run in this test")
+        return record
 
     monkeypatch.setattr(runner, "execute", execute)
     code, _, stderr = run_cli(["bench", *TINY, "--systems", "serial", "--quiet",
@@ -231,9 +234,11 @@ def test_plan_runs_serial_once_and_splits_hybrid():
     assert (runs["hybrid", 4].workers, runs["hybrid", 4].executor_blas_threads) == (2, 2)
     assert (runs["hybrid", 6].workers, runs["hybrid", 6].executor_blas_threads) == (3, 2)
     assert runs["hybrid", 6].process_threads == 2
-    assert runner.hybrid_split(8, 4) == (2, 4)
-    assert "does not split" in runner.hybrid_split(6, 4)
-    assert "no split" in runner.hybrid_split(3, None)
+    split = replace(config, threads=(3, 6, 8), hybrid_blas_threads=4)
+    runs = {(r.system, r.threads): r for r in runner.plan(split)}
+    assert (runs["hybrid", 8].workers, runs["hybrid", 8].executor_blas_threads) == (2, 4)
+    assert "--blas-threads 4" in runs["hybrid", 6].skip and "no split" in runs["hybrid", 6].skip
+    assert "no split" in runs["hybrid", 3].skip
 
 
 def test_quick_preset_and_explicit_options():
