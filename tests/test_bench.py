@@ -17,11 +17,15 @@ import pytest
 
 from parallel_backprop import Network
 from parallel_backprop.backprop import gradient
-from parallel_backprop.bench import runner, systems
+from parallel_backprop.bench import run_bench, runner, systems
 from parallel_backprop.bench.config import BenchConfig, Timing
 from parallel_backprop.bench.report import CSV_COLUMNS
-from parallel_backprop.bench.systems import SYSTEMS, Pool, Setup, build, naive_step
+from parallel_backprop.bench.systems import (SYSTEMS, Pool, Setup, availability, build,
+                                             describe_systems, naive_step)
 from parallel_backprop.cli import main
+from parallel_backprop.errors import PbpError
+from parallel_backprop.executors import EXECUTORS
+from parallel_backprop.harness import load_plugins
 
 # 20-16-3 network, batches of 4 and 8, 1 and 2 threads, each round a few ms.
 TINY = ["--nets", "20-16-3", "--batch-sizes", "4,8", "--threads", "1,2", "--warmup", "0",
@@ -278,3 +282,61 @@ def test_workloads_take_any_number_of_steps_round_the_pool(system):
     expected = 2 * 8 ** 3 if system == "gemm" else network.train_flops_per_sample() * 4
     assert workload.flops_per_step == expected
     assert workload.samples_per_step == (0 if system == "gemm" else 4)
+
+
+
+TOY_PLUGIN = '''"""The toy executor: the serial executor under another name, registered by a plugin."""
+
+from parallel_backprop.executors import SerialExecutor, register_executor
+
+
+@register_executor
+class ToyExecutor(SerialExecutor):
+    name = "toy"
+'''
+
+
+@pytest.fixture
+def toy_plugin(tmp_path, monkeypatch):
+    """A plugin file that registers the executor ``toy``, loaded here; unregistered after."""
+    path = tmp_path / "toy_plugin.py"
+    path.write_text(TOY_PLUGIN)
+    monkeypatch.setitem(EXECUTORS, "toy", None)     # taken out of the registry on teardown
+    load_plugins([str(path)])
+    return str(path)
+
+
+def test_an_executor_registered_by_a_plugin_is_planned_listed_and_measured(toy_plugin, tmp_path):
+    assert SYSTEMS["toy"].kind == "executor" and "toy executor" in SYSTEMS["toy"].description
+    assert "toy" in BenchConfig().systems
+    config = BenchConfig(systems=("serial", "toy"), nets=("20-16-3",), batch_sizes=(8,),
+                         threads=(1, 2), timing=Timing(0, 0.002, 2), gemm_size=64)
+    # Like serial, it uses one core whatever it is given: once per batch, at one thread.
+    assert [(r.system, r.threads) for r in runner.plan(config)] == [("serial", 1), ("toy", 1)]
+    code, stdout, _ = run_cli(["bench", "--list-systems"])
+    assert code == 0 and "toy" in [line.split()[0] for line in stdout.splitlines()]
+    # The worker processes import the plugin too, or they would not know "toy".
+    doc = run_bench(config, tmp_path / "out", plots=False, progress=False, log=lambda line: None,
+                    plugins=[toy_plugin])
+    toy = next(r for r in doc["records"] if r["system"] == "toy")
+    assert toy["status"] == "ok", toy["notes"]
+    assert toy["samples_per_s"] > 0 and toy["speedup_vs_serial"] > 0
+
+
+def test_a_plugin_that_cannot_be_imported_is_a_one_line_error(tmp_path):
+    broken = tmp_path / "broken.py"
+    broken.write_text("raise RuntimeError('no\\nway')\n")
+    with pytest.raises(PbpError, match=r"^plugin .*broken.py: cannot import it "
+                                       r"\(RuntimeError: no way\)$"):
+        load_plugins([str(broken)])
+    with pytest.raises(PbpError, match="plugin no_such_plugin_module: cannot import it"):
+        load_plugins(["no_such_plugin_module"])
+
+
+def test_list_systems_tells_whether_each_can_run_here():
+    lines = describe_systems()
+    assert [line.split()[0] for line in lines] == list(SYSTEMS)
+    for line, system in zip(lines, SYSTEMS.values()):
+        reason = availability(system)
+        assert line.split()[2] == ("available" if reason is None else "unavailable")
+        assert reason is None or line.endswith(f"({reason})")
