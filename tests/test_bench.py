@@ -285,7 +285,7 @@ def test_workloads_take_any_number_of_steps_round_the_pool(system):
 
 
 
-TOY_PLUGIN = '''"""The toy executor: the serial executor under another name, registered by a plugin."""
+TOY_PLUGIN = '''"""The toy executor: the serial executor under another name, from a plugin."""
 
 from parallel_backprop.executors import SerialExecutor, register_executor
 
@@ -316,8 +316,8 @@ def test_an_executor_registered_by_a_plugin_is_planned_listed_and_measured(toy_p
     code, stdout, _ = run_cli(["bench", "--list-systems"])
     assert code == 0 and "toy" in [line.split()[0] for line in stdout.splitlines()]
     # The worker processes import the plugin too, or they would not know "toy".
-    doc = run_bench(config, tmp_path / "out", plots=False, progress=False, log=lambda line: None,
-                    plugins=[toy_plugin])
+    doc = run_bench(config, tmp_path / "out", plots=False, progress=False,
+                    log=lambda line: None, plugins=[toy_plugin])
     toy = next(r for r in doc["records"] if r["system"] == "toy")
     assert toy["status"] == "ok", toy["notes"]
     assert toy["samples_per_s"] > 0 and toy["speedup_vs_serial"] > 0

@@ -33,6 +33,12 @@ class _Outcome:
 
     status: str | None
     notes: list[str]
+    # The field naming the system or executor the record is of.
+    name_field = ""
+
+    @property
+    def name(self) -> str:
+        return getattr(self, self.name_field)
 
     @property
     def ok(self) -> bool:
@@ -74,6 +80,8 @@ class Measurement(_Outcome):
     ``step_s_rounds``, ``threadpools``, ...) and ``epoch_samples``.
     """
 
+    name_field = "system"
+
     system: str
     kind: str                               # "executor", "peer" or "ceiling"
     net: str | None = None                  # sizes joined by "-"; None for a ceiling
@@ -99,10 +107,6 @@ class Measurement(_Outcome):
     wall_s: float | None = None
     extra: dict = field(default_factory=dict)
 
-    @property
-    def name(self) -> str:
-        return self.system
-
     def take(self, result: Mapping[str, Any]) -> None:
         """Fill in a worker's result: its status, notes, metrics and details."""
         names = {f.name for f in fields(self)} - {"extra", "notes"}
@@ -119,6 +123,8 @@ class TrainingRun(_Outcome):
     """One ``pbp train`` run of a study; ``extra`` holds what its part adds
     (``part``, ``size``, ``accuracy_vs_serial``, ``matches_serial``, ``speedup_vs_serial``)."""
 
+    name_field = "executor"
+
     dataset: str
     executor: str
     threads: int = 1
@@ -130,20 +136,16 @@ class TrainingRun(_Outcome):
     epochs: int = 1
     limit: int | None = None
     seed: int = 0
-    status: str = Status.OK
-    notes: list[str] = field(default_factory=list)
     n_train: int | None = None
     test_accuracy: float | None = None
     val_accuracy: float | None = None
+    status: str = Status.OK
+    notes: list[str] = field(default_factory=list)
     epoch_s: float | None = None
     samples_per_s: float | None = None
     final_loss: float | None = None
     wall_s: float | None = None
     extra: dict = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return self.executor
 
 
 __all__ = ["Measurement", "Status", "TrainingRun", "is_ok"]

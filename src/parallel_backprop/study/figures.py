@@ -40,7 +40,7 @@ def write_figures(doc: dict, out_dir: Path) -> list[dict]:
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = []
 
-    def save(fig, name: str, title: str, caption: str | None = None, **info) -> None:
+    def keep(fig, name: str, title: str, caption: str | None = None, **info) -> None:
         if fig is None:
             return
         fig.suptitle(title, fontsize="medium", fontweight="bold")
@@ -53,22 +53,22 @@ def write_figures(doc: dict, out_dir: Path) -> list[dict]:
             continue
         for net, name in _nets(grid):
             for metric, what in BATCH_METRICS.items():
-                save(draw(grid, metric, nets=[net]), f"{shape_name}_{metric}_{_slug(name)}.png",
+                keep(draw(grid, metric, nets=[net]), f"{shape_name}_{metric}_{_slug(name)}.png",
                      f"{what} against batch size, {shape.short}",
                      caption=f"{what} against batch size, {_named(net, name)}, {shape.title}",
                      part="batch", shape=shape_name, net=net, metric=metric)
     if doc["grids"].get("threads"):
-        save(draw(doc["grids"]["threads"], "speedup_threads"), "speedup_threads.png",
+        keep(draw(doc["grids"]["threads"], "speedup_threads"), "speedup_threads.png",
              f"Speedup over the {BASELINE} executor against threads", part="threads")
     if doc["grids"].get("width"):
-        save(_width(doc["grids"]["width"]), "width_scaling.png",
+        keep(_width(doc["grids"]["width"]), "width_scaling.png",
              "Problem size: hidden-layer width (one hidden layer)", part="width")
     if any(is_ok(r) for r in doc.get("kdd_size", [])):
-        save(_kdd_size(doc["kdd_size"]), "kdd_size_scaling.png",
+        keep(_kdd_size(doc["kdd_size"]), "kdd_size_scaling.png",
              "Problem size: KDD Cup 99 training-set size (real data)",
              part="kdd-size")
     if doc.get("tune"):
-        save(_tune(doc["tune"]), "tune.png", "Learning-rate grid search", part="tune")
+        keep(_tune(doc["tune"]), "tune.png", "Learning-rate grid search", part="tune")
     return figures
 
 

@@ -67,7 +67,7 @@ def build(doc: dict, figures: list[dict]) -> list[tuple]:
     headline = best_table(doc)
     if headline[1]:
         blocks += [("p", "Fastest executor per configuration (all executors at every core but "
-                         "serial, at one), with its share of the GEMM ceiling at the same "
+                         f"{BASELINE}, at one), with its share of the GEMM ceiling at the same "
                          "thread count and its rate over the fastest peer:"),
                    ("table", *headline)]
     blocks += machine(doc)
@@ -121,8 +121,9 @@ def best_rows(grid: dict) -> list[dict]:
 
 
 def best_table(doc: dict) -> tuple[list[str], list[list[str]]]:
-    header = ["work", "network", "batch", "fastest executor", "samples/s", "speedup vs serial",
-              "GFLOP/s", "of GEMM ceiling", "fastest peer", "executor / peer"]
+    header = ["work", "network", "batch", "fastest executor", "samples/s",
+              f"speedup vs {BASELINE}", "GFLOP/s", "of GEMM ceiling", "fastest peer",
+              "executor / peer"]
     rows = []
     cores = doc["environment"].get("usable_cpus") or 1
     for shape, grid in _grids(doc):
@@ -353,7 +354,7 @@ def _tune_section(doc: dict, figures: list[dict]) -> list[tuple]:
     if not tuned:
         return []
     blocks = [("h2", "Learning rate"),
-              ("p", "Grid search on the 5:1 train/validation split with the serial executor; "
+              ("p", f"Grid search on the 5:1 train/validation split with the {BASELINE} executor; "
                     "the rate with the highest validation accuracy wins and its model is "
                     "evaluated once on the test set.")]
     blocks += _figure(figures, part="tune")
@@ -384,9 +385,10 @@ def _batch_sections(doc: dict, figures: list[dict]) -> list[tuple]:
         blocks += [("h2", f"Speed against batch size: {shape.title}"),
                    ("p", f"The same SGD step (all-sigmoid network, MSE, float32) on synthetic "
                          f"data of the shape of the real set, for every system; an epoch is "
-                         f"{shape.epoch_samples:,} samples (the real training split). Serial "
-                         "runs on one thread, everything else on every usable core. Ours solid "
-                         "with circles, peers dashed with squares. GEMM ceiling: "
+                         f"{shape.epoch_samples:,} samples (the real training split). "
+                         f"{BASELINE.capitalize()} runs on one thread, everything else on "
+                         "every usable core. Ours solid with circles, peers dashed with "
+                         "squares. GEMM ceiling: "
                          + (", ".join(f"{g:.0f} GFLOP/s at {t} thread(s)"
                                       for t, g in ceiling.items()) or "not measured")
                          + ". Time per epoch, GFLOP/s and speedup against batch size for each "
@@ -396,7 +398,7 @@ def _batch_sections(doc: dict, figures: list[dict]) -> list[tuple]:
             blocks.append(("h3", f"{name} ({net})" if name != net else net))
             blocks += _figure(figures, part="batch", shape=shape.name, net=net)
             header, rows = speed_table(grid["records"], net)
-            blocks += [("p", "Samples per second (speedup over serial):"),
+            blocks += [("p", f"Samples per second (speedup over {BASELINE}):"),
                        ("table", header, rows)]
             disturbed = [r for r in busy(grid["records"], doc["environment"].get(
                 "usable_cpus") or 1) if r["net"] == net]
@@ -418,8 +420,8 @@ def _threads_section(doc: dict, figures: list[dict]) -> list[tuple]:
     blocks = [("h2", "Speedup against threads"),
               ("p", "Each executor at 1 to " + str(max(counts, default=1)) + " threads; "
                     f"beyond the {doc['environment'].get('usable_cpus')} usable cores the "
-                    "threads are oversubscribed (hybrid needs at least 2 workers x 2 BLAS "
-                    "threads).")]
+                    "threads are oversubscribed (an executor runs only at the counts its "
+                    "layout can split, e.g. at least 2 workers x 2 BLAS threads).")]
     blocks += _figure(figures, part="threads")
     rows = []
     for net, batch in dict.fromkeys((r["net"], r["batch_size"]) for r in records):
@@ -446,7 +448,7 @@ def _size_sections(doc: dict, figures: list[dict]) -> list[tuple]:
         blocks += [("h3", "Hidden-layer width")]
         blocks += _figure(figures, part="width")
         blocks.append(("table", ["hidden units", "system", "threads", "time per epoch (s)",
-                                 "GFLOP/s", "speedup vs serial"],
+                                 "GFLOP/s", f"speedup vs {BASELINE}"],
                        [[str(_width(r)), r["system"], str(r["threads"]), f"{r['epoch_s']:.2f}",
                          f"{r['gflops']:.1f}", _x(r["speedup_vs_serial"])] for r in records]))
     if sizes:
@@ -456,7 +458,7 @@ def _size_sections(doc: dict, figures: list[dict]) -> list[tuple]:
                          "loading.")]
         blocks += _figure(figures, part="kdd-size")
         blocks.append(("table", ["training samples", "executor", "threads", "time per epoch (s)",
-                                 "samples/s", "speedup vs serial"],
+                                 "samples/s", f"speedup vs {BASELINE}"],
                        [[f"{r['n_train']:,}", r["executor"], str(r["threads"]),
                          f"{r['epoch_s']:.2f}", f"{r['samples_per_s']:,.0f}",
                          _x(r.get("speedup_vs_serial"))]
@@ -470,8 +472,8 @@ def _accuracy_section(doc: dict) -> list[tuple]:
         return []
     blocks = [("h2", "Accuracy"),
               ("p", "Every executor trained by `pbp train` with the same seed, learning rate, "
-                    "batch and epochs; an executor matches serial when its test accuracy is "
-                    f"within {ACCURACY_TOLERANCE:.2f} of serial's (executors differ only by "
+                    f"batch and epochs; an executor matches {BASELINE} when its test accuracy is "
+                    f"within {ACCURACY_TOLERANCE:.2f} of {BASELINE}'s (executors differ only by "
                     "float rounding).")]
     for dataset, mine in _by_dataset(runs).items():
         first = next((r for r in mine if is_ok(r)), mine[0])
@@ -494,8 +496,8 @@ def _accuracy_section(doc: dict) -> list[tuple]:
                          {True: "yes", False: "NO", None: ""}[r["matches_serial"]],
                          f"{r['val_accuracy']:.4f}", f"{r['epoch_s']:.2f}",
                          "; ".join(r["notes"])])
-        blocks.append(("table", ["executor", "threads", "test accuracy", "vs serial",
-                                 "matches serial", "validation accuracy", "s per epoch",
+        blocks.append(("table", ["executor", "threads", "test accuracy", f"vs {BASELINE}",
+                                 f"matches {BASELINE}", "validation accuracy", "s per epoch",
                                  "notes"], rows))
     return blocks
 
