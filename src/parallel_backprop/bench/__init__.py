@@ -4,9 +4,11 @@
 - :mod:`.systems`      each system's training step (or GEMM), built inside a worker
 - :mod:`.worker`       one configuration in its own process, timed at steady state
 - :mod:`.runner`       plans the grid, starts the workers, derives speedup and efficiency
-- :mod:`.environment`  CPU, BLAS, versions, commit: recorded with every run
 - :mod:`.report`       ``bench.json``, ``bench.csv`` and the printed summary
 - :mod:`.plots`        the PNG plots (matplotlib, the ``plots`` extra)
+
+Records, processes, JSON, the environment record and the plot style are
+the harness core's (:mod:`parallel_backprop.harness`), shared with the study.
 
 This module imports no peer library and no matplotlib: every worker
 imports it, before it pins its CPU affinity for XLA.
