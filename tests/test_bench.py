@@ -25,7 +25,7 @@ from parallel_backprop.bench.systems import (SYSTEMS, Pool, Setup, availability,
 from parallel_backprop.cli import main
 from parallel_backprop.errors import PbpError
 from parallel_backprop.executors import EXECUTORS
-from parallel_backprop.harness import load_plugins
+from parallel_backprop.harness import Measurement, is_ok, load_plugins
 
 # 20-16-3 network, batches of 4 and 8, 1 and 2 threads, each round a few ms.
 TINY = ["--nets", "20-16-3", "--batch-sizes", "4,8", "--threads", "1,2", "--warmup", "0",
@@ -75,6 +75,13 @@ def test_json_has_the_environment_and_one_record_per_configuration(tiny_grid):
                     | {("gemm", None, t) for t in (1, 2)})
     for r in doc["records"]:
         assert RECORD_KEYS <= r.keys()
+
+
+def test_records_read_back_as_typed_records_with_the_same_keys(tiny_grid):
+    _, doc, _ = tiny_grid
+    for r in doc["records"]:
+        record = Measurement.from_dict(r)
+        assert record.to_dict() == r and record.ok == is_ok(r) == (r["status"] == "ok")
 
 
 def test_measured_records_have_consistent_metrics(tiny_grid):
