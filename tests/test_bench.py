@@ -10,17 +10,22 @@ import csv
 import importlib.util
 import io
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from parallel_backprop import Network
 from parallel_backprop.backprop import gradient
-from parallel_backprop.bench import runner
+from parallel_backprop.bench import run_bench, runner, systems
 from parallel_backprop.bench.config import BenchConfig, Timing
 from parallel_backprop.bench.report import CSV_COLUMNS
-from parallel_backprop.bench.systems import SYSTEMS, Pool, Setup, build, naive_step
+from parallel_backprop.bench.systems import (SYSTEMS, Pool, Setup, availability, build,
+                                             describe_systems, naive_step)
 from parallel_backprop.cli import main
+from parallel_backprop.errors import PbpError
+from parallel_backprop.executors import EXECUTORS
+from parallel_backprop.harness import Measurement, is_ok, load_plugins
 
 # 20-16-3 network, batches of 4 and 8, 1 and 2 threads, each round a few ms.
 TINY = ["--nets", "20-16-3", "--batch-sizes", "4,8", "--threads", "1,2", "--warmup", "0",
@@ -43,9 +48,9 @@ def run_cli(argv):
 def tiny_grid(tmp_path_factory):
     """One tiny grid through the CLI, with JAX made to look uninstalled."""
     out = tmp_path_factory.mktemp("bench")
-    real = runner.missing_modules
+    real = systems.missing_modules
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(runner, "missing_modules",
+        patch.setattr(systems, "missing_modules",
                       lambda system: ["jax"] if system.name == "jax" else real(system))
         code, stdout, stderr = run_cli(["bench", *TINY, "--out", out,
                                         "--systems", "serial,threads,hybrid,jax,gemm"])
@@ -70,6 +75,13 @@ def test_json_has_the_environment_and_one_record_per_configuration(tiny_grid):
                     | {("gemm", None, t) for t in (1, 2)})
     for r in doc["records"]:
         assert RECORD_KEYS <= r.keys()
+
+
+def test_records_read_back_as_typed_records_with_the_same_keys(tiny_grid):
+    _, doc, _ = tiny_grid
+    for r in doc["records"]:
+        record = Measurement.from_dict(r)
+        assert record.to_dict() == r and record.ok == is_ok(r) == (r["status"] == "ok")
 
 
 def test_measured_records_have_consistent_metrics(tiny_grid):
@@ -198,11 +210,13 @@ def test_bad_options_give_one_line_errors(argv, message, tmp_path):
 def test_ctrl_c_writes_what_was_measured(tmp_path, monkeypatch):
     calls = []
 
-    def execute(run, config, scratch):
+    def execute(run, config, scratch, plugins=()):
         calls.append(run)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return {**run.record(), "status": "failed", "notes": ["not run in this test"]}
+        record = run.record()
+        record.fail("not run in this test")
+        return record
 
     monkeypatch.setattr(runner, "execute", execute)
     code, _, stderr = run_cli(["bench", *TINY, "--systems", "serial", "--quiet",
@@ -234,9 +248,11 @@ def test_plan_runs_serial_once_and_splits_hybrid():
     assert (runs["hybrid", 4].workers, runs["hybrid", 4].executor_blas_threads) == (2, 2)
     assert (runs["hybrid", 6].workers, runs["hybrid", 6].executor_blas_threads) == (3, 2)
     assert runs["hybrid", 6].process_threads == 2
-    assert runner.hybrid_split(8, 4) == (2, 4)
-    assert "does not split" in runner.hybrid_split(6, 4)
-    assert "no split" in runner.hybrid_split(3, None)
+    split = replace(config, threads=(3, 6, 8), hybrid_blas_threads=4)
+    runs = {(r.system, r.threads): r for r in runner.plan(split)}
+    assert (runs["hybrid", 8].workers, runs["hybrid", 8].executor_blas_threads) == (2, 4)
+    assert "--blas-threads 4" in runs["hybrid", 6].skip and "no split" in runs["hybrid", 6].skip
+    assert "no split" in runs["hybrid", 3].skip
 
 
 def test_quick_preset_and_explicit_options():
@@ -276,3 +292,61 @@ def test_workloads_take_any_number_of_steps_round_the_pool(system):
     expected = 2 * 8 ** 3 if system == "gemm" else network.train_flops_per_sample() * 4
     assert workload.flops_per_step == expected
     assert workload.samples_per_step == (0 if system == "gemm" else 4)
+
+
+
+TOY_PLUGIN = '''"""The toy executor: the serial executor under another name, from a plugin."""
+
+from parallel_backprop.executors import SerialExecutor, register_executor
+
+
+@register_executor
+class ToyExecutor(SerialExecutor):
+    name = "toy"
+'''
+
+
+@pytest.fixture
+def toy_plugin(tmp_path, monkeypatch):
+    """A plugin file that registers the executor ``toy``, loaded here; unregistered after."""
+    path = tmp_path / "toy_plugin.py"
+    path.write_text(TOY_PLUGIN)
+    monkeypatch.setitem(EXECUTORS, "toy", None)     # taken out of the registry on teardown
+    load_plugins([str(path)])
+    return str(path)
+
+
+def test_an_executor_registered_by_a_plugin_is_planned_listed_and_measured(toy_plugin, tmp_path):
+    assert SYSTEMS["toy"].kind == "executor" and "toy executor" in SYSTEMS["toy"].description
+    assert "toy" in BenchConfig().systems
+    config = BenchConfig(systems=("serial", "toy"), nets=("20-16-3",), batch_sizes=(8,),
+                         threads=(1, 2), timing=Timing(0, 0.002, 2), gemm_size=64)
+    # Like serial, it uses one core whatever it is given: once per batch, at one thread.
+    assert [(r.system, r.threads) for r in runner.plan(config)] == [("serial", 1), ("toy", 1)]
+    code, stdout, _ = run_cli(["bench", "--list-systems"])
+    assert code == 0 and "toy" in [line.split()[0] for line in stdout.splitlines()]
+    # The worker processes import the plugin too, or they would not know "toy".
+    doc = run_bench(config, tmp_path / "out", plots=False, progress=False,
+                    log=lambda line: None, plugins=[toy_plugin])
+    toy = next(r for r in doc["records"] if r["system"] == "toy")
+    assert toy["status"] == "ok", toy["notes"]
+    assert toy["samples_per_s"] > 0 and toy["speedup_vs_serial"] > 0
+
+
+def test_a_plugin_that_cannot_be_imported_is_a_one_line_error(tmp_path):
+    broken = tmp_path / "broken.py"
+    broken.write_text("raise RuntimeError('no\\nway')\n")
+    with pytest.raises(PbpError, match=r"^plugin .*broken.py: cannot import it "
+                                       r"\(RuntimeError: no way\)$"):
+        load_plugins([str(broken)])
+    with pytest.raises(PbpError, match="plugin no_such_plugin_module: cannot import it"):
+        load_plugins(["no_such_plugin_module"])
+
+
+def test_list_systems_tells_whether_each_can_run_here():
+    lines = describe_systems()
+    assert [line.split()[0] for line in lines] == list(SYSTEMS)
+    for line, system in zip(lines, SYSTEMS.values()):
+        reason = availability(system)
+        assert line.split()[2] == ("available" if reason is None else "unavailable")
+        assert reason is None or line.endswith(f"({reason})")

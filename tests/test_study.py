@@ -312,3 +312,22 @@ def test_measurements_disturbed_by_other_programs_are_flagged():
     disturbed = [record("threads", 2, 1.0), record("mpi", 2, 0.6, ranks=2),
                  record("serial", 1, 0.5)]
     assert busy(fine + disturbed, cores=2) == disturbed
+
+
+def test_the_executors_of_a_study_come_from_the_registry():
+    from parallel_backprop.executors import BASELINE, EXECUTORS
+    from parallel_backprop.study.config import StudyConfig, size_executors
+    from parallel_backprop.study.run import executor_settings
+
+    config = StudyConfig()
+    assert config.executors == tuple(EXECUTORS) and set(EXECUTORS) <= set(config.systems)
+    # Timed against the problem size: the baseline and the one-process CPU executors
+    # that spread the machine's cores (hybrid only from 2 x 2 on).
+    assert size_executors(tuple(EXECUTORS), cores=2) == (BASELINE, "threads", "blas")
+    assert "hybrid" in size_executors(tuple(EXECUTORS), cores=4)
+    assert executor_settings("blas", 2) == {"threads": 2, "blas_threads": 1, "ranks": None,
+                                            "process_threads": 2, "notes": []}
+    hybrid = executor_settings("hybrid", 2)
+    assert (hybrid["threads"], hybrid["blas_threads"], hybrid["process_threads"]) == (2, 2, 2)
+    assert hybrid["notes"] == ["2 workers x 2 BLAS threads on 2 core(s): oversubscribed"]
+    assert executor_settings("mpi", 1)["ranks"] == 2      # one rank would show nothing

@@ -4,9 +4,11 @@
 - :mod:`.systems`      each system's training step (or GEMM), built inside a worker
 - :mod:`.worker`       one configuration in its own process, timed at steady state
 - :mod:`.runner`       plans the grid, starts the workers, derives speedup and efficiency
-- :mod:`.environment`  CPU, BLAS, versions, commit: recorded with every run
 - :mod:`.report`       ``bench.json``, ``bench.csv`` and the printed summary
 - :mod:`.plots`        the PNG plots (matplotlib, the ``plots`` extra)
+
+Records, processes, JSON, the environment record and the plot style are
+the harness core's (:mod:`parallel_backprop.harness`), shared with the study.
 
 This module imports no peer library and no matplotlib: every worker
 imports it, before it pins its CPU affinity for XLA.
@@ -17,48 +19,47 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
-from ..errors import PbpError
 from .config import BenchConfig, Timing
 
 OUTPUTS = ("bench.json", "bench.csv")
 
 
 def run_bench(config: BenchConfig, out_dir: Path, *, plots: bool = True, progress: bool = True,
-              log: Callable[[str], None] = print, command: list[str] | None = None) -> dict:
+              log: Callable[[str], None] = print, command: list[str] | None = None,
+              plugins: Sequence[str] = ()) -> dict:
     """Run the grid, write ``bench.json``, ``bench.csv`` and the plots into ``out_dir``.
 
-    Returns the ``bench.json`` document. Ctrl-C stops the grid, writes what
-    was measured (``"interrupted": true``) and re-raises KeyboardInterrupt.
+    ``plugins`` are imported here and in every worker (modules or ``.py``
+    files that register executors). Returns the ``bench.json`` document.
+    Ctrl-C stops the grid, writes what was measured (``"interrupted": true``)
+    and re-raises KeyboardInterrupt.
     """
-    from ..fileio import check_writable
+    from ..fileio import output_folder
+    from ..harness import load_plugins
+    from ..harness.environment import environment, load_average, warnings
     from . import report
-    from .environment import environment, load_average, warnings
     from .runner import derive, run_grid
 
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise PbpError(f"--out {out_dir}: is a file, expected a folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name in OUTPUTS:   # fail now, not after the measurements
-        check_writable(out_dir / name, "--out")
+    out_dir = output_folder(out_dir, OUTPUTS)   # fail now, not after the measurements
+    load_plugins(plugins)
     started = time.perf_counter()
     env = environment()
-    records, interrupted = run_grid(config, progress=progress)
+    records, interrupted = run_grid(config, progress=progress, plugins=tuple(plugins))
     env["load_average_end"] = load_average()   # a busy machine shows here
     ceilings = derive(records, config.epoch_samples)
     doc = report.document(config, env, records, ceilings, command=command or sys.argv,
                           wall_s=time.perf_counter() - started, interrupted=interrupted)
     doc["notes"][:0] = warnings(env) + list(config.notes)
     if plots:
-        from .plots import PlotsUnavailable, write_plots
+        from ..harness.plotstyle import PlotsUnavailable
+        from .plots import write_plots
         try:
             doc["plots"] = [path.name for path in write_plots(doc, out_dir)]
         except PlotsUnavailable as exc:
             doc["notes"].insert(0, f"plots skipped: {exc}")
-    report.write_json(doc, out_dir / "bench.json")
-    report.write_csv(records, out_dir / "bench.csv")
+    report.write_documents(doc, out_dir)
     for line in report.summary(doc):
         log(line)
     if interrupted:
@@ -68,19 +69,12 @@ def run_bench(config: BenchConfig, out_dir: Path, *, plots: bool = True, progres
 
 def replot(source: Path, out_dir: Path, *, log: Callable[[str], None] = print) -> dict:
     """Redraw the plots and reprint the summary of an earlier ``bench.json``; measures nothing."""
-    import json
-
+    from ..fileio import output_folder
     from . import report
     from .plots import write_plots
 
-    try:
-        doc = json.loads(Path(source).read_text())
-    except (OSError, ValueError) as exc:
-        raise PbpError(f"--replot {source}: cannot read it as JSON ({exc})") from None
-    if not isinstance(doc, dict) or doc.get("schema") != report.SCHEMA:
-        raise PbpError(f"--replot {source}: not a bench.json (expected schema {report.SCHEMA})")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    doc = report.load(source, label=f"--replot {source}")
+    out_dir = output_folder(out_dir)
     doc["plots"] = [path.name for path in write_plots(doc, out_dir)]
     for line in report.summary(doc):
         log(line)

@@ -7,11 +7,11 @@ Validated here, once, at the boundary: every bad value raises a one-line
 from __future__ import annotations
 
 import math
-import os
 import re
 from dataclasses import dataclass, field, replace
 
 from ..errors import ConfigError
+from ..harness.environment import usable_cpus
 from ..network import SHORTHANDS, Network
 from .systems import SYSTEMS
 
@@ -40,13 +40,6 @@ class Timing:
 QUICK_TIMING = Timing(warmup_s=0.2, min_time_s=0.1, repeats=3)
 
 
-def usable_cpus() -> list[int]:
-    """The CPUs this process may run on (all of them where affinity is unknown)."""
-    if hasattr(os, "sched_getaffinity"):
-        return sorted(os.sched_getaffinity(0))
-    return list(range(os.cpu_count() or 1))
-
-
 def default_threads(cores: int) -> tuple[int, ...]:
     """1, 2, 4, ... up to ``cores``, and ``cores`` itself."""
     counts = {1, cores}
@@ -63,12 +56,14 @@ class BenchConfig:
 
     ``nets`` are specs as the user wrote them (``1h``, ``2h``, ``784-512-10``);
     shorthands take ``features`` inputs and ``classes`` outputs.
-    ``hybrid_blas_threads`` splits the hybrid executor's T threads into
-    T / B workers x B BLAS threads (None: the smallest B >= 2 that leaves at
-    least two workers).
+    ``hybrid_blas_threads`` is the BLAS threads per worker of an executor
+    that nests them (``nested_blas``), which splits its T threads into
+    T / B workers x B BLAS threads (None: the executor's own split, its
+    ``layout``).
     """
 
-    systems: tuple[str, ...] = tuple(SYSTEMS)
+    # Every system known when the grid is made: executors registered by plugins too.
+    systems: tuple[str, ...] = field(default_factory=lambda: tuple(SYSTEMS))
     nets: tuple[str, ...] = ("1h", "2h")
     batch_sizes: tuple[int, ...] = (32, 64, 128, 256, 512, 1024, 2048)
     threads: tuple[int, ...] = field(default_factory=lambda: default_threads(len(usable_cpus())))

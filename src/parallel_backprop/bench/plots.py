@@ -8,20 +8,18 @@
 Against batch size each system is drawn at the largest thread count it ran
 with (serial at one), named in the legend. matplotlib (the ``plots``
 extra) is imported only here, through its object API with the Agg
-canvas: no pyplot, no global backend switch, no display needed.
+canvas (:mod:`..harness.plotstyle`): no pyplot, no display needed.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import PbpError
+from ..executors import BASELINE
+from ..harness import is_ok
+from ..harness.plotstyle import PlotsUnavailable, colors, figure_class, legend, line_style, \
+    log_y, save
 from .systems import CEILING, SYSTEMS
-
-
-class PlotsUnavailable(PbpError):
-    """matplotlib is not installed."""
-
 
 PLOTS = ("epoch_time", "gflops", "speedup", "speedup_threads")
 
@@ -32,7 +30,7 @@ def write_plots(doc: dict, out_dir: Path) -> list[Path]:
     for name in PLOTS:
         fig = draw(doc, name)
         if fig is not None:
-            written.append(_save(fig, out_dir / f"{name}.png"))
+            written.append(save(fig, out_dir / f"{name}.png"))
     return written
 
 
@@ -43,52 +41,39 @@ def draw(doc: dict, name: str, nets: list[str] | None = None):
     records' ``net``), e.g. one figure per network.
     """
     Figure = figure_class()
-    records = [r for r in doc["records"] if r["status"] == "ok" and r["kind"] != "ceiling"
+    records = [r for r in doc["records"] if is_ok(r) and r["kind"] != "ceiling"
                and (nets is None or r["net"] in nets)]
     if not records:
         return None
-    colors = _colors(records)
+    colors = system_colors(records)
     if name == "speedup_threads":
         return _vs_threads(Figure, records, colors)
     epoch_samples = records[0]["epoch_samples"]
-    metric, ylabel, log_y = {
+    metric, ylabel, log_scale = {
         "epoch_time": ("epoch_s", f"time per epoch of {epoch_samples:,} samples (s)", True),
         "gflops": ("gflops", "achieved GFLOP/s (float32)", False),
-        "speedup": ("speedup_vs_serial", "speedup over serial (x)", False)}[name]
-    return _vs_batch(Figure, records, doc, metric, ylabel, log_y, colors)
+        "speedup": ("speedup_vs_serial", f"speedup over {BASELINE} (x)", False)}[name]
+    return _vs_batch(Figure, records, doc, metric, ylabel, log_scale, colors)
 
 
-def figure_class():
-    """matplotlib's Figure, or :class:`PlotsUnavailable` saying how to install it."""
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise PlotsUnavailable("plots need matplotlib: pip install 'parallel-backprop[plots]'") \
-            from None
-    return Figure
+def system_colors(records: list[dict]) -> dict[str, str]:
+    """One colour per system of ``records``, the same in every plot (and every figure of a
+    run), given by its place in the systems table; black is left to the GEMM ceiling."""
+    order = [name for name, system in SYSTEMS.items() if system.kind != "ceiling"]
+    return colors({r["system"] for r in records}, order)
 
 
-def _colors(records: list[dict]) -> dict[str, str]:
-    """One colour per system, the same in every plot (and every figure of a run), given
-    by its place in the systems table; black is left to the GEMM ceiling."""
-    present = {r["system"] for r in records}
-    names = [name for name, system in SYSTEMS.items() if system.kind != "ceiling"]
-    palette = [f"C{i}" for i in range(10)] + ["olive", "teal", "navy", "maroon", "purple"]
-    return {name: palette[i % len(palette)] for i, name in enumerate(names) if name in present}
-
-
-def _style(system: str) -> dict:
-    """Ours solid with circles, peers dashed with squares."""
-    if SYSTEMS[system].kind == "executor":
-        return {"linestyle": "-", "marker": "o"}
-    return {"linestyle": "--", "marker": "s"}
+def system_style(system: str) -> dict:
+    """Ours (an executor, or a system no longer in the table) solid, peers dashed."""
+    known = SYSTEMS.get(system)
+    return line_style(known is None or known.kind == "executor")
 
 
 def _nets(records: list[dict]) -> list[tuple[str, str]]:
     return list(dict.fromkeys((r["net"], r["net_name"]) for r in records))
 
 
-def _vs_batch(Figure, records, doc, metric, ylabel, log_y, colors):
+def _vs_batch(Figure, records, doc, metric, ylabel, log_scale, colors):
     records = [r for r in records if r.get(metric) is not None]
     if not records:
         return None
@@ -104,18 +89,18 @@ def _vs_batch(Figure, records, doc, metric, ylabel, log_y, colors):
             threads = max(r["threads"] for r in mine)
             points = sorted((r["batch_size"], r[metric]) for r in mine if r["threads"] == threads)
             ax.plot(*zip(*points), color=colors[system], label=f"{system} ({threads} thr)",
-                    **_style(system))
+                    **system_style(system))
         if metric == "gflops":
             _ceiling_lines(ax, doc, rows, colors)
         if metric == "speedup_vs_serial":
             ax.axhline(1.0, color="grey", linewidth=0.8)
         _batch_axis(ax, sorted({r["batch_size"] for r in rows}))
-        if log_y:
-            _log_y(ax, 10)
+        if log_scale:
+            log_y(ax, 10)
         ax.set_ylabel(ylabel)
         ax.set_title(f"{net_name} ({net})" if net_name != net else net)
         ax.grid(True, which="major", alpha=0.3)
-    _legend(fig, axes)
+    legend(fig, axes)
     return fig
 
 
@@ -140,7 +125,7 @@ def _ceiling_lines(ax, doc: dict, rows: list[dict], colors: dict[str, str]) -> N
 def _vs_threads(Figure, records, colors):
     """Speedup over serial against threads: a panel per network (columns) and batch (rows)."""
     records = [r for r in records if r["speedup_vs_serial"] is not None
-               and r["system"] != "serial"]
+               and r["system"] != BASELINE]
     counts = sorted({r["threads"] for r in records})
     if len(counts) < 2:
         return None
@@ -156,18 +141,19 @@ def _vs_threads(Figure, records, colors):
                 points = sorted((r["threads"], r["speedup_vs_serial"]) for r in rows
                                 if r["system"] == system)
                 if points:
-                    ax.plot(*zip(*points), color=colors[system], label=system, **_style(system))
+                    ax.plot(*zip(*points), color=colors[system], label=system,
+                            **system_style(system))
             ax.plot(counts, counts, color="grey", linewidth=0.8, linestyle=":",
                     label="linear speedup")
             ax.set_xscale("log", base=2)
             ax.set_xticks(counts, [str(t) for t in counts])
             ax.set_xticks([], minor=True)
-            _log_y(ax, 2)
+            log_y(ax, 2)
             ax.set_xlabel("threads")
-            ax.set_ylabel("speedup over serial (x)")
+            ax.set_ylabel(f"speedup over {BASELINE} (x)")
             ax.set_title(f"{net_name}, batch {batch}")
             ax.grid(True, alpha=0.3)
-    _legend(fig, grid.ravel())
+    legend(fig, grid.ravel())
     return fig
 
 
@@ -178,47 +164,5 @@ def _batch_axis(ax, batches: list[int]) -> None:
     ax.set_xlabel("batch size (samples, log2 scale)")
 
 
-def _log_y(ax, base: int) -> None:
-    """A log y axis labelled with plain numbers (0.5, 1, 2), not powers.
-
-    Call it after plotting: the ticks follow the data's range. Over a few
-    decades, 1-2-5 steps; within one, evenly stepped values, so that labels
-    show (a range such as 0.27 to 0.65 s has no power of ten in it).
-    """
-    import math
-
-    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
-
-    low, high = ax.dataLim.intervaly
-    span = math.log(high / low, base) if 0 < low < high else 0.0
-    if base == 2 and span > 5:     # powers of two read badly below 1/32: 0.000977
-        base, span = 10, span * math.log10(2)
-    ax.set_yscale("log", base=base)
-    if base == 10 and span <= 0.5:     # nearly linear: evenly stepped values (6, 8, 10, 12)
-        ax.yaxis.set_major_locator(MaxNLocator(nbins=7, steps=[1, 2, 2.5, 5, 10]))
-    else:
-        subs = (((1.0,) if span > 3 else (1.0, 2.0, 5.0) if span > 1
-                 else (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)) if base == 10
-                else (1.0,) if span > 3 else (1.0, 1.5))
-        ax.yaxis.set_major_locator(LogLocator(base, subs=subs))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.3g}"))
-    ax.yaxis.set_minor_formatter(NullFormatter())
-
-
-def _legend(fig, axes) -> None:
-    """One legend for the figure, below the panels, each entry once, as wide as the figure."""
-    entries = {}
-    for ax in axes:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            entries.setdefault(label, handle)
-    longest = max(len(label) for label in entries)
-    # ~0.075 inch per character of small type, plus the line sample.
-    per_column = 0.075 * longest + 0.8
-    columns = max(1, min(len(entries), int(fig.get_figwidth() // per_column)))
-    fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncols=columns,
-               fontsize="small")
-
-
-def _save(fig, path: Path) -> Path:
-    fig.savefig(path, dpi=110)
-    return path
+__all__ = ["PLOTS", "PlotsUnavailable", "draw", "figure_class", "system_colors", "system_style",
+           "write_plots"]

@@ -20,11 +20,12 @@ per-step times of every round and the thread pools the worker had loaded.
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import asdict
 from pathlib import Path
 
+from ..executors import BASELINE
 from ..fileio import atomic_open
+from ..harness import Measurement, is_ok, load_document, write_document
 from .config import BenchConfig
 
 SCHEMA = "parallel-backprop/bench/1"
@@ -34,10 +35,11 @@ CSV_COLUMNS = ("system", "kind", "status", "net", "net_name", "batch_size", "thr
                "cores_busy", "notes")
 
 
-def document(config: BenchConfig, environment: dict, records: list[dict],
+def document(config: BenchConfig, environment: dict, records: list[Measurement],
              ceilings: dict[str, dict[int, float]], *, command: list[str], wall_s: float,
              interrupted: bool) -> dict:
-    """The ``bench.json`` content."""
+    """The ``bench.json`` content; the records as the dicts the file holds."""
+    records = [r.to_dict() for r in records]
     return {
         "schema": SCHEMA,
         "command": command,
@@ -56,17 +58,22 @@ def unavailable(records: list[dict]) -> list[str]:
     """One line per system and reason for every skipped or failed record."""
     lines = []
     for r in records:
-        if r["status"] != "ok":
+        if not is_ok(r):
             line = f"{r['system']} {r['status']}: {r['notes'][-1] if r['notes'] else ''}"
             if line not in lines:
                 lines.append(line)
     return lines
 
 
-def write_json(doc: dict, path: Path) -> None:
-    with atomic_open(path, "w") as handle:
-        json.dump(doc, handle, indent=1)
-        handle.write("\n")
+def write_documents(doc: dict, out_dir: Path) -> None:
+    """``bench.json`` and ``bench.csv`` of ``doc`` into ``out_dir``."""
+    write_document(out_dir / "bench.json", doc)
+    write_csv(doc["records"], out_dir / "bench.csv")
+
+
+def load(path: Path, label: str | None = None) -> dict:
+    """A ``bench.json`` document; a one-line error starting with ``label`` for anything else."""
+    return load_document(path, SCHEMA, kind="bench.json", label=label)
 
 
 def write_csv(records: list[dict], path: Path) -> None:
@@ -78,8 +85,8 @@ def write_csv(records: list[dict], path: Path) -> None:
 
 
 def summary(doc: dict) -> list[str]:
-    """The table printed after a run: samples/s (speedup over serial) per batch size."""
-    records = [r for r in doc["records"] if r["status"] == "ok"]
+    """The table printed after a run: samples/s (speedup over the baseline) per batch size."""
+    records = [r for r in doc["records"] if is_ok(r)]
     lines = []
     for system, by_threads in doc["ceilings"].items():
         rates = ", ".join(f"{gflops:.0f} @ {t} thr" for t, gflops in by_threads.items())
@@ -90,7 +97,7 @@ def summary(doc: dict) -> list[str]:
         name = next(r["net_name"] for r in records if r["net"] == net)
         lines.append("")
         lines.append(f"{name + f' ({net})' if name != net else net}: "
-                     "samples/s (speedup over serial)")
+                     f"samples/s (speedup over {BASELINE})")
         lines.append(f"{header[0]:<15}{header[1]:>8}" + "".join(f"{h:>22}" for h in header[2:]))
         for row in rows:
             lines.append(f"{row[0]:<15}{row[1]:>8}" + "".join(f"{c:>22}" for c in row[2:]))
@@ -101,12 +108,13 @@ def summary(doc: dict) -> list[str]:
 
 
 def speed_table(records: list[dict], net: str) -> tuple[list[str], list[list[str]]]:
-    """The measured records of network ``net`` as a table: samples/s (speedup over serial).
+    """The measured records of network ``net`` as a table: samples/s (speedup over the
+    baseline).
 
     Returns the header (system, threads, one column per batch size) and one
     row of strings per (system, threads), in the order they ran.
     """
-    rows = [r for r in records if r["net"] == net and r["status"] == "ok"]
+    rows = [r for r in records if r["net"] == net and is_ok(r)]
     batches = sorted({r["batch_size"] for r in rows})
     table = []
     for system, threads in dict.fromkeys((r["system"], r["threads"]) for r in rows):

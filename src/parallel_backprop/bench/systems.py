@@ -21,14 +21,15 @@ missing peer costs nothing until it is asked for.
 from __future__ import annotations
 
 import importlib.util
-import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
 from ..errors import PbpError
-from ..executors import EXECUTORS, make_executor
+from ..executors import EXECUTORS, Executor, make_executor
+from ..fileio import one_line
 from ..network import Network
 
 
@@ -41,6 +42,27 @@ class System:
     requires: tuple[str, ...]     # modules it imports
     description: str
     extra: str = ""               # the pip extra that installs ``requires``
+
+    @property
+    def executor(self) -> type[Executor] | None:
+        """The executor class of a system of kind "executor"; None for the others."""
+        return EXECUTORS.get(self.name) if self.kind == "executor" else None
+
+    def unavailable(self) -> str | None:
+        """Why it cannot run on this machine, or None. An executor answers for itself
+        (its modules, a GPU, an mpiexec); the others need their modules."""
+        if self.executor is not None:
+            return self.executor.unavailable()
+        missing = missing_modules(self)
+        if missing:
+            return (f"{', '.join(missing)} is not installed "
+                    f"(pip install 'parallel-backprop[{self.extra}]')")
+        return None
+
+    @property
+    def on_device(self) -> bool:
+        """Whether it computes on a device (a GPU), not on the CPU's cores."""
+        return self.executor is not None and self.executor.device != "cpu"
 
 
 _PEERS = [
@@ -57,21 +79,28 @@ _CEILINGS = [
     System("gemm-torch", "ceiling", ("torch",), "float32 GEMM through torch.matmul", "compare"),
     System("gemm-jax", "ceiling", ("jax",), "float32 GEMM through jax.jit(a @ b)", "compare"),
 ]
-# Executors that need more than this package: (modules, pip extra).
-_EXECUTOR_NEEDS = {"mpi": (("mpi4py",), "mpi"), "gpu": (("torch", "triton"), "gpu")}
 
 
-def _executor_system(name: str, cls: type) -> System:
-    """An executor as a system, described by the first line of its module's docstring."""
-    doc = sys.modules[cls.__module__].__doc__ or name
-    requires, extra = _EXECUTOR_NEEDS.get(name, ((), ""))
-    return System(name, "executor", requires, doc.strip().splitlines()[0], extra)
+class SystemTable(Mapping):
+    """Every system by name: each registered executor (those a plugin registers at run
+    time too, read from the registry at every look-up), then the peers and ceilings."""
+
+    def _table(self) -> dict[str, System]:
+        executors = {name: System(name, "executor", cls.requires, cls.summary(), cls.extra)
+                     for name, cls in EXECUTORS.items()}
+        return {**executors, **{system.name: system for system in _PEERS + _CEILINGS}}
+
+    def __getitem__(self, name: str) -> System:
+        return self._table()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
 
 
-SYSTEMS: dict[str, System] = {
-    **{name: _executor_system(name, cls) for name, cls in EXECUTORS.items()},
-    **{system.name: system for system in _PEERS + _CEILINGS},
-}
+SYSTEMS = SystemTable()
 # The one ceiling efficiencies are measured against.
 CEILING = "gemm"
 
@@ -79,6 +108,22 @@ CEILING = "gemm"
 def missing_modules(system: System) -> list[str]:
     """The modules ``system`` needs that are not installed (found without importing them)."""
     return [module for module in system.requires if importlib.util.find_spec(module) is None]
+
+
+def availability(system: System) -> str | None:
+    """Why ``system`` cannot run on this machine, or None when it can."""
+    return system.unavailable()
+
+
+def describe_systems() -> list[str]:
+    """A line per system: its name, kind, whether it can run here, what it is (and why not)."""
+    lines = []
+    for system in SYSTEMS.values():
+        reason = availability(system)
+        state = "available" if reason is None else "unavailable"
+        lines.append(f"{system.name:<14} {system.kind:<9} {state:<12} {system.description}"
+                     + ("" if reason is None else f" ({reason})"))
+    return lines
 
 
 class Unavailable(Exception):
@@ -155,10 +200,10 @@ class Setup:
 def build(setup: Setup) -> Workload:
     """The :class:`Workload` for ``setup.system``; raises :class:`Unavailable` to skip."""
     system = SYSTEMS[setup.system]
-    missing = missing_modules(system)
-    if missing:
-        raise Unavailable(f"{', '.join(missing)} is not installed "
-                          f"(pip install 'parallel-backprop[{system.extra}]')")
+    # The runner asked system.unavailable() before starting this process; the
+    # modules are checked again in case this process's environment differs.
+    if missing_modules(system):
+        raise Unavailable(system.unavailable())
     if system.kind == "ceiling":
         return _CEILING_BUILDERS[system.name](setup)
     pool = Pool.make(setup.network, setup.n_classes, setup.batch_size, setup.pool_samples,
@@ -181,7 +226,7 @@ def _executor(setup: Setup, pool: Pool) -> Workload:
     except PbpError as exc:   # e.g. no GPU, no MPI library: this machine cannot run it
         raise Unavailable(str(exc)) from exc
     lr = setup.lr
-    if hasattr(executor, "train_epoch") and executor.load_data(pool.x, pool.y):
+    if executor.resident_data and executor.load_data(pool.x, pool.y):
         # A device executor with the data resident on the device, as the
         # trainer runs it: steps are "epochs" over pool rows, one wait each.
         def epochs(rows: int, start: int) -> None:
@@ -305,7 +350,7 @@ def _torch_compile(setup: Setup, pool: Pool) -> Workload:
     try:
         step(*batches[0])
     except Exception as exc:  # inductor raises many types; all mean "cannot compile here"
-        raise Unavailable(f"torch.compile failed: {_first_line(exc)}") from exc
+        raise Unavailable(f"torch.compile failed: {one_line(exc)}"[:300]) from exc
     return Workload(_cycle(step, batches), notes=[f"torch.set_num_threads({setup.threads})"])
 
 
@@ -415,7 +460,3 @@ def _gemm_jax(setup: Setup) -> Workload:
 
 _CEILING_BUILDERS = {"gemm": _gemm, "gemm-torch": _gemm_torch, "gemm-jax": _gemm_jax}
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]

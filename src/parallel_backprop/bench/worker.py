@@ -25,6 +25,8 @@ import time
 import traceback
 from typing import Any, Callable
 
+from ..fileio import one_line
+from ..harness import Status, load_plugins, throughput
 from ..network import Network
 from .systems import Setup, Unavailable, build
 
@@ -72,8 +74,8 @@ def measure(workload, warmup_s: float, min_time_s: float, repeats: int,
         "step_s_median": median,
         "step_s_min": best,
         "cores_busy": cores_busy,
-        "samples_per_s": samples / median if samples else None,
-        "samples_per_s_best": samples / best if samples else None,
+        "samples_per_s": throughput(samples, median),
+        "samples_per_s_best": throughput(samples, best),
         "gflops": workload.flops_per_step / median / 1e9,
         "gflops_best": workload.flops_per_step / best / 1e9,
         "flops_per_step": workload.flops_per_step,
@@ -95,6 +97,7 @@ def run(spec: dict) -> dict | None:
     """
     if spec.get("cpus"):
         os.sched_setaffinity(0, spec["cpus"])   # before build() imports XLA
+    load_plugins(spec.get("plugins", ()))       # executors they register, as in the runner
     rank, agree = 0, (lambda decision: decision)
     if spec.get("ranks"):
         from ..executors.mpi import import_mpi, world
@@ -115,7 +118,7 @@ def run(spec: dict) -> dict | None:
     try:
         workload = build(setup)
     except Unavailable as exc:
-        return {"status": "skipped", "notes": [str(exc)]} if rank == 0 else None
+        return {"status": Status.SKIPPED, "notes": [str(exc)]} if rank == 0 else None
     setup_s = time.perf_counter() - start
     try:
         result = measure(workload, **spec["timing"], agree=agree)
@@ -124,7 +127,7 @@ def run(spec: dict) -> dict | None:
         workload.close()
     if rank != 0:
         return None
-    return {"status": "ok", "notes": workload.notes, "setup_s": setup_s, **result}
+    return {"status": Status.OK, "notes": workload.notes, "setup_s": setup_s, **result}
 
 
 def main(argv: list[str]) -> int:
@@ -140,8 +143,7 @@ def main(argv: list[str]) -> int:
         if (spec.get("ranks") or 1) > 1:
             raise   # the abort hook ends every rank; the runner reads the error from stderr
         traceback.print_exc()
-        message = (str(exc).strip().splitlines() or [""])[0]
-        result = {"status": "failed", "notes": [f"{type(exc).__name__}: {message}"[:300]]}
+        result = {"status": Status.FAILED, "notes": [one_line(exc)[:300]]}
     if result is not None:
         with open(result_path, "w") as handle:
             json.dump(result, handle)

@@ -88,8 +88,13 @@ class Executor:
 
     @classmethod
     def scales_with_cores(cls) -> bool:
-        """Whether more cores make it faster (not for serial, nor on a device)."""
-        return cls.layout(2) is not None and cls.layout(2).cores > 1
+        """Whether more cores make it faster (not for serial, nor on a device).
+
+        Asked of a few small core counts: an executor may need several to
+        have a layout at all (hybrid: 2 workers x 2 BLAS threads).
+        """
+        layouts = (cls.layout(cores) for cores in range(2, 9))
+        return any(layout is not None and layout.cores > 1 for layout in layouts)
 
     @classmethod
     def layout(cls, cores: int, blas_threads: int | None = None) -> Layout | None:

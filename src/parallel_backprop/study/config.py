@@ -5,7 +5,7 @@ Validated here, at the boundary: a bad value raises a one-line
 
 The parts, in the order they run::
 
-    tune       learning-rate grid search on each data set (serial executor)
+    tune       learning-rate grid search on each data set (the baseline executor)
     accuracy   every executor trained with the same seed and rate: test accuracy
     kdd-size   time per epoch against KDD's training-set size (real data)
     batch      the harness's grid: executors and peers x networks x batch sizes,
@@ -26,11 +26,12 @@ import math
 import re
 from dataclasses import dataclass, field, replace
 
-from ..bench.config import QUICK_TIMING, Timing, default_threads, usable_cpus
-from ..bench.systems import SYSTEMS
+from ..bench.config import QUICK_TIMING, Timing, default_threads
+from ..bench.systems import CEILING, SYSTEMS
 from ..data import DATASETS
 from ..errors import ConfigError
-from ..executors import EXECUTORS
+from ..executors import BASELINE, EXECUTORS
+from ..harness.environment import usable_cpus
 from ..network import SHORTHANDS
 from .tune import SEED_LRS
 
@@ -58,15 +59,49 @@ SHAPES = {
     "kdd": Shape("kdd", "KDD Cup 99-shaped work (117 inputs, 1 sigmoid output)",
                  "KDD Cup 99 shape", 117, 2, 329_347),
 }
-# The executors whose time per epoch is measured against KDD's training-set size,
-# and the systems measured against the hidden width (ours, and PyTorch for scale).
-SIZE_EXECUTORS = ("serial", "blas", "threads")
-WIDTH_SYSTEMS = ("serial", "blas", "threads", "torch", "gemm")
-# Systems of the batch grids by default: executors, the peers a user would
-# pick instead (numpy and torch-compile on request), our GEMM ceiling.
-DEFAULT_SYSTEMS = ("serial", "blas", "threads", "hybrid", "mpi", "gpu", "torch", "jax",
-                   "sklearn", "gemm")
-DEFAULT_EXECUTORS = ("serial", "blas", "threads", "hybrid", "mpi", "gpu")
+# The peers of the batch grids by default, beside every executor and our GEMM
+# ceiling: those a user would pick instead (numpy and torch-compile on request);
+# and the peer measured against the hidden width, for scale.
+DEFAULT_PEERS = ("torch", "jax", "sklearn")
+WIDTH_PEERS = ("torch",)
+
+
+def default_executors() -> tuple[str, ...]:
+    """Every registered executor (those of plugins too), in the registry's order."""
+    return tuple(EXECUTORS)
+
+
+def default_systems() -> tuple[str, ...]:
+    """Systems of the batch grids by default: every executor, the default peers, the ceiling."""
+    return (*default_executors(), *DEFAULT_PEERS, CEILING)
+
+
+def size_executors(executors: tuple[str, ...], cores: int | None = None) -> tuple[str, ...]:
+    """Of ``executors``, those timed against the problem size (KDD's training-set size,
+    the hidden width).
+
+    The rule: the baseline, and every executor of one process on the CPU
+    that spreads exactly this machine's ``cores`` (its ``layout`` for them
+    uses them all). Ranks, a device, or a split the cores do not allow
+    (hybrid below 4 cores) answer other questions than how the time grows
+    with the work.
+    """
+    cores = len(usable_cpus()) if cores is None else cores
+
+    def spreads(cls) -> bool:
+        layout = cls.layout(cores)
+        return (cls.device == "cpu" and not cls.distributed and cls.scales_with_cores()
+                and layout is not None and layout.cores == cores)
+
+    return tuple(name for name in executors
+                 if name == BASELINE or spreads(EXECUTORS[name]))
+
+
+def width_systems(cores: int | None = None) -> tuple[str, ...]:
+    """Systems measured against the hidden width: the size executors, a peer, the ceiling."""
+    return (*size_executors(default_executors(), cores), *WIDTH_PEERS, CEILING)
+
+
 # Accuracy of an executor within this of the serial executor's "reaches" it:
 # executors differ only by float rounding, which moves a few test samples.
 ACCURACY_TOLERANCE = 0.01
@@ -80,7 +115,7 @@ class StudyConfig:
     parts: tuple[str, ...] = PARTS
     seed: int = 0
     # -- the speed grids (the bench harness) --
-    systems: tuple[str, ...] = DEFAULT_SYSTEMS
+    systems: tuple[str, ...] = field(default_factory=default_systems)
     shapes: tuple[str, ...] = ("fashion", "kdd")
     nets: tuple[str, ...] = ("1h", "2h")
     batch_sizes: tuple[int, ...] = (128, 1024)
@@ -92,7 +127,7 @@ class StudyConfig:
     gemm_size: int = 2048
     # -- the training runs (real data) --
     datasets: tuple[str, ...] = ("fashion-mnist", "kdd99")
-    executors: tuple[str, ...] = DEFAULT_EXECUTORS
+    executors: tuple[str, ...] = field(default_factory=default_executors)
     train_net: str = "1h"
     train_batch: int = 128
     epochs: int = 3

@@ -9,19 +9,24 @@
     tune.png                     validation accuracy against the learning rate
 
 The batch and thread plots are the bench harness's own (:func:`..bench.plots.draw`);
-the others use its colours (one per system, the same in every figure), line
-styles and legend. matplotlib is imported only when a figure is drawn.
+the others use its colours (one per system, the same in every figure) and
+the shared plot style (:mod:`..harness.plotstyle`). matplotlib is imported
+only when a figure is drawn.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..bench.plots import _colors, _legend, _log_y, _save, _style, draw, figure_class
+from ..bench.plots import draw, system_colors, system_style
+from ..bench.systems import CEILING
+from ..executors import BASELINE
+from ..harness import is_ok
+from ..harness.plotstyle import figure_class, legend, log_y, save
 from .config import SHAPES
 
 BATCH_METRICS = {"epoch_time": "Time per epoch", "gflops": "GFLOP/s",
-                 "speedup": "Speedup over serial"}
+                 "speedup": f"Speedup over {BASELINE}"}
 
 
 def write_figures(doc: dict, out_dir: Path) -> list[dict]:
@@ -35,11 +40,11 @@ def write_figures(doc: dict, out_dir: Path) -> list[dict]:
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = []
 
-    def save(fig, name: str, title: str, caption: str | None = None, **info) -> None:
+    def keep(fig, name: str, title: str, caption: str | None = None, **info) -> None:
         if fig is None:
             return
         fig.suptitle(title, fontsize="medium", fontweight="bold")
-        _save(fig, out_dir / name)
+        save(fig, out_dir / name)
         figures.append({"file": name, "title": caption or title, **info})
 
     for shape_name, shape in SHAPES.items():
@@ -48,28 +53,28 @@ def write_figures(doc: dict, out_dir: Path) -> list[dict]:
             continue
         for net, name in _nets(grid):
             for metric, what in BATCH_METRICS.items():
-                save(draw(grid, metric, nets=[net]), f"{shape_name}_{metric}_{_slug(name)}.png",
+                keep(draw(grid, metric, nets=[net]), f"{shape_name}_{metric}_{_slug(name)}.png",
                      f"{what} against batch size, {shape.short}",
                      caption=f"{what} against batch size, {_named(net, name)}, {shape.title}",
                      part="batch", shape=shape_name, net=net, metric=metric)
     if doc["grids"].get("threads"):
-        save(draw(doc["grids"]["threads"], "speedup_threads"), "speedup_threads.png",
-             "Speedup over the serial executor against threads", part="threads")
+        keep(draw(doc["grids"]["threads"], "speedup_threads"), "speedup_threads.png",
+             f"Speedup over the {BASELINE} executor against threads", part="threads")
     if doc["grids"].get("width"):
-        save(_width(doc["grids"]["width"]), "width_scaling.png",
+        keep(_width(doc["grids"]["width"]), "width_scaling.png",
              "Problem size: hidden-layer width (one hidden layer)", part="width")
-    if any(r["status"] == "ok" for r in doc.get("kdd_size", [])):
-        save(_kdd_size(doc["kdd_size"]), "kdd_size_scaling.png",
+    if any(is_ok(r) for r in doc.get("kdd_size", [])):
+        keep(_kdd_size(doc["kdd_size"]), "kdd_size_scaling.png",
              "Problem size: KDD Cup 99 training-set size (real data)",
              part="kdd-size")
     if doc.get("tune"):
-        save(_tune(doc["tune"]), "tune.png", "Learning-rate grid search", part="tune")
+        keep(_tune(doc["tune"]), "tune.png", "Learning-rate grid search", part="tune")
     return figures
 
 
 def _nets(grid: dict) -> list[tuple[str, str]]:
     return list(dict.fromkeys((r["net"], r["net_name"]) for r in grid["records"]
-                              if r["status"] == "ok" and r["kind"] != "ceiling"))
+                              if is_ok(r) and r["kind"] != "ceiling"))
 
 
 def _slug(name: str) -> str:
@@ -83,10 +88,10 @@ def _named(net: str, name: str) -> str:
 def _width(grid: dict):
     """Time per epoch and GFLOP/s against the hidden width, one line per system."""
     Figure = figure_class()
-    records = [r for r in grid["records"] if r["status"] == "ok" and r["kind"] != "ceiling"]
+    records = [r for r in grid["records"] if is_ok(r) and r["kind"] != "ceiling"]
     if not records:
         return None
-    colors = _colors(records)
+    colors = system_colors(records)
     width_of = {r["net"]: int(r["net"].split("-")[1]) for r in records}
     widths = sorted(set(width_of.values()))
     fig = Figure(figsize=(11.0, 4.6), layout="constrained")
@@ -98,11 +103,11 @@ def _width(grid: dict):
                         if r["threads"] == threads)
         x, epoch_s, gflops = zip(*points)
         label = f"{system} ({threads} thr)"
-        time_ax.plot(x, epoch_s, color=colors[system], label=label, **_style(system))
-        rate_ax.plot(x, gflops, color=colors[system], label=label, **_style(system))
-    for t, gflops in sorted(grid["ceilings"].get("gemm", {}).items()):
+        time_ax.plot(x, epoch_s, color=colors[system], label=label, **system_style(system))
+        rate_ax.plot(x, gflops, color=colors[system], label=label, **system_style(system))
+    for t, gflops in sorted(grid["ceilings"].get(CEILING, {}).items()):
         rate_ax.axhline(gflops, color="black", linestyle=":" if t == "1" else "-.",
-                        linewidth=1.2, label=f"gemm ceiling ({t} thr)")
+                        linewidth=1.2, label=f"{CEILING} ceiling ({t} thr)")
     epoch_samples = records[0]["epoch_samples"]
     batch = records[0]["batch_size"]
     for ax in (time_ax, rate_ax):
@@ -112,21 +117,21 @@ def _width(grid: dict):
         ax.set_xlabel(f"hidden units (network {records[0]['net'].split('-')[0]}-H-"
                       f"{records[0]['net'].split('-')[-1]}, batch {batch}; log2 scale)")
         ax.grid(True, alpha=0.3)
-    _log_y(time_ax, 10)
+    log_y(time_ax, 10)
     time_ax.set_ylabel(f"time per epoch of {epoch_samples:,} samples (s, log scale)")
     time_ax.set_title("time per epoch")
     rate_ax.set_ylabel("achieved GFLOP/s (float32)")
     rate_ax.set_ylim(bottom=0)
     rate_ax.set_title("throughput")
-    _legend(fig, [time_ax, rate_ax])
+    legend(fig, [time_ax, rate_ax])
     return fig
 
 
 def _kdd_size(runs: list[dict]):
     """Time per epoch and speedup over serial against the training-set size."""
     Figure = figure_class()
-    runs = [r for r in runs if r["status"] == "ok"]
-    colors = _colors([{"system": r["executor"]} for r in runs])
+    runs = [r for r in runs if is_ok(r)]
+    colors = system_colors([{"system": r["executor"]} for r in runs])
     fig = Figure(figsize=(11.0, 4.6), layout="constrained")
     time_ax, speed_ax = fig.subplots(1, 2)
     for executor in colors:
@@ -134,10 +139,11 @@ def _kdd_size(runs: list[dict]):
                        r["ranks"]) for r in runs if r["executor"] == executor)
         n, epoch_s, speedup, threads, _ = zip(*mine)
         label = f"{executor} ({threads[0]} thr)"
-        time_ax.plot(n, epoch_s, color=colors[executor], label=label, **_style(executor))
-        if executor != "serial" and all(s is not None for s in speedup):
-            speed_ax.plot(n, speedup, color=colors[executor], label=label, **_style(executor))
-    speed_ax.axhline(1.0, color="grey", linewidth=0.8, label="serial")
+        time_ax.plot(n, epoch_s, color=colors[executor], label=label, **system_style(executor))
+        if executor != BASELINE and all(s is not None for s in speedup):
+            speed_ax.plot(n, speedup, color=colors[executor], label=label,
+                          **system_style(executor))
+    speed_ax.axhline(1.0, color="grey", linewidth=0.8, label=BASELINE)
     sizes = sorted({r["n_train"] for r in runs})
     # One-hot inputs: as many as the categories the training split holds.
     nets = sorted({r["net"] for r in runs}, key=lambda net: int(net.split("-")[0]))
@@ -149,14 +155,14 @@ def _kdd_size(runs: list[dict]):
         ax.set_xticks([], minor=True)
         ax.set_xlabel("training samples (log scale)")
         ax.grid(True, alpha=0.3)
-    _log_y(time_ax, 10)
+    log_y(time_ax, 10)
     time_ax.set_ylabel("time per epoch (s, log scale)")
     where = f"net {net}, batch {runs[0]['batch_size']}"
     time_ax.set_title(f"time per epoch ({where})")
-    speed_ax.set_ylabel("speedup over serial (x)")
+    speed_ax.set_ylabel(f"speedup over {BASELINE} (x)")
     speed_ax.set_ylim(bottom=0)
-    speed_ax.set_title(f"speedup over serial ({where})")
-    _legend(fig, [time_ax, speed_ax])
+    speed_ax.set_title(f"speedup over {BASELINE} ({where})")
+    legend(fig, [time_ax, speed_ax])
     return fig
 
 
@@ -169,11 +175,11 @@ def _tune(tuned: dict):
     for i, (dataset, doc) in enumerate(tuned.items()):
         color = f"C{i}"
         ok = sorted((r["lr"], r["val_accuracy"]) for r in doc["candidates"]
-                    if r["status"] == "ok")
+                    if is_ok(r))
         if ok:
             ax.plot(*zip(*ok), color=color, marker="o",
                     label=f"{dataset} ({doc['net']}, {doc['config']['epochs']} epoch(s))")
-        diverged = [r["lr"] for r in doc["candidates"] if r["status"] != "ok"]
+        diverged = [r["lr"] for r in doc["candidates"] if not is_ok(r)]
         if diverged:
             ax.plot(diverged, [0.0] * len(diverged), color=color, marker="x", linestyle="none",
                     markersize=9, label=f"{dataset}: diverged")
@@ -189,7 +195,7 @@ def _tune(tuned: dict):
     ax.set_ylabel("validation accuracy")
     ax.set_ylim(-0.03, 1.03)
     ax.grid(True, alpha=0.3)
-    _legend(fig, [ax])
+    legend(fig, [ax])
     return fig
 
 

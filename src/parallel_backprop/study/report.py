@@ -19,8 +19,10 @@ import statistics
 from pathlib import Path
 
 from ..bench.report import speed_table
-from ..errors import PbpError
-from ..fileio import atomic_open
+from ..bench.systems import CEILING, SYSTEMS
+from ..executors import BASELINE
+from ..fileio import atomic_open, output_folder
+from ..harness import is_ok
 from .config import ACCURACY_TOLERANCE, SHAPES
 from .run import load_study
 
@@ -33,16 +35,10 @@ def write_report(source: Path, out_dir: Path) -> dict:
 
     Returns ``{"markdown", "html", "figures"}``: the paths written.
     """
-    from ..fileio import check_writable
     from .figures import write_figures
 
     doc = load_study(source)
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise PbpError(f"--out {out_dir}: is a file, expected a folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name in OUTPUTS:
-        check_writable(out_dir / name, "--out")
+    out_dir = output_folder(out_dir, OUTPUTS)
     figures = write_figures(doc, out_dir / FIGURES_DIR)
     blocks = build(doc, figures)
     with atomic_open(out_dir / "report.md", "w") as handle:
@@ -71,7 +67,7 @@ def build(doc: dict, figures: list[dict]) -> list[tuple]:
     headline = best_table(doc)
     if headline[1]:
         blocks += [("p", "Fastest executor per configuration (all executors at every core but "
-                         "serial, at one), with its share of the GEMM ceiling at the same "
+                         f"{BASELINE}, at one), with its share of the GEMM ceiling at the same "
                          "thread count and its rate over the fastest peer:"),
                    ("table", *headline)]
     blocks += machine(doc)
@@ -91,7 +87,7 @@ def build(doc: dict, figures: list[dict]) -> list[tuple]:
 
 
 def _ok(records: list[dict]) -> list[dict]:
-    return [r for r in records if r["status"] == "ok" and r["kind"] != "ceiling"]
+    return [r for r in records if is_ok(r) and r["kind"] != "ceiling"]
 
 
 def _grids(doc: dict):
@@ -105,7 +101,7 @@ def _grids(doc: dict):
 def best_rows(grid: dict) -> list[dict]:
     """Per (net, batch): the fastest executor, and the fastest peer for comparison."""
     records = _ok(grid["records"])
-    ceilings = grid.get("ceilings", {}).get("gemm", {})
+    ceilings = grid.get("ceilings", {}).get(CEILING, {})
     rows = []
     for net, batch in dict.fromkeys((r["net"], r["batch_size"]) for r in records):
         here = [r for r in records if (r["net"], r["batch_size"]) == (net, batch)]
@@ -125,8 +121,9 @@ def best_rows(grid: dict) -> list[dict]:
 
 
 def best_table(doc: dict) -> tuple[list[str], list[list[str]]]:
-    header = ["work", "network", "batch", "fastest executor", "samples/s", "speedup vs serial",
-              "GFLOP/s", "of GEMM ceiling", "fastest peer", "executor / peer"]
+    header = ["work", "network", "batch", "fastest executor", "samples/s",
+              f"speedup vs {BASELINE}", "GFLOP/s", "of GEMM ceiling", "fastest peer",
+              "executor / peer"]
     rows = []
     cores = doc["environment"].get("usable_cpus") or 1
     for shape, grid in _grids(doc):
@@ -146,98 +143,132 @@ def best_table(doc: dict) -> tuple[list[str], list[list[str]]]:
 
 def summary(doc: dict) -> list[str]:
     """The automatically computed findings, one sentence each."""
-    lines = []
     cores = doc["environment"].get("usable_cpus")
+    lines = []
     for shape, grid in _grids(doc):
-        rows = best_rows(grid)
-        if not rows:
-            continue
-        records = _ok(grid["records"])
-        winners = {}
-        for row in rows:
-            winners.setdefault(row["best"]["system"], []).append(
-                f"{row['net_name']} b{row['batch']}")
-        lines.append(f"{shape.short}: fastest executor " + "; ".join(
-            f"`{system}` in {len(where)} of {len(rows)} configurations"
-            for system, where in sorted(winners.items(), key=lambda kv: -len(kv[1]))) + ".")
-        parts = []
-        for system in dict.fromkeys(r["system"] for r in records if r["kind"] == "executor"
-                                    and r["system"] != "serial"):
-            mine = [r for r in records if r["system"] == system
-                    and r["speedup_vs_serial"] is not None]
-            if mine:
-                low = min(mine, key=lambda r: r["speedup_vs_serial"])
-                high = max(mine, key=lambda r: r["speedup_vs_serial"])
-                parts.append(f"`{system}` {_x(low['speedup_vs_serial'])} "
-                             f"({low['net_name']} b{low['batch_size']}) to "
-                             f"{_x(high['speedup_vs_serial'])} "
-                             f"({high['net_name']} b{high['batch_size']})")
-        if parts:
-            lines.append(f"{shape.short}, speedup over serial at {cores} threads: "
-                         + "; ".join(parts) + ".")
-        effs = [row["best"]["efficiency"] for row in rows if row["best"]["efficiency"]]
-        if effs:
-            ceiling = grid.get("ceilings", {}).get("gemm", {})
-            lines.append(f"{shape.short}: the fastest executor reaches {_pct(min(effs))} to "
-                         f"{_pct(max(effs))} of the GEMM ceiling ("
-                         + ", ".join(f"{g:.0f} GFLOP/s at {t} thr" for t, g in ceiling.items())
-                         + ").")
-        peers = {}
-        for row in rows:
-            for system, ratio in row["peers"].items():
-                peers.setdefault(system, []).append(ratio)
-        if peers:
-            lines.append(f"{shape.short}, fastest executor / each peer (geometric mean over "
-                         "configurations, range): " + "; ".join(
-                             f"`{system}` {_x(_geomean(r))} ({_x(min(r))}-{_x(max(r))})"
-                             for system, r in peers.items()) + ".")
+        lines += _grid_findings(shape, grid, cores)
+    for findings in (_threads_findings, _width_findings, _size_findings, _tune_findings,
+                     _accuracy_findings, _busy_findings):
+        lines += findings(doc)
+    return lines or ["Nothing was measured."]
+
+
+def _grid_findings(shape, grid: dict, cores: int | None) -> list[str]:
+    """A batch grid: who is fastest, the speedups, the share of the ceiling, the peers."""
+    rows = best_rows(grid)
+    if not rows:
+        return []
+    records = _ok(grid["records"])
+    winners = {}
+    for row in rows:
+        winners.setdefault(row["best"]["system"], []).append(
+            f"{row['net_name']} b{row['batch']}")
+    lines = [f"{shape.short}: fastest executor " + "; ".join(
+        f"`{system}` in {len(where)} of {len(rows)} configurations"
+        for system, where in sorted(winners.items(), key=lambda kv: -len(kv[1]))) + "."]
+    parts = []
+    for system in dict.fromkeys(r["system"] for r in records if r["kind"] == "executor"
+                                and r["system"] != BASELINE):
+        mine = [r for r in records if r["system"] == system
+                and r["speedup_vs_serial"] is not None]
+        if mine:
+            low = min(mine, key=lambda r: r["speedup_vs_serial"])
+            high = max(mine, key=lambda r: r["speedup_vs_serial"])
+            parts.append(f"`{system}` {_x(low['speedup_vs_serial'])} "
+                         f"({low['net_name']} b{low['batch_size']}) to "
+                         f"{_x(high['speedup_vs_serial'])} "
+                         f"({high['net_name']} b{high['batch_size']})")
+    if parts:
+        lines.append(f"{shape.short}, speedup over {BASELINE} at {cores} threads: "
+                     + "; ".join(parts) + ".")
+    effs = [row["best"]["efficiency"] for row in rows if row["best"]["efficiency"]]
+    if effs:
+        ceiling = grid.get("ceilings", {}).get(CEILING, {})
+        lines.append(f"{shape.short}: the fastest executor reaches {_pct(min(effs))} to "
+                     f"{_pct(max(effs))} of the GEMM ceiling ("
+                     + ", ".join(f"{g:.0f} GFLOP/s at {t} thr" for t, g in ceiling.items())
+                     + ").")
+    peers = {}
+    for row in rows:
+        for system, ratio in row["peers"].items():
+            peers.setdefault(system, []).append(ratio)
+    if peers:
+        lines.append(f"{shape.short}, fastest executor / each peer (geometric mean over "
+                     "configurations, range): " + "; ".join(
+                         f"`{system}` {_x(_geomean(r))} ({_x(min(r))}-{_x(max(r))})"
+                         for system, r in peers.items()) + ".")
+    return lines
+
+
+def _threads_findings(doc: dict) -> list[str]:
     threads = doc.get("grids", {}).get("threads")
-    if threads:
-        records = [r for r in _ok(threads["records"]) if r["speedup_vs_serial"] is not None
-                   and r["system"] != "serial"]
-        by_count = {}
-        for r in records:
-            if r["speedup_vs_serial"] > by_count.get(r["threads"], (0, None))[0]:
-                by_count[r["threads"]] = (r["speedup_vs_serial"], r)
-        if by_count:
-            lines.append("Against threads, the best speedup over serial: " + "; ".join(
-                f"{t} thr {_x(s)} (`{r['system']}`, {r['net_name']} b{r['batch_size']})"
-                for t, (s, r) in sorted(by_count.items())) + ".")
+    if not threads:
+        return []
+    records = [r for r in _ok(threads["records"]) if r["speedup_vs_serial"] is not None
+               and r["system"] != BASELINE]
+    by_count = {}
+    for r in records:
+        if r["speedup_vs_serial"] > by_count.get(r["threads"], (0, None))[0]:
+            by_count[r["threads"]] = (r["speedup_vs_serial"], r)
+    if not by_count:
+        return []
+    return [f"Against threads, the best speedup over {BASELINE}: " + "; ".join(
+        f"{t} thr {_x(s)} (`{r['system']}`, {r['net_name']} b{r['batch_size']})"
+        for t, (s, r) in sorted(by_count.items())) + "."]
+
+
+def _width_findings(doc: dict) -> list[str]:
     width = doc.get("grids", {}).get("width")
-    if width:
-        records = [r for r in _ok(width["records"]) if r["speedup_vs_serial"] is not None
-                   and r["kind"] == "executor" and r["system"] != "serial"]
-        for system in dict.fromkeys(r["system"] for r in records):
-            points = sorted((_width(r), r["speedup_vs_serial"]) for r in records
-                            if r["system"] == system)
-            lines.append(f"Hidden width {points[0][0]} to {points[-1][0]}: `{system}` speedup "
-                         f"over serial {_x(points[0][1])} to {_x(points[-1][1])}.")
-    sizes = [r for r in doc.get("kdd_size", []) if r["status"] == "ok"]
-    if sizes:
-        largest = max(r["n_train"] for r in sizes)
-        at = [r for r in sizes if r["n_train"] == largest]
-        lines.append(f"KDD Cup 99 at {largest:,} training samples, time per epoch: " + "; ".join(
-            f"`{r['executor']}` {r['epoch_s']:.2f} s"
-            + ("" if r["executor"] == "serial" or r.get("speedup_vs_serial") is None
-               else f" ({_x(r['speedup_vs_serial'])})") for r in at) + ".")
+    if not width:
+        return []
+    records = [r for r in _ok(width["records"]) if r["speedup_vs_serial"] is not None
+               and r["kind"] == "executor" and r["system"] != BASELINE]
+    lines = []
+    for system in dict.fromkeys(r["system"] for r in records):
+        points = sorted((_width(r), r["speedup_vs_serial"]) for r in records
+                        if r["system"] == system)
+        lines.append(f"Hidden width {points[0][0]} to {points[-1][0]}: `{system}` speedup "
+                     f"over {BASELINE} {_x(points[0][1])} to {_x(points[-1][1])}.")
+    return lines
+
+
+def _size_findings(doc: dict) -> list[str]:
+    sizes = [r for r in doc.get("kdd_size", []) if is_ok(r)]
+    if not sizes:
+        return []
+    largest = max(r["n_train"] for r in sizes)
+    at = [r for r in sizes if r["n_train"] == largest]
+    return [f"KDD Cup 99 at {largest:,} training samples, time per epoch: " + "; ".join(
+        f"`{r['executor']}` {r['epoch_s']:.2f} s"
+        + ("" if r["executor"] == BASELINE or r.get("speedup_vs_serial") is None
+           else f" ({_x(r['speedup_vs_serial'])})") for r in at) + "."]
+
+
+def _tune_findings(doc: dict) -> list[str]:
+    lines = []
     for dataset, tuned in doc.get("tune", {}).items():
         best = tuned["best"]
-        diverged = sum(r["status"] != "ok" for r in tuned["candidates"])
+        diverged = sum(not is_ok(r) for r in tuned["candidates"])
         lines.append(f"Learning rate for {dataset}: {best['lr']:g} (validation accuracy "
                      f"{best['val_accuracy']:.4f}, test {best['test_accuracy']:.4f}) of "
                      f"{len(tuned['candidates'])} candidates"
                      + (f", {diverged} diverged" if diverged else "") + ".")
+    return lines
+
+
+def _accuracy_findings(doc: dict) -> list[str]:
+    lines = []
     for dataset, runs in _by_dataset(doc.get("accuracy", [])).items():
-        ok = [r for r in runs if r["status"] == "ok"]
-        serial = next((r for r in ok if r["executor"] == "serial"), None)
-        if serial is None:
+        ok = [r for r in runs if is_ok(r)]
+        base = next((r for r in ok if r["executor"] == BASELINE), None)
+        if base is None:
             continue
-        others = [r for r in ok if r["executor"] != "serial"]
+        others = [r for r in ok if r["executor"] != BASELINE]
         worst = max(others, key=lambda r: abs(r["accuracy_vs_serial"]), default=None)
         matched = all(r["matches_serial"] for r in others)
-        text = (f"Accuracy on {dataset} ({serial['n_train']:,} training samples, "
-                f"{serial['epochs']} epoch(s), lr {serial['lr']:g}): serial "
-                f"{serial['test_accuracy']:.4f}; ")
+        text = (f"Accuracy on {dataset} ({base['n_train']:,} training samples, "
+                f"{base['epochs']} epoch(s), lr {base['lr']:g}): {BASELINE} "
+                f"{base['test_accuracy']:.4f}; ")
         if worst is None:
             text += "no other executor ran."
         else:
@@ -246,17 +277,20 @@ def summary(doc: dict) -> list[str]:
                      f"({len(others)} ran; largest difference {worst['accuracy_vs_serial']:+.4f}"
                      f", `{worst['executor']}`).")
         lines.append(text)
+    return lines
+
+
+def _busy_findings(doc: dict) -> list[str]:
+    cores = doc["environment"].get("usable_cpus") or 1
     disturbed = [f"{name} {r['system']} {r['net_name']} b{r['batch_size']}"
                  for name, grid in doc.get("grids", {}).items()
-                 for r in busy(grid["records"], cores or 1)]
-    if disturbed:
-        lines.append(f"{len(disturbed)} measurement(s) kept fewer cores busy than they had "
-                     "threads, a sign that another program used the machine meanwhile: "
-                     + "; ".join(disturbed) + ". Their configurations are marked (busy) "
-                     "below; read them with care.")
-    if not lines:
-        lines.append("Nothing was measured.")
-    return lines
+                 for r in busy(grid["records"], cores)]
+    if not disturbed:
+        return []
+    return [f"{len(disturbed)} measurement(s) kept fewer cores busy than they had "
+            "threads, a sign that another program used the machine meanwhile: "
+            + "; ".join(disturbed) + ". Their configurations are marked (busy) "
+            "below; read them with care."]
 
 
 def busy(records: list[dict], cores: int) -> list[dict]:
@@ -265,17 +299,17 @@ def busy(records: list[dict], cores: int) -> list[dict]:
     The harness records ``cores_busy``, the CPU seconds per second of the
     timed rounds. A system on T threads keeps about min(T, cores) busy (spin
     waits included: 1.8 to 2.0 on 2 cores), an MPI rank its share of the
-    cores, serial one; below 70% of that, something else had the cores.
+    cores, the baseline (one thread) one; below 70% of that, something
+    else had the cores. An executor on a device is not judged.
     """
     flagged = []
     for r in _ok(records):
-        if r.get("cores_busy") is None or r["system"] in ("gpu",):
+        system = SYSTEMS.get(r["system"])
+        if r.get("cores_busy") is None or (system is not None and system.on_device):
             continue
         if r.get("ranks"):
             expected = min(1.0, cores / r["ranks"])
-        elif r["system"] == "serial":
-            expected = 1.0
-        else:
+        else:   # the baseline, at one thread, too
             expected = float(min(r["threads"], cores))
         if r["cores_busy"] < 0.7 * expected:
             flagged.append(r)
@@ -320,14 +354,14 @@ def _tune_section(doc: dict, figures: list[dict]) -> list[tuple]:
     if not tuned:
         return []
     blocks = [("h2", "Learning rate"),
-              ("p", "Grid search on the 5:1 train/validation split with the serial executor; "
+              ("p", f"Grid search on the 5:1 train/validation split with the {BASELINE} executor; "
                     "the rate with the highest validation accuracy wins and its model is "
                     "evaluated once on the test set.")]
     blocks += _figure(figures, part="tune")
     for dataset, result in tuned.items():
         best = result["best"]
         rows = [[f"{r['lr']:g}", str(r["batch_size"]),
-                 "diverged" if r["status"] != "ok" else f"{r['val_accuracy']:.4f}",
+                 "diverged" if not is_ok(r) else f"{r['val_accuracy']:.4f}",
                  "" if r["final_loss"] is None else f"{r['final_loss']:.5f}",
                  "" if r["train_s"] is None else f"{r['train_s']:.1f}",
                  "best" if (r["lr"], r["batch_size"]) == (best["lr"], best["batch_size"])
@@ -347,13 +381,14 @@ def _batch_sections(doc: dict, figures: list[dict]) -> list[tuple]:
     blocks = []
     for shape, grid in _grids(doc):
         records = _ok(grid["records"])
-        ceiling = grid.get("ceilings", {}).get("gemm", {})
+        ceiling = grid.get("ceilings", {}).get(CEILING, {})
         blocks += [("h2", f"Speed against batch size: {shape.title}"),
                    ("p", f"The same SGD step (all-sigmoid network, MSE, float32) on synthetic "
                          f"data of the shape of the real set, for every system; an epoch is "
-                         f"{shape.epoch_samples:,} samples (the real training split). Serial "
-                         "runs on one thread, everything else on every usable core. Ours solid "
-                         "with circles, peers dashed with squares. GEMM ceiling: "
+                         f"{shape.epoch_samples:,} samples (the real training split). "
+                         f"{BASELINE.capitalize()} runs on one thread, everything else on "
+                         "every usable core. Ours solid with circles, peers dashed with "
+                         "squares. GEMM ceiling: "
                          + (", ".join(f"{g:.0f} GFLOP/s at {t} thread(s)"
                                       for t, g in ceiling.items()) or "not measured")
                          + ". Time per epoch, GFLOP/s and speedup against batch size for each "
@@ -363,7 +398,7 @@ def _batch_sections(doc: dict, figures: list[dict]) -> list[tuple]:
             blocks.append(("h3", f"{name} ({net})" if name != net else net))
             blocks += _figure(figures, part="batch", shape=shape.name, net=net)
             header, rows = speed_table(grid["records"], net)
-            blocks += [("p", "Samples per second (speedup over serial):"),
+            blocks += [("p", f"Samples per second (speedup over {BASELINE}):"),
                        ("table", header, rows)]
             disturbed = [r for r in busy(grid["records"], doc["environment"].get(
                 "usable_cpus") or 1) if r["net"] == net]
@@ -385,8 +420,8 @@ def _threads_section(doc: dict, figures: list[dict]) -> list[tuple]:
     blocks = [("h2", "Speedup against threads"),
               ("p", "Each executor at 1 to " + str(max(counts, default=1)) + " threads; "
                     f"beyond the {doc['environment'].get('usable_cpus')} usable cores the "
-                    "threads are oversubscribed (hybrid needs at least 2 workers x 2 BLAS "
-                    "threads).")]
+                    "threads are oversubscribed (an executor runs only at the counts its "
+                    "layout can split, e.g. at least 2 workers x 2 BLAS threads).")]
     blocks += _figure(figures, part="threads")
     rows = []
     for net, batch in dict.fromkeys((r["net"], r["batch_size"]) for r in records):
@@ -404,7 +439,7 @@ def _threads_section(doc: dict, figures: list[dict]) -> list[tuple]:
 def _size_sections(doc: dict, figures: list[dict]) -> list[tuple]:
     blocks = []
     width = doc.get("grids", {}).get("width")
-    sizes = [r for r in doc.get("kdd_size", []) if r["status"] == "ok"]
+    sizes = [r for r in doc.get("kdd_size", []) if is_ok(r)]
     if not width and not sizes:
         return blocks
     blocks.append(("h2", "Problem size"))
@@ -413,7 +448,7 @@ def _size_sections(doc: dict, figures: list[dict]) -> list[tuple]:
         blocks += [("h3", "Hidden-layer width")]
         blocks += _figure(figures, part="width")
         blocks.append(("table", ["hidden units", "system", "threads", "time per epoch (s)",
-                                 "GFLOP/s", "speedup vs serial"],
+                                 "GFLOP/s", f"speedup vs {BASELINE}"],
                        [[str(_width(r)), r["system"], str(r["threads"]), f"{r['epoch_s']:.2f}",
                          f"{r['gflops']:.1f}", _x(r["speedup_vs_serial"])] for r in records]))
     if sizes:
@@ -423,7 +458,7 @@ def _size_sections(doc: dict, figures: list[dict]) -> list[tuple]:
                          "loading.")]
         blocks += _figure(figures, part="kdd-size")
         blocks.append(("table", ["training samples", "executor", "threads", "time per epoch (s)",
-                                 "samples/s", "speedup vs serial"],
+                                 "samples/s", f"speedup vs {BASELINE}"],
                        [[f"{r['n_train']:,}", r["executor"], str(r["threads"]),
                          f"{r['epoch_s']:.2f}", f"{r['samples_per_s']:,.0f}",
                          _x(r.get("speedup_vs_serial"))]
@@ -437,11 +472,11 @@ def _accuracy_section(doc: dict) -> list[tuple]:
         return []
     blocks = [("h2", "Accuracy"),
               ("p", "Every executor trained by `pbp train` with the same seed, learning rate, "
-                    "batch and epochs; an executor matches serial when its test accuracy is "
-                    f"within {ACCURACY_TOLERANCE:.2f} of serial's (executors differ only by "
+                    f"batch and epochs; an executor matches {BASELINE} when its test accuracy is "
+                    f"within {ACCURACY_TOLERANCE:.2f} of {BASELINE}'s (executors differ only by "
                     "float rounding).")]
     for dataset, mine in _by_dataset(runs).items():
-        first = next((r for r in mine if r["status"] == "ok"), mine[0])
+        first = next((r for r in mine if is_ok(r)), mine[0])
         blocks.append(("h3", f"{dataset}: net {first['net']}, batch {first['batch_size']}, "
                              f"lr {first['lr']:g}, {first['epochs']} epoch(s)"
                              + (f", {first['n_train']:,} training samples" if first["n_train"]
@@ -449,9 +484,9 @@ def _accuracy_section(doc: dict) -> list[tuple]:
         rows = []
         for r in mine:
             where = (f"{r['ranks']} ranks" if r["ranks"] else
-                     f"{r['threads']} x {r['blas_threads']}" if r["executor"] == "hybrid"
+                     f"{r['threads']} x {r['blas_threads']}" if r["blas_threads"] > 1
                      else str(r["threads"]))
-            if r["status"] != "ok":
+            if not is_ok(r):
                 rows.append([r["executor"], where, r["status"], "", "", "", "",
                              r["notes"][-1] if r["notes"] else ""])
                 continue
@@ -461,8 +496,8 @@ def _accuracy_section(doc: dict) -> list[tuple]:
                          {True: "yes", False: "NO", None: ""}[r["matches_serial"]],
                          f"{r['val_accuracy']:.4f}", f"{r['epoch_s']:.2f}",
                          "; ".join(r["notes"])])
-        blocks.append(("table", ["executor", "threads", "test accuracy", "vs serial",
-                                 "matches serial", "validation accuracy", "s per epoch",
+        blocks.append(("table", ["executor", "threads", "test accuracy", f"vs {BASELINE}",
+                                 f"matches {BASELINE}", "validation accuracy", "s per epoch",
                                  "notes"], rows))
     return blocks
 

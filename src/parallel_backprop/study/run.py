@@ -4,7 +4,7 @@ The speed parts are grids of the bench harness (:func:`..bench.run_bench`),
 each written into a folder of its own with the harness's ``bench.json``,
 ``bench.csv`` and plots, and embedded in ``study.json``. The training parts
 run ``pbp train`` itself, one process per run with the thread variables
-set as the harness sets them (:func:`..bench.runner.process_env`), so that
+set as the harness sets them (:func:`..harness.process_env`), so that
 every executor, MPI's ranks included, trains exactly as a user would run it.
 The learning rate is tuned in this process (:func:`.tune.tune`), which
 spreads the candidates over the cores.
@@ -31,18 +31,19 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from importlib.util import find_spec
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from ..errors import DataError, PbpError
-from .config import (ACCURACY_TOLERANCE, SHAPES, SIZE_EXECUTORS, WIDTH_SYSTEMS, PARTS,
-                     StudyConfig)
+from ..executors import BASELINE, Layout, executor_class
+from ..harness import (Status, TrainingRun, error_line, load_plugins, plain, process_env,
+                       run_isolated, speedups, write_document)
+from .config import ACCURACY_TOLERANCE, PARTS, SHAPES, StudyConfig, size_executors, \
+    width_systems
 
 SCHEMA = "parallel-backprop/study/1"
 OUTPUT = "study.json"
@@ -60,21 +61,19 @@ class Source:
 
 def run_study(config: StudyConfig, out_dir: Path, *, data_dir=None, kdd_file=None,
               progress: bool = True, log: Callable[[str], None] = print,
-              command: list[str] | None = None) -> dict:
+              command: list[str] | None = None, plugins: Sequence[str] = ()) -> dict:
     """Run the parts of ``config``; write ``out_dir/study.json`` (after every part) and
     the harness's outputs into subfolders. Returns the study document.
 
+    ``plugins`` are imported here and in every process the study starts.
     Ctrl-C writes what was done (``"interrupted": true``) and re-raises.
     """
-    from ..bench.environment import environment, load_average, warnings
-    from ..fileio import check_writable
+    from ..fileio import output_folder
+    from ..harness.environment import environment, load_average, warnings
 
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise PbpError(f"--out {out_dir}: is a file, expected a folder")
     sources, notes = find_sources(config, data_dir, kdd_file)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    check_writable(out_dir / OUTPUT, "--out")
+    out_dir = output_folder(out_dir, (OUTPUT,))
+    load_plugins(plugins)
     env = environment()
     doc = {"schema": SCHEMA, "preset": config.preset, "command": command or sys.argv,
            "config": asdict(config), "environment": env, "wall_s": None,
@@ -83,36 +82,38 @@ def run_study(config: StudyConfig, out_dir: Path, *, data_dir=None, kdd_file=Non
            "notes": warnings(env) + list(config.notes) + notes}
     for note in notes:
         log(f"note: {note}")
+    study = _Study(config, out_dir, sources, doc, progress, log, tuple(plugins))
     started = time.perf_counter()
-    runners = {"tune": _tune_part, "accuracy": _accuracy_part, "kdd-size": _kdd_size_part,
-               "batch": _batch_part, "threads": _threads_part, "width": _width_part}
-    study = _Study(config, out_dir, sources, doc, progress, log)
     try:
         for part in PARTS:
-            if part not in config.parts:
-                continue
-            log(f"== {part}")
-            part_started = time.perf_counter()
-            record = doc["parts"][part] = {"status": "running", "wall_s": None, "notes": []}
-            try:
-                runners[part](study, record)
-                if record["status"] == "running":
-                    record["status"] = "ok"
-            finally:
-                record["wall_s"] = time.perf_counter() - part_started
-                doc["wall_s"] = time.perf_counter() - started
-                _write(doc, out_dir / OUTPUT)
+            if part in config.parts:
+                _run_part(study, part, started)
     except KeyboardInterrupt:
         doc["interrupted"] = True
         for record in doc["parts"].values():
-            if record["status"] == "running":
-                record["status"] = "interrupted"
-        _write(doc, out_dir / OUTPUT)
+            if record["status"] == Status.RUNNING:
+                record["status"] = Status.INTERRUPTED
+        write_document(out_dir / OUTPUT, doc)
         raise
     env["load_average_end"] = load_average()
     doc["wall_s"] = time.perf_counter() - started
-    _write(doc, out_dir / OUTPUT)
-    return doc
+    write_document(out_dir / OUTPUT, doc)
+    return plain(doc)
+
+
+def _run_part(study: "_Study", part: str, started: float) -> None:
+    """Run one part, its record in ``doc["parts"]``; write the document after it."""
+    study.log(f"== {part}")
+    part_started = time.perf_counter()
+    record = study.doc["parts"][part] = {"status": Status.RUNNING, "wall_s": None, "notes": []}
+    try:
+        PART_RUNNERS[part](study, record)
+        if record["status"] == Status.RUNNING:
+            record["status"] = Status.OK
+    finally:
+        record["wall_s"] = time.perf_counter() - part_started
+        study.doc["wall_s"] = time.perf_counter() - started
+        write_document(study.out_dir / OUTPUT, study.doc)
 
 
 def find_sources(config: StudyConfig, data_dir, kdd_file) -> tuple[dict[str, Source], list[str]]:
@@ -157,13 +158,13 @@ def find_sources(config: StudyConfig, data_dir, kdd_file) -> tuple[dict[str, Sou
 class _Study:
     """What the parts share: the config, where to write, the data sources, the document."""
 
-    def __init__(self, config, out_dir, sources, doc, progress, log):
-        from ..bench.config import usable_cpus
+    def __init__(self, config, out_dir, sources, doc, progress, log, plugins=()):
+        from ..harness.environment import usable_cpus
 
         self.config, self.out_dir, self.sources, self.doc = config, out_dir, sources, doc
-        self.progress, self.log = progress, log
+        self.progress, self.log, self.plugins = progress, log, plugins
         self.cores = len(usable_cpus())
-        self.unable: dict[str, str] = {}    # executor -> why it cannot run here
+        self.unable: dict[str, str | None] = {}    # executor -> why it cannot run here
 
     def lr(self, dataset: str) -> float | None:
         """The learning rate of the training runs on ``dataset``: --lr, else the tuned one."""
@@ -171,6 +172,12 @@ class _Study:
             return self.config.lr
         tuned = self.doc["tune"].get(dataset)
         return None if tuned is None else tuned["best"]["lr"]
+
+    def unavailable(self, executor: str) -> str | None:
+        """Why ``executor`` cannot train on this machine, or None (asked once per study)."""
+        if executor not in self.unable:
+            self.unable[executor] = executor_class(executor).unavailable()
+        return self.unable[executor]
 
 
 # ---- training parts -------------------------------------------------------------
@@ -183,10 +190,11 @@ def _tune_part(study: _Study, record: dict) -> None:
 
     config = study.config
     if config.lr is not None:
-        record.update(status="skipped", notes=[f"--lr {config.lr:g} given: nothing to tune"])
+        record.update(status=Status.SKIPPED,
+                      notes=[f"--lr {config.lr:g} given: nothing to tune"])
         return
     if not study.sources:
-        record.update(status="skipped", notes=["no data set found"])
+        record.update(status=Status.SKIPPED, notes=["no data set found"])
         return
     for name, source in study.sources.items():
         data = load_dataset(name, limit=config.tune_limit, seed=config.seed, progress=False,
@@ -197,7 +205,7 @@ def _tune_part(study: _Study, record: dict) -> None:
         tune_config = TuneConfig(lrs=config.lrs, batch_sizes=(config.train_batch,),
                                  train=TrainConfig(epochs=config.tune_epochs, seed=config.seed))
         try:
-            result = tune(network, data, tune_config)
+            result = tune(network, data, tune_config, plugins=study.plugins)
         except PbpError as exc:
             record["notes"].append(f"tune {name}: {exc}")
             continue
@@ -217,167 +225,129 @@ def _accuracy_part(study: _Study, record: dict) -> None:
         for executor in config.executors:
             run = _train(study, name, executor, lr=lr, epochs=config.epochs, limit=config.limit,
                          batch=config.train_batch)
-            run["part"] = "accuracy"
+            run.extra["part"] = "accuracy"
             runs.append(run)
             study.doc["accuracy"].append(run)
             study.log("  " + _run_line(run))
-        compare_to_serial(runs)
+        compare_to_baseline(runs)
 
 
-def compare_to_serial(runs: list[dict]) -> None:
-    """Add ``accuracy_vs_serial`` and ``matches_serial`` to the runs of one data set."""
-    serial = next((r for r in runs if r["executor"] == "serial" and r["status"] == "ok"), None)
+def compare_to_baseline(runs: list[TrainingRun]) -> None:
+    """Add ``accuracy_vs_serial`` and ``matches_serial`` (against the baseline executor,
+    ``executors.BASELINE``) to the runs of one data set."""
+    base = next((r for r in runs if r.executor == BASELINE and r.ok), None)
     for r in runs:
-        if serial is None or r["status"] != "ok":
-            r["accuracy_vs_serial"] = r["matches_serial"] = None
+        if base is None or not r.ok:
+            r.extra.update(accuracy_vs_serial=None, matches_serial=None)
             continue
-        r["accuracy_vs_serial"] = r["test_accuracy"] - serial["test_accuracy"]
-        r["matches_serial"] = bool(abs(r["accuracy_vs_serial"]) <= ACCURACY_TOLERANCE)
+        difference = r.test_accuracy - base.test_accuracy
+        r.extra.update(accuracy_vs_serial=difference,
+                       matches_serial=bool(abs(difference) <= ACCURACY_TOLERANCE))
 
 
 def _kdd_size_part(study: _Study, record: dict) -> None:
     config = study.config
     if "kdd99" not in study.sources:
-        record.update(status="skipped", notes=["no KDD Cup 99 file: give --kdd-file or "
-                                               "--data-dir"])
+        record.update(status=Status.SKIPPED, notes=["no KDD Cup 99 file: give --kdd-file or "
+                                                    "--data-dir"])
         return
     lr = study.lr("kdd99") or 0.1
-    executors = [e for e in config.executors if e in SIZE_EXECUTORS]
     runs = []
     for size in config.kdd_sizes:
         # The training split is 5/6 of the pool that --limit caps.
         limit = None if size is None else math.ceil(size * 6 / 5)
-        for executor in executors:
+        for executor in size_executors(config.executors, study.cores):
             # Two epochs: pbp train's epoch_s is the steady one, the first pays warm-up.
             run = _train(study, "kdd99", executor, lr=lr, epochs=2, limit=limit,
                          batch=config.size_batch)
-            run.update(part="kdd-size", size=size)
+            run.extra.update(part="kdd-size", size=size)
             runs.append(run)
             study.doc["kdd_size"].append(run)
             study.log("  " + _run_line(run))
-    serial = {r["size"]: r["samples_per_s"] for r in runs
-              if r["executor"] == "serial" and r["status"] == "ok"}
-    for r in runs:
-        base = serial.get(r["size"])
-        r["speedup_vs_serial"] = (r["samples_per_s"] / base
-                                  if base and r["status"] == "ok" else None)
+    for run, ratio in zip(runs, speedups(runs, lambda r: r.extra["size"])):
+        run.extra["speedup_vs_serial"] = ratio
 
 
 def executor_settings(executor: str, cores: int) -> dict:
-    """How a training run uses this machine's ``cores`` with ``executor``.
+    """How a training run uses this machine's ``cores`` with ``executor``: its ``layout``.
 
-    ``threads`` and ``blas`` take every core; ``mpi`` one rank per core (at
-    least two); ``hybrid`` the harness's split into >= 2 workers x >= 2 BLAS
-    threads, oversubscribed 2 x 2 where the cores allow none (below 4).
+    A distributed executor gets a rank per core, at least two (one rank
+    shows nothing of it); an executor with no layout on ``cores`` (hybrid
+    below 4) the smallest larger count it splits, oversubscribed.
     """
-    from ..bench.runner import hybrid_split
-
-    settings = {"threads": 1, "blas_threads": 1, "ranks": None, "process_threads": 1,
-                "notes": []}
-    if executor == "blas":
-        settings.update(threads=cores, process_threads=cores)
-    elif executor == "threads":
-        settings.update(threads=cores)
-    elif executor == "hybrid":
-        split = hybrid_split(cores, None)
-        if isinstance(split, str):
-            split = (2, 2)
-            settings["notes"].append(f"2 workers x 2 BLAS threads on {cores} core(s): "
-                                     "oversubscribed")
-        settings.update(threads=split[0], blas_threads=split[1], process_threads=split[1])
-    elif executor == "mpi":
-        settings.update(ranks=max(2, cores))
-    return settings
-
-
-def _unavailable(study: _Study, executor: str) -> str | None:
-    """Why ``executor`` cannot train on this machine, or None (checked once per study)."""
-    if executor in study.unable:
-        return study.unable[executor]
-    reason = None
-    if executor == "mpi":
-        from ..executors.mpi import find_mpiexec
-
-        if find_spec("mpi4py") is None:
-            reason = "mpi4py is not installed (pip install 'parallel-backprop[mpi]')"
-        else:
-            try:
-                find_mpiexec()
-            except PbpError as exc:
-                reason = str(exc)
-    elif executor == "gpu":
-        if find_spec("torch") is None or find_spec("triton") is None:
-            reason = "torch and triton are not installed (pip install 'parallel-backprop[gpu]')"
-        else:   # in a process of its own: this one stays free of torch
-            probe = subprocess.run(
-                [sys.executable, "-c", "import torch, sys; sys.exit(0 if "
-                 "torch.cuda.is_available() else 3)"], capture_output=True, timeout=120)
-            if probe.returncode != 0:
-                reason = "PyTorch sees no CUDA GPU"
-    study.unable[executor] = reason
-    return reason
+    cls = executor_class(executor)
+    wanted = max(2, cores) if cls.distributed else cores
+    notes = []
+    layout = cls.layout(wanted)
+    if layout is None:
+        layout = next(filter(None, map(cls.layout, range(wanted + 1, 4 * wanted + 5))),
+                      Layout(ranks=None, workers=1, blas_threads=1, threads=1))
+        notes.append(f"{layout.workers} workers x {layout.blas_threads} BLAS threads on "
+                     f"{cores} core(s): oversubscribed")
+    return {"threads": layout.threads, "blas_threads": layout.executor_blas_threads,
+            "ranks": layout.ranks, "process_threads": layout.blas_threads, "notes": notes}
 
 
 def _train(study: _Study, dataset: str, executor: str, *, lr: float, epochs: int,
-           limit: int | None, batch: int) -> dict:
+           limit: int | None, batch: int) -> TrainingRun:
     """One ``pbp train`` run in its own process; its record."""
-    from ..bench.runner import _error_line, process_env, run_isolated
-
-    config, source = study.config, study.sources[dataset]
+    config = study.config
     settings = executor_settings(executor, study.cores)
-    record = {"dataset": dataset, "executor": executor, "threads": settings["threads"],
-              "blas_threads": settings["blas_threads"], "ranks": settings["ranks"],
-              "net": config.train_net, "batch_size": batch, "lr": lr, "epochs": epochs,
-              "limit": limit, "seed": config.seed, "status": "ok", "notes": settings["notes"],
-              "n_train": None, "test_accuracy": None, "val_accuracy": None, "epoch_s": None,
-              "samples_per_s": None, "final_loss": None, "wall_s": None}
-    reason = _unavailable(study, executor)
+    run = TrainingRun(dataset=dataset, executor=executor, threads=settings["threads"],
+                      blas_threads=settings["blas_threads"], ranks=settings["ranks"],
+                      net=config.train_net, batch_size=batch, lr=lr, epochs=epochs,
+                      limit=limit, seed=config.seed, notes=settings["notes"])
+    reason = study.unavailable(executor)
     if reason is not None:
-        record.update(status="skipped", notes=record["notes"] + [reason])
-        return record
+        run.skip(reason)
+        return run
     with tempfile.TemporaryDirectory(prefix="pbp-study-") as scratch:
         metrics = Path(scratch) / "metrics.json"
-        command = [sys.executable, "-m", "parallel_backprop.cli", "train", *source.args,
-                   "--net", config.train_net, "--batch-size", str(batch), "--lr", repr(lr),
-                   "--epochs", str(epochs), "--seed", str(config.seed), "--executor", executor,
-                   "--threads", str(settings["threads"]), "--metrics-json", str(metrics),
-                   "--quiet"]
-        if executor == "hybrid":
-            command += ["--blas-threads", str(settings["blas_threads"])]
-        if settings["ranks"]:
-            command += ["--ranks", str(settings["ranks"])]
-        if limit is not None:
-            command += ["--limit", str(limit)]
         env = process_env(settings["process_threads"])
         env["PBP_OFFLINE"] = "1"
         started = time.perf_counter()
-        outcome = run_isolated(command, env, config.timeout_s)
+        outcome = run_isolated(_train_command(study, run, metrics), env, config.timeout_s)
         if outcome is None:
-            record.update(status="failed", notes=record["notes"] + [
-                f"timed out after {config.timeout_s:g} s"])
-            return record
+            run.fail(f"timed out after {config.timeout_s:g} s")
+            return run
         returncode, stderr = outcome
-        record["wall_s"] = time.perf_counter() - started
+        run.wall_s = time.perf_counter() - started
         if returncode != 0 or not metrics.exists():
             line = next((line for line in stderr.splitlines() if line.startswith("pbp: ")),
-                        None) or _error_line(stderr)
-            record.update(status="failed", notes=record["notes"] + [
-                f"pbp train exited with status {returncode}: {line}"[:300]])
-            return record
+                        None) or error_line(stderr)
+            run.fail(f"pbp train exited with status {returncode}: {line}"[:300])
+            return run
         result = json.loads(metrics.read_text())
     for key in ("n_train", "test_accuracy", "val_accuracy", "epoch_s", "samples_per_s",
                 "final_loss"):
-        record[key] = result.get(key)
-    record["net"] = result.get("net", record["net"])
-    return record
+        setattr(run, key, result.get(key))
+    run.net = result.get("net", run.net)
+    return run
 
 
-def _run_line(r: dict) -> str:
-    where = f"{r['dataset']} {r['executor']}"
-    if r["status"] != "ok":
-        return f"{where}: {r['status']} ({r['notes'][-1] if r['notes'] else ''})"
-    return (f"{where}: {r['n_train']} samples, test acc {r['test_accuracy']:.4f}, "
-            f"{r['epoch_s']:.2f} s/epoch")
+def _train_command(study: _Study, run: TrainingRun, metrics: Path) -> list[str]:
+    """The ``pbp train`` command line of ``run``, writing its metrics to ``metrics``."""
+    plugins = [arg for plugin in study.plugins for arg in ("--plugin", plugin)]
+    command = [sys.executable, "-m", "parallel_backprop.cli", *plugins, "train",
+               *study.sources[run.dataset].args, "--net", study.config.train_net,
+               "--batch-size", str(run.batch_size), "--lr", repr(run.lr),
+               "--epochs", str(run.epochs), "--seed", str(run.seed), "--executor", run.executor,
+               "--threads", str(run.threads), "--metrics-json", str(metrics), "--quiet"]
+    if executor_class(run.executor).nested_blas:
+        command += ["--blas-threads", str(run.blas_threads)]
+    if run.ranks:
+        command += ["--ranks", str(run.ranks)]
+    if run.limit is not None:
+        command += ["--limit", str(run.limit)]
+    return command
+
+
+def _run_line(r: TrainingRun) -> str:
+    where = f"{r.dataset} {r.executor}"
+    if not r.ok:
+        return f"{where}: {r.status} ({r.notes[-1] if r.notes else ''})"
+    return (f"{where}: {r.n_train} samples, test acc {r.test_accuracy:.4f}, "
+            f"{r.epoch_s:.2f} s/epoch")
 
 
 # ---- speed parts (the bench harness) --------------------------------------------
@@ -385,6 +355,7 @@ def _run_line(r: dict) -> str:
 def _bench(study: _Study, name: str, *, plots: bool = True, **fields) -> None:
     """Run one harness grid into ``out_dir/name``; embed its document."""
     from ..bench import BenchConfig, run_bench
+    from ..bench.report import load
 
     config = study.config
     bench_config = BenchConfig(timing=config.timing, gemm_size=config.gemm_size,
@@ -393,9 +364,9 @@ def _bench(study: _Study, name: str, *, plots: bool = True, **fields) -> None:
     try:
         study.doc["grids"][name] = run_bench(
             bench_config, folder, plots=plots, progress=study.progress, log=study.log,
-            command=list(study.doc["command"]))
+            command=list(study.doc["command"]), plugins=study.plugins)
     except KeyboardInterrupt:   # the harness wrote what it measured
-        study.doc["grids"][name] = json.loads((folder / "bench.json").read_text())
+        study.doc["grids"][name] = load(folder / "bench.json")
         raise
 
 
@@ -411,13 +382,13 @@ def _batch_part(study: _Study, record: dict) -> None:
 
 
 def _threads_part(study: _Study, record: dict) -> None:
-    from ..bench.systems import SYSTEMS
+    from ..bench.systems import CEILING, SYSTEMS
 
     config = study.config
     systems = tuple(s for s in config.systems
-                    if SYSTEMS[s].kind == "executor" or s == "gemm")
+                    if SYSTEMS[s].kind == "executor" or s == CEILING)
     if not any(SYSTEMS[s].kind == "executor" for s in systems):
-        record.update(status="skipped", notes=["--systems names no executor"])
+        record.update(status=Status.SKIPPED, notes=["--systems names no executor"])
         return
     shape = SHAPES[config.shapes[0]]
     _bench(study, "threads", systems=systems, nets=config.nets,
@@ -428,10 +399,11 @@ def _threads_part(study: _Study, record: dict) -> None:
 
 def _width_part(study: _Study, record: dict) -> None:
     config = study.config
-    systems = tuple(s for s in WIDTH_SYSTEMS if s in config.systems)
+    candidates = width_systems(study.cores)
+    systems = tuple(s for s in candidates if s in config.systems)
     if not systems:
-        record.update(status="skipped", notes=[f"--systems names none of "
-                                               f"{', '.join(WIDTH_SYSTEMS)}"])
+        record.update(status=Status.SKIPPED,
+                      notes=[f"--systems names none of {', '.join(candidates)}"])
         return
     shape = SHAPES[config.shapes[0]]
     outputs = 1 if shape.classes == 2 else shape.classes
@@ -441,24 +413,16 @@ def _width_part(study: _Study, record: dict) -> None:
            features=shape.features, classes=shape.classes, epoch_samples=shape.epoch_samples)
 
 
-def _write(doc: dict, path: Path) -> None:
-    from ..fileio import atomic_open
-
-    with atomic_open(path, "w") as handle:
-        json.dump(doc, handle, indent=1, default=str)
-        handle.write("\n")
+PART_RUNNERS = {"tune": _tune_part, "accuracy": _accuracy_part, "kdd-size": _kdd_size_part,
+                "batch": _batch_part, "threads": _threads_part, "width": _width_part}
 
 
 def load_study(path: Path) -> dict:
     """A ``study.json`` document; :class:`PbpError` for anything else."""
-    try:
-        doc = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise PbpError(f"{path}: cannot read it as JSON ({exc})") from None
-    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-        raise PbpError(f"{path}: not a study.json (expected schema {SCHEMA})")
-    return doc
+    from ..harness import load_document
+
+    return load_document(path, SCHEMA, kind="study.json")
 
 
-__all__ = ["OUTPUT", "SCHEMA", "compare_to_serial", "executor_settings", "find_sources",
+__all__ = ["OUTPUT", "SCHEMA", "compare_to_baseline", "executor_settings", "find_sources",
            "load_study", "run_study"]

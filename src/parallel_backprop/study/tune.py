@@ -41,20 +41,19 @@ import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, replace
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
 from ..errors import ConfigError, PbpError
+from ..executors import executor_class
+from ..harness import Status, is_ok, load_plugins, training_throughput
 from ..network import Network
 from ..trainer import TrainConfig, TrainingDiverged, evaluate, train
 
 SCHEMA = "parallel-backprop/tune/1"
 # The seed's grid of learning rates.
 SEED_LRS = (0.001, 0.002, 0.01, 0.1, 0.5, 1.0)
-# Executors that cannot share a machine with other candidates: a GPU, and MPI
-# ranks (which must all run the same candidates, in the same order).
-ONE_JOB = ("gpu", "mpi")
 
 
 @dataclass(frozen=True)
@@ -86,7 +85,9 @@ class TuneConfig:
         if self.jobs is not None:
             if not (isinstance(self.jobs, int) and self.jobs >= 1):
                 raise ConfigError(f"--jobs {self.jobs!r}: expected a positive integer")
-            if self.jobs > 1 and self.train.executor in ONE_JOB:
+            # A device, or ranks (which must all run the same candidates in
+            # the same order), cannot be shared with other candidates.
+            if self.jobs > 1 and executor_class(self.train.executor).one_job():
                 raise ConfigError(f"--jobs {self.jobs}: executor {self.train.executor!r} trains "
                                   "one candidate at a time; use --jobs 1")
 
@@ -99,63 +100,41 @@ class TuneConfig:
         """``jobs``, or by default as many one-core candidates as there are cores free."""
         if self.jobs is not None:
             return self.jobs
-        if self.train.executor in ONE_JOB:
+        cls = executor_class(self.train.executor)
+        if cls.one_job():
             return 1
-        per_candidate = self.train.threads * (self.train.blas_threads
-                                              if self.train.executor == "hybrid" else 1)
+        per_candidate = self.train.threads * (self.train.blas_threads if cls.nested_blas else 1)
         return max(1, min(len(self.candidates()), cores // per_candidate))
 
 
 def tune(network: Network, data, config: TuneConfig, *,
-         log: Callable[[str], None] | None = None) -> dict:
+         log: Callable[[str], None] | None = None, plugins: Sequence[str] = ()) -> dict:
     """Train every candidate of ``config`` on ``data`` (a :class:`~..data.Dataset`).
 
     Returns the tune document (see ``SCHEMA``): one record per candidate
     (``lr``, ``batch_size``, ``status`` ok or diverged, ``val_accuracy``,
     ``final_loss``, ``train_s``, ...) and ``best`` (the winner, with its
     ``test_accuracy``). Raises :class:`PbpError` when every candidate diverged.
+    ``plugins`` are imported in every process that trains candidates.
     """
-    from ..bench.config import usable_cpus
+    from ..harness.environment import usable_cpus
 
     candidates = config.candidates()
     jobs = min(config.resolved_jobs(len(usable_cpus())), len(candidates))
-    arrays = (data.x_train, data.y_train, data.x_val, data.y_val)
     started = time.perf_counter()
-    results: list[dict | None] = [None] * len(candidates)
-    best_params: dict[int, np.ndarray] = {}
-
-    def collect(i: int, result: dict) -> None:
-        params = result.pop("params")
-        results[i] = result
-        if result["status"] == "ok" and _better(result, results, i, best_params):
-            best_params.clear()
-            best_params[i] = params
-        if log is not None:
-            log(_line(result))
-
+    search = _Search(len(candidates), log)
+    arrays = (data.x_train, data.y_train, data.x_val, data.y_val)
     if jobs == 1:
         for i, candidate in enumerate(candidates):
-            collect(i, train_candidate(network, candidate, *arrays))
+            search.collect(i, train_candidate(network, candidate, *arrays))
     else:
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("forkserver" if "forkserver" in methods
-                                              else "spawn")
-        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker,
-                                 initargs=(network, arrays)) as pool:
-            futures = {pool.submit(_train_in_worker, candidate): i
-                       for i, candidate in enumerate(candidates)}
-            try:
-                for future in as_completed(futures):
-                    collect(futures[future], future.result())
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
-    if not best_params:
+        _train_in_pool(network, arrays, candidates, jobs, search, tuple(plugins))
+    if search.winner is None:
         raise PbpError(f"every candidate diverged (learning rates "
                        f"{', '.join(f'{lr:g}' for lr in config.lrs)}); try smaller ones")
-    (winner, params), = best_params.items()
-    best = {key: results[winner][key] for key in ("lr", "batch_size", "val_accuracy")}
-    best["test_accuracy"] = evaluate(network, params, data.x_test, data.y_test)
+    best = {key: search.results[search.winner][key]
+            for key in ("lr", "batch_size", "val_accuracy")}
+    best["test_accuracy"] = evaluate(network, search.params, data.x_test, data.y_test)
     return {
         "schema": SCHEMA,
         "dataset": data.name,
@@ -167,25 +146,58 @@ def tune(network: Network, data, config: TuneConfig, *,
                       if key not in ("lr", "batch_size")},    # the candidates' own
                    "lrs": list(config.lrs), "batch_sizes": list(config.batch_sizes)},
         "jobs": jobs,
-        "candidates": results,
+        "candidates": search.results,
         "best": best,
         "wall_s": time.perf_counter() - started,
     }
 
 
-def _better(result: dict, results: list, i: int, best_params: dict) -> bool:
-    """Whether candidate ``i`` beats the best so far (ties go to the earlier candidate)."""
-    if not best_params:
-        return True
-    (j,) = best_params
-    current = results[j]["val_accuracy"]
-    return result["val_accuracy"] > current or (result["val_accuracy"] == current and i < j)
+class _Search:
+    """The candidates' records as they come in, and the parameters of the best so far."""
+
+    def __init__(self, n: int, log: Callable[[str], None] | None):
+        self.results: list[dict | None] = [None] * n
+        self.winner: int | None = None
+        self.params: np.ndarray | None = None
+        self.log = log
+
+    def collect(self, i: int, result: dict) -> None:
+        params = result.pop("params")
+        self.results[i] = result
+        if is_ok(result) and self._beats(i):
+            self.winner, self.params = i, params
+        if self.log is not None:
+            self.log(_line(result))
+
+    def _beats(self, i: int) -> bool:
+        """Whether candidate ``i`` beats the best so far (ties go to the earlier candidate)."""
+        if self.winner is None:
+            return True
+        mine, best = self.results[i]["val_accuracy"], self.results[self.winner]["val_accuracy"]
+        return mine > best or (mine == best and i < self.winner)
+
+
+def _train_in_pool(network: Network, arrays: tuple, candidates: list[TrainConfig], jobs: int,
+                   search: _Search, plugins: tuple[str, ...]) -> None:
+    """Train ``candidates`` in ``jobs`` processes, handing each result to ``search``."""
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker,
+                             initargs=(network, arrays, plugins)) as pool:
+        futures = {pool.submit(_train_in_worker, candidate): i
+                   for i, candidate in enumerate(candidates)}
+        try:
+            for future in as_completed(futures):
+                search.collect(futures[future], future.result())
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
 def train_candidate(network: Network, config: TrainConfig, x_train, y_train, x_val,
                     y_val) -> dict:
     """Train one candidate; its record, with ``params`` (None when it diverged)."""
-    record = {"lr": config.lr, "batch_size": config.batch_size, "status": "ok",
+    record = {"lr": config.lr, "batch_size": config.batch_size, "status": Status.OK,
               "val_accuracy": None, "final_loss": None, "train_s": None,
               "samples_per_s": None, "val_accuracy_per_epoch": [], "note": None}
     started = time.perf_counter()
@@ -193,14 +205,14 @@ def train_candidate(network: Network, config: TrainConfig, x_train, y_train, x_v
         with np.errstate(over="ignore", invalid="ignore"):   # divergence is recorded instead
             result = train(network, config, x_train, y_train, x_val, y_val, progress=False)
     except TrainingDiverged as exc:
-        record.update(status="diverged", note=str(exc), train_s=time.perf_counter() - started,
+        record.update(status=Status.DIVERGED, note=str(exc), train_s=time.perf_counter() - started,
                       params=None)
         return record
     epochs = result.epochs
     record.update(
         val_accuracy=epochs[-1].val_accuracy, final_loss=epochs[-1].loss,
         train_s=sum(e.epoch_s for e in epochs),
-        samples_per_s=float(np.mean([e.samples_per_s for e in epochs])),
+        samples_per_s=training_throughput(result, network, config),
         val_accuracy_per_epoch=[e.val_accuracy for e in epochs], params=result.params)
     return record
 
@@ -209,7 +221,8 @@ def train_candidate(network: Network, config: TrainConfig, x_train, y_train, x_v
 _WORKER: dict = {}
 
 
-def _init_worker(network: Network, arrays: tuple) -> None:
+def _init_worker(network: Network, arrays: tuple, plugins: tuple[str, ...] = ()) -> None:
+    load_plugins(plugins)    # a fresh process: executors registered at run time are not here
     _WORKER["network"], _WORKER["arrays"] = network, arrays
 
 
@@ -219,7 +232,7 @@ def _train_in_worker(config: TrainConfig) -> dict:
 
 def _line(r: dict) -> str:
     head = f"lr {r['lr']:<8g} batch {r['batch_size']:<6d}"
-    if r["status"] != "ok":
+    if not is_ok(r):
         return f"{head} diverged"
     return f"{head} val acc {r['val_accuracy']:.4f}  loss {r['final_loss']:.5f}  " \
            f"{r['train_s']:.2f} s"
@@ -232,7 +245,7 @@ def table(doc: dict) -> list[str]:
     for r in doc["candidates"]:
         mark = "  <- best" if (r["lr"], r["batch_size"]) == (best["lr"], best["batch_size"]) \
             else ""
-        if r["status"] != "ok":
+        if not is_ok(r):
             lines.append(f"{r['lr']:>10g} {r['batch_size']:>6d} {'diverged':>8}")
             continue
         lines.append(f"{r['lr']:>10g} {r['batch_size']:>6d} {r['val_accuracy']:>8.4f} "

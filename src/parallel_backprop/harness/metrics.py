@@ -1,0 +1,45 @@
+"""Throughput, and what is derived from it: time per epoch, speedup over the baseline.
+
+One definition each, for the bench harness (samples per second of timed
+steps), the study's training runs and the learning-rate search (samples
+per second of an epoch at steady state).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Hashable, Sequence
+
+from ..executors import BASELINE
+
+
+def throughput(samples: float, seconds: float) -> float | None:
+    """Samples per second; None when nothing was timed or there were no samples."""
+    return samples / seconds if samples and seconds > 0 else None
+
+
+def training_throughput(result, network, config) -> float:
+    """Samples per second of a training run at steady state (the first epoch, which pays
+    warm-up, left out where there are others), as ``pbp train --metrics-json`` says."""
+    return result.summary(network, config)["samples_per_s"]
+
+
+def epoch_seconds(epoch_samples: int, samples_per_s: float) -> float:
+    """The time for ``epoch_samples`` at ``samples_per_s``."""
+    return epoch_samples / samples_per_s
+
+
+def speedups(records: Sequence, group: Callable[[object], Hashable]) -> list[float | None]:
+    """Each record's ``samples_per_s`` over that of the baseline executor's record of the
+    same ``group`` (None where either was not measured).
+
+    ``records`` have ``name`` (the executor or system), ``ok`` and ``samples_per_s``.
+    """
+    base = {group(r): r.samples_per_s for r in records if r.ok and r.name == BASELINE}
+    rates = []
+    for r in records:
+        baseline = base.get(group(r))
+        rates.append(r.samples_per_s / baseline if r.ok and baseline else None)
+    return rates
+
+
+__all__ = ["epoch_seconds", "speedups", "throughput", "training_throughput"]
