@@ -25,7 +25,8 @@ from parallel_backprop.bench.systems import (SYSTEMS, Pool, Setup, availability,
 from parallel_backprop.cli import main
 from parallel_backprop.errors import PbpError
 from parallel_backprop.executors import EXECUTORS
-from parallel_backprop.harness import Measurement, is_ok, load_plugins
+from parallel_backprop.harness import Measurement, is_ok
+from parallel_backprop.plugins import load_plugins
 
 # 20-16-3 network, batches of 4 and 8, 1 and 2 threads, each round a few ms.
 TINY = ["--nets", "20-16-3", "--batch-sizes", "4,8", "--threads", "1,2", "--warmup", "0",
@@ -336,10 +337,10 @@ def test_an_executor_registered_by_a_plugin_is_planned_listed_and_measured(toy_p
 def test_a_plugin_that_cannot_be_imported_is_a_one_line_error(tmp_path):
     broken = tmp_path / "broken.py"
     broken.write_text("raise RuntimeError('no\\nway')\n")
-    with pytest.raises(PbpError, match=r"^plugin .*broken.py: cannot import it "
+    with pytest.raises(PbpError, match=r"^--plugin .*broken.py: cannot import it "
                                        r"\(RuntimeError: no way\)$"):
         load_plugins([str(broken)])
-    with pytest.raises(PbpError, match="plugin no_such_plugin_module: cannot import it"):
+    with pytest.raises(PbpError, match="--plugin no_such_plugin_module: cannot import it"):
         load_plugins(["no_such_plugin_module"])
 
 

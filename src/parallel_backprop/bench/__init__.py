@@ -37,7 +37,7 @@ def run_bench(config: BenchConfig, out_dir: Path, *, plots: bool = True, progres
     and re-raises KeyboardInterrupt.
     """
     from ..fileio import output_folder
-    from ..harness import load_plugins
+    from ..plugins import load_plugins
     from ..harness.environment import environment, load_average, warnings
     from . import report
     from .runner import derive, run_grid

@@ -26,7 +26,8 @@ import traceback
 from typing import Any, Callable
 
 from ..fileio import one_line
-from ..harness import Status, load_plugins, throughput
+from ..plugins import load_plugins
+from ..harness import Status, throughput
 from ..network import Network
 from .systems import Setup, Unavailable, build
 

@@ -7,7 +7,6 @@ written atomically after it ends.
 
 - :mod:`.options`  options shared by several commands, declared once
 - :mod:`.runs`     option groups and the start of a training run (train, tune)
-- :mod:`.plugins`  ``pbp --plugin MODULE``: a user's activations and executors
 - one module per command or group: :mod:`.train`, :mod:`.predict`,
   :mod:`.fetch`, :mod:`.bench`, :mod:`.tune`, :mod:`.study` (study, report)
 """
@@ -22,7 +21,7 @@ from .. import __version__
 from ..errors import PbpError
 from .bench import bench_command
 from .fetch import fetch_command
-from .plugins import load_plugin
+from ..plugins import load_plugins
 from .predict import predict_command
 from .study import report_command, study_command
 from .train import train_command
@@ -38,8 +37,7 @@ __all__ = ["cli", "main"]
                    "the activations and executors it registers can be used; repeatable.")
 def cli(plugins: tuple[str, ...]) -> None:
     """Train multilayer perceptrons with parallel backpropagation."""
-    for plugin in plugins:
-        load_plugin(plugin)
+    load_plugins(plugins)
 
 
 for command in (train_command, predict_command, fetch_command, bench_command, tune_command,

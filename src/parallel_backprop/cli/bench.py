@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from .options import out_option, parse_comma_lists, quiet_option, seed_option, timing_settings
-from .runs import command_argv
+from .runs import command_argv, command_plugins
 
 
 @click.command("bench")
@@ -69,7 +69,7 @@ def bench_command(ctx: click.Context, quick: bool, out: Path, no_plots: bool, li
     config = bench_config(ctx, quick, grid)
     try:
         run_bench(config, out, plots=not no_plots, progress=not quiet, log=echo,
-                  command=["pbp", *command_argv()])
+                  command=["pbp", *command_argv()], plugins=command_plugins())
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"what was measured is in {out}") from None
     echo(f"results in {out}")
@@ -92,12 +92,10 @@ def bench_config(ctx: click.Context, quick: bool, grid: dict):
 
 def list_bench_systems() -> None:
     """Print each system, its kind, whether it can run here and what it is."""
-    from ..bench.systems import SYSTEMS, missing_modules
+    from ..bench.systems import describe_systems
 
-    for system in SYSTEMS.values():
-        missing = missing_modules(system)
-        state = f"needs {', '.join(missing)}" if missing else "available"
-        click.echo(f"{system.name:<14} {system.kind:<9} {state:<16} {system.description}")
+    for line in describe_systems():
+        click.echo(line)
 
 
 def _replot(source: Path, out: Path, echo) -> None:

@@ -178,6 +178,12 @@ def launch_ranks(run: ExecutorOptions, batch_size: int, outputs: dict) -> int:
     return launch(mpiexec, run.ranks, command_argv())
 
 
+def command_plugins() -> tuple[str, ...]:
+    """The ``pbp --plugin`` modules of this command line, for the processes it starts."""
+    ctx = click.get_current_context(silent=True)
+    return tuple(ctx.find_root().params.get("plugins") or ()) if ctx is not None else ()
+
+
 def command_argv() -> list[str]:
     """The arguments of this ``pbp`` command line (without the program name).
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from .options import out_option, parse_comma_lists, quiet_option, seed_option, timing_settings
-from .runs import command_argv
+from .runs import command_argv, command_plugins
 
 
 @click.command("study")
@@ -77,7 +77,8 @@ def study_command(ctx: click.Context, preset: str, data_dir: Path | None, kdd_fi
     echo = (lambda line: None) if quiet else click.echo
     try:
         doc = run_study(config, out, data_dir=data_dir, kdd_file=kdd_file, progress=not quiet,
-                        log=echo, command=["pbp", *command_argv()])
+                        log=echo, command=["pbp", *command_argv()],
+                        plugins=command_plugins())
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"what was done is in {out / 'study.json'}") from None
     echo(f"study written to {out / 'study.json'} in {doc['wall_s'] / 60:.1f} min; "

@@ -10,7 +10,8 @@ from ..fileio import write_json
 from .options import (dataset_choice, dataset_options, epochs_option, executor_options,
                       lr_schedule_option, network_options, out_option, quiet_option,
                       seed_option)
-from .runs import DataOptions, ExecutorOptions, NetOptions, command_argv, launch_ranks, start_run
+from .runs import (DataOptions, ExecutorOptions, NetOptions, command_argv, command_plugins,
+                   launch_ranks, start_run)
 
 
 @click.command("tune")
@@ -53,11 +54,12 @@ def tune_command(lrs: str | None, batch_sizes: str | None, epochs: int, lr_sched
             f"{started.data.name}: {len(started.data.x_train)} train, "
             f"{len(started.data.x_val)} validation samples; net {started.network.spec}; "
             f"{candidates} candidates, {epochs} epoch(s) each, executor {run.executor}"))
-    doc = tune(started.network, started.data, config, log=started.echo)
+    doc = tune(started.network, started.data, config, log=started.echo,
+               plugins=command_plugins())
     for line in table(doc):
         started.echo(line)
     if out is not None and started.root:
-        from ..bench.environment import environment
+        from ..harness.environment import environment
 
         write_json(out, {**doc, "command": ["pbp", *command_argv()],
                          "environment": environment()})

@@ -7,18 +7,16 @@
 - :mod:`.metrics`      throughput, time per epoch, speedup over the baseline executor
 - :mod:`.environment`  the machine, libraries and commit, recorded with every run
 - :mod:`.plotstyle`    colours, line styles, log axes and legends of every plot
-- :mod:`.plugins`      importing the modules that register executors, in every process
 
 Nothing here imports matplotlib or a peer library at import time.
 """
 
 from .jsonio import load_document, plain, write_document
 from .metrics import epoch_seconds, speedups, throughput, training_throughput
-from .plugins import load_plugins
 from .process import THREAD_VARIABLES, error_line, kill, process_env, run_isolated
 from .records import Measurement, Status, TrainingRun, is_ok
 
 __all__ = ["Measurement", "Status", "THREAD_VARIABLES", "TrainingRun", "epoch_seconds",
-           "error_line", "is_ok", "kill", "load_document", "load_plugins", "plain",
+           "error_line", "is_ok", "kill", "load_document", "plain",
            "process_env", "run_isolated", "speedups", "throughput", "training_throughput",
            "write_document"]

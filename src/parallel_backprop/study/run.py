@@ -40,7 +40,8 @@ from typing import Callable, Sequence
 
 from ..errors import DataError, PbpError
 from ..executors import BASELINE, Layout, executor_class
-from ..harness import (Status, TrainingRun, error_line, load_plugins, plain, process_env,
+from ..plugins import load_plugins
+from ..harness import (Status, TrainingRun, error_line, plain, process_env,
                        run_isolated, speedups, write_document)
 from .config import ACCURACY_TOLERANCE, PARTS, SHAPES, StudyConfig, size_executors, \
     width_systems

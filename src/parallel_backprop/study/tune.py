@@ -47,7 +47,8 @@ import numpy as np
 
 from ..errors import ConfigError, PbpError
 from ..executors import executor_class
-from ..harness import Status, is_ok, load_plugins, training_throughput
+from ..plugins import load_plugins
+from ..harness import Status, is_ok, training_throughput
 from ..network import Network
 from ..trainer import TrainConfig, TrainingDiverged, evaluate, train
 
