@@ -190,21 +190,6 @@ def what_to_do(install_hint: str = "") -> str:
     return f"{hint}, or {install_hint}" if install_hint else hint
 
 
-def locate_images(name: str, data_dir=None, download: bool | None = None,
-                  progress: bool = True) -> dict[str, Path]:
-    """The four IDX files of image data set ``name`` by role; see ``IdxFiles.locate``.
-
-    Kept for callers written before the table of data sets: new code calls
-    ``datasets.fetch_dataset`` or ``datasets.find_source``.
-    """
-    from .base import LoadRequest
-    from .datasets import dataset_spec
-
-    located = dataset_spec(name).locate(LoadRequest(data_dir=data_dir, download=download,
-                                                    progress=progress))
-    return dict(zip(IMAGE_FILES, located.paths))
-
-
 def locate_kdd(kdd_file: str | os.PathLike | None, data_dir=None, download: bool | None = None,
                progress: bool = True, what: str = "KDD file") -> Path:
     """The KDD Cup 99 file to read.

@@ -1,8 +1,9 @@
 """Throughput, and what is derived from it: time per epoch, speedup over the baseline.
 
-One definition each, for the bench harness (samples per second of timed
-steps), the study's training runs and the learning-rate search (samples
-per second of an epoch at steady state).
+One definition each: the bench harness's samples per second of timed
+steps is here; a training run's (the study's runs, the learning-rate
+search, ``pbp train --metrics-json``) is the trainer's
+:func:`~parallel_backprop.trainer.steady_throughput`, its epochs at steady state.
 """
 
 from __future__ import annotations
@@ -15,12 +16,6 @@ from ..executors import BASELINE
 def throughput(samples: float, seconds: float) -> float | None:
     """Samples per second; None when nothing was timed or there were no samples."""
     return samples / seconds if samples and seconds > 0 else None
-
-
-def training_throughput(result, network, config) -> float:
-    """Samples per second of a training run at steady state (the first epoch, which pays
-    warm-up, left out where there are others), as ``pbp train --metrics-json`` says."""
-    return result.summary(network, config)["samples_per_s"]
 
 
 def epoch_seconds(epoch_samples: int, samples_per_s: float) -> float:
@@ -42,4 +37,4 @@ def speedups(records: Sequence, group: Callable[[object], Hashable]) -> list[flo
     return rates
 
 
-__all__ = ["epoch_seconds", "speedups", "throughput", "training_throughput"]
+__all__ = ["epoch_seconds", "speedups", "throughput"]

@@ -34,10 +34,11 @@ import math
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Sequence
 
+from ..data import DATASETS, DataSource, find_source
 from ..errors import DataError, PbpError
 from ..executors import BASELINE, Layout, executor_class
 from ..plugins import load_plugins
@@ -48,16 +49,6 @@ from .config import ACCURACY_TOLERANCE, PARTS, SHAPES, StudyConfig, size_executo
 
 SCHEMA = "parallel-backprop/study/1"
 OUTPUT = "study.json"
-
-
-@dataclass(frozen=True)
-class Source:
-    """A data set found on this machine: how ``pbp train`` and ``load_dataset`` reach it."""
-
-    name: str
-    args: tuple[str, ...]     # pbp train's data options
-    load: dict                # load_dataset's keyword arguments
-    where: str                # for the report
 
 
 def run_study(config: StudyConfig, out_dir: Path, *, data_dir=None, kdd_file=None,
@@ -117,41 +108,25 @@ def _run_part(study: "_Study", part: str, started: float) -> None:
         write_document(study.out_dir / OUTPUT, study.doc)
 
 
-def find_sources(config: StudyConfig, data_dir, kdd_file) -> tuple[dict[str, Source], list[str]]:
+def find_sources(config: StudyConfig, data_dir, kdd_file) -> tuple[dict[str, DataSource],
+                                                                   list[str]]:
     """The data sets of ``config.datasets`` found here (never downloaded), and notes on
-    those that are not. A ``kdd_file`` named explicitly must exist."""
-    from ..data.sources import locate_images, locate_kdd
-
+    those that are not. A file named explicitly (``kdd_file``) must exist."""
     if data_dir is not None and not Path(data_dir).is_dir():
         raise DataError(f"--data-dir {data_dir}: does not exist or is not a folder")
     sources, notes = {}, []
     for name in config.datasets:
-        if name == "synthetic":
-            sizes = (config.samples, config.features, config.classes)
-            sources[name] = Source(name, ("--dataset", name, "--samples", str(sizes[0]),
-                                          "--features", str(sizes[1]), "--classes",
-                                          str(sizes[2])),
-                                   {"synthetic_samples": sizes[0], "synthetic_features": sizes[1],
-                                    "synthetic_classes": sizes[2]},
-                                   f"synthetic, {sizes[0]} samples x {sizes[1]} features, "
-                                   f"{sizes[2]} classes")
-            continue
+        takes_file = "kdd_file" in DATASETS[name].options
         try:
-            if name == "kdd99":
-                path = locate_kdd(kdd_file, data_dir, download=False, progress=False)
-                sources[name] = Source(name, ("--dataset", name, "--kdd-file", str(path)),
-                                       {"kdd_file": path, "download": False}, str(path))
-            else:
-                folder = locate_images(name, data_dir, download=False,
-                                       progress=False)["train-images"].parent
-                sources[name] = Source(name, ("--dataset", name, "--data-dir", str(folder)),
-                                       {"data_dir": folder, "download": False}, str(folder))
+            sources[name] = find_source(
+                name, data_dir, kdd_file=kdd_file, synthetic_samples=config.samples,
+                synthetic_features=config.features, synthetic_classes=config.classes)
         except DataError as exc:
-            if name == "kdd99" and kdd_file is not None:
+            if takes_file and kdd_file is not None:
                 raise
             notes.append(f"{name} is not on this machine, its training parts are skipped "
                          f"({str(exc).split(';')[0]}); give --data-dir"
-                         + (" or --kdd-file" if name == "kdd99" else "")
+                         + (" or --kdd-file" if takes_file else "")
                          + f", or get it with `pbp fetch {name}`")
     return sources, notes
 

@@ -48,9 +48,9 @@ import numpy as np
 from ..errors import ConfigError, PbpError
 from ..executors import executor_class
 from ..plugins import load_plugins
-from ..harness import Status, is_ok, training_throughput
+from ..harness import Status, is_ok
 from ..network import Network
-from ..trainer import TrainConfig, TrainingDiverged, evaluate, train
+from ..trainer import TrainConfig, TrainingDiverged, evaluate, steady_throughput, train
 
 SCHEMA = "parallel-backprop/tune/1"
 # The seed's grid of learning rates.
@@ -213,7 +213,7 @@ def train_candidate(network: Network, config: TrainConfig, x_train, y_train, x_v
     record.update(
         val_accuracy=epochs[-1].val_accuracy, final_loss=epochs[-1].loss,
         train_s=sum(e.epoch_s for e in epochs),
-        samples_per_s=training_throughput(result, network, config),
+        samples_per_s=steady_throughput(result.epochs)[0],
         val_accuracy_per_epoch=[e.val_accuracy for e in epochs], params=result.params)
     return record
 
