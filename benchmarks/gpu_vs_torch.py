@@ -262,7 +262,7 @@ def main(argv=None) -> int:
         import triton  # noqa: F401
     except ImportError as exc:
         sys.exit(f"gpu_vs_torch: needs PyTorch and Triton ({exc}): "
-                 "pip install 'parallel-backprop[gpu]'")
+                 "pip install -e '.[gpu]'")
     if args.dry_run:
         if "gpu" in args.systems and os.environ.get("TRITON_INTERPRET") != "1":
             sys.exit("gpu_vs_torch: --dry-run runs the gpu system under Triton's interpreter: "

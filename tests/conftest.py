@@ -77,6 +77,18 @@ TEST_MARKS = {
     "test_study.py::test_candidates_in_parallel_train_exactly_as_one_at_a_time":
         {"slow", "subprocess"},
     "test_readme.py::test_every_readme_command_runs": {"slow", "subprocess"},
+    "test_bench.py::test_list_systems_names_every_system": {"slow", "subprocess"},
+    "test_bench.py::test_an_executor_registered_by_a_plugin_is_planned_listed_and_measured":
+        {"slow", "subprocess"},
+    "test_bench.py::test_replot_redraws_from_the_json": {"slow"},
+    "test_cli.py::test_plugin_activation_trains_from_the_command_line": {"slow", "subprocess"},
+    "test_cli.py::test_plugin_by_module_name_and_in_tune_worker_processes":
+        {"slow", "subprocess"},
+    "test_cli.py::test_plugin_reaches_the_mpi_ranks": {"slow", "subprocess", "mpi"},
+    "test_cli.py::test_plugin_executor_is_a_choice_of_executor": {"slow", "subprocess"},
+    "test_extending.py::test_toy_executor_trains_through_pbp_train_like_serial":
+        {"slow", "subprocess"},
+    "test_extending.py::test_toy_executor_is_measured_by_pbp_bench": {"slow", "subprocess"},
 }
 
 

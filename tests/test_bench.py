@@ -121,7 +121,7 @@ def test_unavailable_systems_are_skipped_with_a_reason(tiny_grid):
     _, doc, stdout = tiny_grid
     jax = [r for r in doc["records"] if r["system"] == "jax"]
     assert jax and all(r["status"] == "skipped" and r["samples_per_s"] is None for r in jax)
-    assert "jax is not installed (pip install 'parallel-backprop[compare]')" in jax[0]["notes"]
+    assert "jax is not installed (pip install -e '.[compare]')" in jax[0]["notes"]
     hybrid = [r for r in doc["records"] if r["system"] == "hybrid"]
     assert all(r["status"] == "skipped" and "no split" in r["notes"][-1] for r in hybrid)
     assert any(note.startswith("jax skipped: jax is not installed") for note in doc["notes"])

@@ -413,7 +413,7 @@ def test_without_a_gpu_or_the_interpreter_the_cli_says_what_to_do(monkeypatch, c
 
 def test_missing_triton_gives_the_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "triton", None)     # import triton -> ImportError
-    with pytest.raises(ConfigError, match=r"pip install 'parallel-backprop\[gpu\]'"):
+    with pytest.raises(ConfigError, match=r"pip install -e '\.\[gpu\]'"):
         gpu_module.load_backend()
 
 

@@ -38,7 +38,7 @@ def _mpiexec_or_none():
 
 MPIEXEC = _mpiexec_or_none() if find_spec("mpi4py") else None
 needs_mpi = pytest.mark.skipif(
-    MPIEXEC is None, reason="needs mpi4py and mpiexec: pip install 'parallel-backprop[mpi]'")
+    MPIEXEC is None, reason="needs mpi4py and mpiexec: pip install -e '.[mpi]'")
 
 JOB_TIMEOUT = 60     # seconds; the jobs here take 1-3 s
 PBP = [sys.executable, "-m", "parallel_backprop.cli"]
@@ -203,8 +203,8 @@ BAD_LAUNCH = {
                                   "more ranks than the batch size 71"),
     "already under mpiexec": (["--executor", "mpi", "--ranks", "2"], "already runs under mpiexec"),
     "no mpi4py, --ranks": (["--executor", "mpi", "--ranks", "2"],
-                           "pip install 'parallel-backprop[mpi]'"),
-    "no mpi4py, mpi executor": (["--executor", "mpi"], "pip install 'parallel-backprop[mpi]'"),
+                           "pip install -e '.[mpi]'"),
+    "no mpi4py, mpi executor": (["--executor", "mpi"], "pip install -e '.[mpi]'"),
     "no mpiexec": (["--executor", "mpi", "--ranks", "2"], "no mpiexec"),
 }
 

@@ -27,3 +27,8 @@ class InputError(DataError, ValueError):
 
     Also a ``ValueError``: what scikit-learn's conventions ask an estimator to raise.
     """
+
+
+def install_hint(extra: str) -> str:
+    """How to install an optional extra: from the project's folder (it is not on an index)."""
+    return f"pip install -e '.[{extra}]'"

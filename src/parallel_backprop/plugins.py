@@ -63,7 +63,7 @@ def _import_file(path: Path) -> ModuleType:
     if existing is not None and _origin(existing) == path.resolve():
         return existing                      # loaded already, by this process
     other = existing or importlib.util.find_spec(name)
-    if other is not None:
+    if other is not None and _origin(other) != path.resolve():
         raise ConfigError(f"--plugin {path}: the module name {name!r} is already taken "
                           f"(by {_origin(other) or 'a built-in module'}); rename the file")
     spec = importlib.util.spec_from_file_location(name, path)

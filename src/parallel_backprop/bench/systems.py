@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..errors import PbpError
+from ..errors import PbpError, install_hint
 from ..executors import EXECUTORS, Executor, make_executor
 from ..fileio import one_line
 from ..network import Network
@@ -56,7 +56,7 @@ class System:
         missing = missing_modules(self)
         if missing:
             return (f"{', '.join(missing)} is not installed "
-                    f"(pip install 'parallel-backprop[{self.extra}]')")
+                    f"({install_hint(self.extra)})")
         return None
 
     @property

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import install_hint
 from ..network import Network
 
 
@@ -116,7 +117,7 @@ class Executor:
         missing = cls.missing_modules()
         if missing:
             return (f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not "
-                    f"installed (pip install -e '.[{cls.extra}]')")
+                    f"installed ({install_hint(cls.extra)})")
         return None
 
     @classmethod

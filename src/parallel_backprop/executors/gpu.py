@@ -55,7 +55,7 @@ import sys
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, install_hint
 from ..network import Network
 from .base import Executor
 
@@ -78,7 +78,7 @@ def _cuda_present() -> bool:
 # steps run as plain launches (a trainer needs two).
 _MAX_GRAPHS = 8
 
-_INSTALL_HINT = "pip install 'parallel-backprop[gpu]'"
+_INSTALL_HINT = install_hint("gpu")
 
 
 def load_backend():

@@ -75,13 +75,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, PbpError
+from ..errors import ConfigError, PbpError, install_hint
 from ..gemm import gemm
 from ..network import Network
 from .base import Layout
 from .threads import _ALIGN, ThreadsExecutor, shard_bounds
 
-INSTALL_HINT = "pip install 'parallel-backprop[mpi]'"
+INSTALL_HINT = install_hint("mpi")
 
 # Variables a process started by mpiexec (MPICH's Hydra, Intel MPI, Open MPI,
 # PMIx launchers, Slurm's srun with PMI) finds in its environment.

@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Iterable
 
-from ..errors import PbpError
+from ..errors import PbpError, install_hint
 
 PALETTE = tuple(f"C{i}" for i in range(10)) + ("olive", "teal", "navy", "maroon", "purple")
 
@@ -25,7 +25,7 @@ def figure_class():
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        raise PlotsUnavailable("plots need matplotlib: pip install 'parallel-backprop[plots]'") \
+        raise PlotsUnavailable(f"plots need matplotlib: {install_hint('plots')}") \
             from None
     return Figure
 
