@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from .options import out_option, parse_comma_lists, quiet_option, seed_option, timing_settings
+from .options import (out_option, parse_comma_lists, quiet_option, seed_option, timing_options,
+                      timing_settings)
 from .runs import command_argv, command_plugins
 
 
@@ -34,17 +35,10 @@ from .runs import command_argv, command_plugins
               help="Outputs of the 1h and 2h networks.")
 @click.option("--epoch-samples", type=click.IntRange(min=1), default=60000, show_default=True,
               help="Samples in the epoch whose time (epoch_s) is reported.")
-@click.option("--warmup", type=click.FloatRange(min=0),
-              help="Seconds of untimed passes after the first (default 1; --quick 0.2).")
-@click.option("--min-time", type=click.FloatRange(min=0),
-              help="Seconds each timed round lasts at least (default 0.5; --quick 0.1).")
-@click.option("--repeats", type=click.IntRange(min=1),
-              help="Timed rounds per configuration: median and best are reported "
-                   "(default 5; --quick 3).")
+@timing_options({"warmup": "1; --quick 0.2", "min_time": "0.5; --quick 0.1",
+                 "repeats": "5; --quick 3", "timeout": "600; --quick 180"}, "a configuration")
 @click.option("--gemm-size", type=click.IntRange(min=1), default=2048, show_default=True,
               help="n of the n x n x n float32 GEMM that measures the ceiling.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
-              help="Seconds before a configuration is stopped (default 600; --quick 180).")
 @seed_option()
 @out_option("Folder for bench.json, bench.csv and the plots.", default=Path("bench-results"))
 @click.option("--no-plots", is_flag=True, help="Write no PNG plots.")

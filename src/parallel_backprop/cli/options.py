@@ -143,6 +143,35 @@ TIMING_FIELDS = {"warmup": "warmup_s", "min_time": "min_time_s", "repeats": "rep
                  "timeout": "timeout_s"}
 
 
+def timing_options(defaults: dict[str, str], timeout_of: str):
+    """--warmup, --min-time, --repeats and --timeout of the speed measurements.
+
+    ``defaults``: option name -> the default said in its help (the harness
+    presets decide them); ``timeout_of``: what the timeout stops.
+    """
+    def said(name: str) -> str:
+        return f" (default {defaults[name]})" if name in defaults else ""
+
+    options = [
+        click.option("--warmup", type=click.FloatRange(min=0),
+                     help="Seconds of untimed passes after the first" + said("warmup") + "."),
+        click.option("--min-time", type=click.FloatRange(min=0),
+                     help="Seconds each timed round lasts at least" + said("min_time") + "."),
+        click.option("--repeats", type=click.IntRange(min=1),
+                     help="Timed rounds per configuration: median and best are reported"
+                          + said("repeats") + "."),
+        click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
+                     help=f"Seconds before {timeout_of} is stopped" + said("timeout") + "."),
+    ]
+
+    def decorate(func):
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
 def timing_settings(params: dict) -> dict:
     """Take --warmup, --min-time, --repeats and --timeout out of ``params``, by config field."""
     return {field: params.pop(name) for name, field in TIMING_FIELDS.items()}

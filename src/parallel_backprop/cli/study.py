@@ -11,7 +11,8 @@ from pathlib import Path
 
 import click
 
-from .options import out_option, parse_comma_lists, quiet_option, seed_option, timing_settings
+from .options import (out_option, parse_comma_lists, quiet_option, seed_option, timing_options,
+                      timing_settings)
 from .runs import command_argv, command_plugins
 
 
@@ -56,14 +57,9 @@ from .runs import command_argv, command_plugins
 @click.option("--samples", type=click.IntRange(min=1), help="Synthetic data set: samples.")
 @click.option("--features", type=click.IntRange(min=1), help="Synthetic data set: features.")
 @click.option("--classes", type=click.IntRange(min=2), help="Synthetic data set: classes.")
-@click.option("--warmup", type=click.FloatRange(min=0), help="Speed grids: untimed seconds.")
-@click.option("--min-time", type=click.FloatRange(min=0),
-              help="Speed grids: seconds each timed round lasts at least.")
-@click.option("--repeats", type=click.IntRange(min=1), help="Speed grids: timed rounds.")
+@timing_options({}, "a speed configuration or a training run")
 @click.option("--gemm-size", type=click.IntRange(min=1),
               help="n of the n x n x n GEMM that measures the ceiling (default 2048).")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
-              help="Seconds before a configuration or a training run is stopped.")
 @seed_option()
 @out_option("Folder for study.json and the harness's outputs.", default=Path("study-results"))
 @quiet_option("No progress and no tables.")

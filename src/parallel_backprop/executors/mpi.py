@@ -79,7 +79,7 @@ from ..errors import ConfigError, PbpError, install_hint
 from ..gemm import gemm
 from ..network import Network
 from .base import Layout
-from .threads import _ALIGN, ThreadsExecutor, shard_bounds
+from .threads import COLUMN_ALIGN, ThreadsExecutor, shard_bounds
 
 INSTALL_HINT = install_hint("mpi")
 
@@ -243,7 +243,7 @@ class MPIExecutor(ThreadsExecutor):
         self._step = self._reduced[:P]
         self._step_layers = network.layers(self._step)
         # Worker k applies flat slice [cut_k, cut_k+1) of the reduced step.
-        cuts = [min(P, round(k * P / T / _ALIGN) * _ALIGN) for k in range(T)] + [P]
+        cuts = [min(P, round(k * P / T / COLUMN_ALIGN) * COLUMN_ALIGN) for k in range(T)] + [P]
         self._update_params = [self._params[cuts[k]:cuts[k + 1]] for k in range(T)]
         self._update_steps = [self._step[cuts[k]:cuts[k + 1]] for k in range(T)]
         self._mpi_type = MPI.DOUBLE if self._params.dtype == np.float64 else MPI.FLOAT

@@ -75,7 +75,7 @@ _STEP, _PREDICT, _SYNC, _STOP = "step", "predict", "sync", "stop"
 
 # Column slices start on 64-byte boundaries (16 float32), so no two workers
 # write the same cache line of W during the update.
-_ALIGN = 16
+COLUMN_ALIGN = 16
 
 
 class ExecutorStopped(RuntimeError):
@@ -141,7 +141,7 @@ class ThreadsExecutor(Executor):
         self._columns = []
         for weights, bias in self._layers:
             width = bias.shape[0]
-            cuts = [max(0, width - round((T - k) * width / T / _ALIGN) * _ALIGN)
+            cuts = [max(0, width - round((T - k) * width / T / COLUMN_ALIGN) * COLUMN_ALIGN)
                     for k in range(T)]
             cuts[0] = 0
             cuts.append(width)
