@@ -218,7 +218,7 @@ class BackpropClassifier(ClassifierMixin, _Backprop):
         Epochs of ``fit``; ``partial_fit`` runs one.
     executor : str, default=parallel_backprop.executors.BASELINE
         Where training steps run: a name in the registry
-        ``parallel_backprop.executors.EXECUTORS`` (``pbp executors`` lists
+        ``parallel_backprop.executors.EXECUTORS`` (``pbp bench --list-systems`` lists
         them); the default is the one-core baseline.
     threads : int, default=1
         The executor's parallelism (data-parallel workers, or BLAS threads
