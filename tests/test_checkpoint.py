@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -170,10 +171,12 @@ def written_checkpoint(folder, options):
     return latest_checkpoint(folder)
 
 
-def test_recorded_options_leave_out_outputs_and_make_paths_text(tmp_path):
-    options = {"net": "1h", "lr": 0.5, "data_dir": tmp_path, "save": tmp_path / "m.npz",
-               "quiet": True, "ranks": 2, "resume": None}
-    assert recorded_options(options) == {"net": "1h", "lr": 0.5, "data_dir": str(tmp_path)}
+def test_recorded_options_make_paths_text_and_outputs_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    options = {"net": "1h", "lr": 0.5, "data_dir": tmp_path, "save": Path("m.npz"),
+               "metrics_json": None, "quiet": True, "ranks": 2, "resume": None}
+    assert recorded_options(options) == {"net": "1h", "lr": 0.5, "data_dir": str(tmp_path),
+                                         "save": str(tmp_path / "m.npz"), "metrics_json": None}
     assert not NOT_RECORDED & FREE_ON_RESUME
 
 
@@ -192,9 +195,10 @@ def test_start_checkpointing_fresh_and_resumed(tmp_path):
     data = SimpleNamespace(x_train=x, y_train=y, x_val=x[:0], y_val=y[:0], name="synthetic",
                            preprocessor=Identity(7), class_names=["a", "b", "c"])
     state, writer = start_checkpointing(None, tmp_path / "new", network, data,
-                                        {"lr": 0.5, "save": "m.npz"}, keep=2)
+                                        {"lr": 0.5, "quiet": True}, keep=2)
     assert state is None and writer.options == {"lr": 0.5} and (tmp_path / "new").is_dir()
     train(network, TrainConfig(batch_size=64, epochs=1), x, y, progress=False, checkpoint=writer)
+    writer.close()   # the folder's lock, which a second start would otherwise be refused
     checkpoint = latest_checkpoint(tmp_path / "new")
     with pytest.raises(ConfigError, match="already holds checkpoints"):
         start_checkpointing(None, tmp_path / "new", network, data, {})

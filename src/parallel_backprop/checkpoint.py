@@ -24,28 +24,40 @@ folder), so a kill at any moment leaves the previous checkpoints whole; the
 newest ``keep`` are kept. A temporary file left by a kill is removed when a
 run next opens the folder.
 
+A run holds the folder for its lifetime: an advisory lock (``flock``) on
+the file ``.lock`` in it, which also records the holder's process id, so
+that a second run given the same folder is refused rather than rotating
+away the first one's checkpoints. The kernel releases the lock when the
+process ends, however it ends; the file stays (removing it would let two
+runs lock two different files) and is never taken for a checkpoint.
+
 The resume policy (``pbp train --resume``) is here too: which options a
 checkpoint records (:func:`recorded_options`), which a resumed run takes as
 defaults (:func:`resume_defaults`) and may change (``FREE_ON_RESUME``,
 checked by :func:`check_resume_options`), and :func:`start_checkpointing`,
-which checks a resumed run is the same run and makes the writer.
+which checks a resumed run is the same run and makes the writer. The
+outputs (``--save``, ``--metrics-json``) are recorded as absolute paths, so
+that a resumed run, from any folder, writes them where the first run would
+have; given again, they replace the recorded ones.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import math
 import os
 import re
+import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ConfigError, ModelFileError
-from .fileio import atomic_open, output_folder
+from .fileio import atomic_open, check_distinct, labelled, output_folder, same_file
 from .modelio import VERSION, Model, model_arrays, model_from_arrays, read_npz
 from .network import Network
 from .trainer import EpochMetrics, TrainState
@@ -53,6 +65,7 @@ from .trainer import EpochMetrics, TrainState
 FORMAT = "parallel-backprop-checkpoint"
 NAME = re.compile(r"checkpoint-(\d{10})\.npz")
 TEMPORARY = re.compile(r"\.checkpoint-\d{10}\.npz\..*\.tmp")
+LOCK = ".lock"
 
 
 @dataclass
@@ -93,20 +106,69 @@ def remove_temporaries(folder: str | os.PathLike) -> None:
                 path.unlink()
 
 
-def prepare_folder(folder: str | os.PathLike, resuming: bool) -> Path:
-    """Create ``folder`` if needed and check it can take checkpoints now, before training.
+def prepare_folder(folder: str | os.PathLike, resuming: bool,
+                   outputs: dict | None = None) -> tuple[Path, int]:
+    """Create ``folder`` if needed, lock it, and check it can take checkpoints now.
 
-    A fresh run refuses a folder that already holds checkpoints: they
-    belong to another run, which ``--resume`` would continue.
+    Returns the folder and the descriptor holding its lock (see
+    :func:`lock_folder`). A fresh run refuses a folder that already holds
+    checkpoints: they belong to another run, which ``--resume`` would
+    continue. ``outputs`` (option -> path or None) are refused if the
+    checkpoints would replace them or are them.
     """
     folder = output_folder(folder, ("checkpoint-0000000000.npz",), "checkpoint folder")
-    existing = checkpoint_paths(folder)
-    if existing and not resuming:
-        raise ConfigError(
-            f"checkpoint folder {folder}: already holds checkpoints of a run (newest "
-            f"{existing[-1].name}); continue it with --resume {folder}, or choose another folder")
-    remove_temporaries(folder)
-    return folder
+    check_not_checkpoints(folder, outputs or {})
+    lock = lock_folder(folder)
+    try:
+        existing = checkpoint_paths(folder)
+        if existing and not resuming:
+            raise ConfigError(
+                f"checkpoint folder {folder}: already holds checkpoints of a run (newest "
+                f"{existing[-1].name}); continue it with --resume {folder}, or choose another "
+                "folder")
+        remove_temporaries(folder)
+    except BaseException:
+        os.close(lock)
+        raise
+    return folder, lock
+
+
+def check_not_checkpoints(folder: Path, outputs: dict) -> None:
+    """Refuse an output that is a checkpoint or the lock of ``folder``, or will be one."""
+    for option, path in outputs.items():
+        target = Path(os.path.realpath(path)) if path is not None else None
+        if target is None or not same_file(target.parent, folder):
+            continue
+        if NAME.fullmatch(target.name) or TEMPORARY.fullmatch(target.name) or target.name == LOCK:
+            raise ConfigError(f"{option} {path}: a name the checkpoints use in the checkpoint "
+                              f"folder {folder}; expected a file the checkpoints leave alone")
+    # A hard link to a checkpoint, under any name:
+    check_distinct(outputs, {f"checkpoint {p.name}": p for p in checkpoint_paths(folder)})
+
+
+def lock_folder(folder: Path) -> int:
+    """Take ``folder``'s lock for this process; a ConfigError if another run holds it.
+
+    Returns the open descriptor: the lock lasts until it is closed or the
+    process ends. The holder's pid is written into the file, for the message.
+    """
+    path = folder / LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise ConfigError(f"checkpoint folder {folder}: cannot create its lock file {LOCK} "
+                          f"({exc.strerror})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise ConfigError(f"checkpoint folder {folder}: in use by another run (pid {holder}); "
+                          "wait for it to end, or choose another folder") from None
+    with contextlib.suppress(OSError):     # the pid only informs; a full disk may refuse it
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 class CheckpointWriter:
@@ -127,11 +189,14 @@ class CheckpointWriter:
     enabled : bool
         False on processes that must not write (every MPI rank but the root):
         the call then does nothing, so every process runs the same loop.
+    lock : int or None
+        The descriptor holding the folder's lock (:func:`lock_folder`), closed
+        by :meth:`close` or when the writer is collected.
     """
 
     def __init__(self, folder: str | os.PathLike, network: Network, preprocessor,
                  class_names: list[str], dataset: str, options: dict, fingerprint: str,
-                 keep: int = 3, enabled: bool = True):
+                 keep: int = 3, enabled: bool = True, lock: int | None = None):
         if not (isinstance(keep, int) and keep >= 1):
             raise ConfigError(f"keep {keep!r} checkpoints: expected a positive integer")
         self.folder = Path(folder)
@@ -140,6 +205,12 @@ class CheckpointWriter:
         self.options, self.fingerprint = dict(options), fingerprint
         self.keep, self.enabled = keep, enabled
         self.last_path: Path | None = None
+        self._release = weakref.finalize(self, os.close, lock) if lock is not None else None
+
+    def close(self) -> None:
+        """Release the folder's lock (once the run writes no more checkpoints)."""
+        if self._release is not None:
+            self._release()
 
     def __call__(self, state: TrainState) -> Path | None:
         if not self.enabled:
@@ -158,7 +229,7 @@ class CheckpointWriter:
             "options": np.array(json.dumps(self.options)),
             "fingerprint": np.array(self.fingerprint),
         }
-        with atomic_open(path, "wb") as handle:
+        with atomic_open(path, "wb", "checkpoint") as handle:
             np.savez(handle, **arrays)
         _fsync_folder(self.folder)   # the rename itself survives a power cut
         self.last_path = path
@@ -262,19 +333,32 @@ def check_same_run(checkpoint: Checkpoint, network: Network, fingerprint: str) -
 
 # ---- the resume policy of ``pbp train --resume`` ------------------------------------
 
-NOT_RECORDED = frozenset({"save", "metrics_json", "quiet", "checkpoint_dir", "checkpoint_every",
-                          "keep_checkpoints", "resume", "ranks"})
+NOT_RECORDED = frozenset({"quiet", "checkpoint_dir", "checkpoint_every", "keep_checkpoints",
+                          "resume", "ranks"})
 """Options of ``pbp train`` that do not define the run: never recorded in a checkpoint."""
 
-FREE_ON_RESUME = frozenset({"data_dir", "kdd_file", "test_file", "epochs"})
+OUTPUTS = frozenset({"save", "metrics_json"})
+"""Recorded options naming the run's outputs: absolute paths, which a resumed
+run writes unless given others."""
+
+FREE_ON_RESUME = frozenset({"data_dir", "kdd_file", "test_file", "epochs"}) | OUTPUTS
 """Recorded options a resumed run may change: where the data are (the data
-themselves are checked by fingerprint) and how many epochs to train in all."""
+themselves are checked by fingerprint), how many epochs to train in all, and
+where the outputs go."""
 
 
 def recorded_options(options: dict) -> dict:
-    """The options (parameter name -> value) that define a run, as plain JSON values."""
-    return {name: str(value) if isinstance(value, Path) else value
-            for name, value in options.items() if name not in NOT_RECORDED}
+    """The options (parameter name -> value) that define a run, as plain JSON values.
+
+    Paths are text; outputs are made absolute (a resumed run may start elsewhere).
+    """
+    def plain(name: str, value):
+        if value is not None and name in OUTPUTS:
+            return os.path.abspath(value)
+        return str(value) if isinstance(value, Path) else value
+
+    return {name: plain(name, value) for name, value in options.items()
+            if name not in NOT_RECORDED}
 
 
 def resume_defaults(checkpoint: Checkpoint) -> dict:
@@ -306,15 +390,19 @@ def start_checkpointing(checkpoint: Checkpoint | None, folder: str | os.PathLike
     data), or None. ``data``: a :class:`~.data.Dataset`. ``options``: the
     run's, recorded in every checkpoint (see :func:`recorded_options`).
     Every process gets a writer, so that all run the same loop; only an
-    ``enabled`` one (rank 0 under MPI) prepares the folder and writes.
+    ``enabled`` one (rank 0 under MPI) prepares and locks the folder and
+    writes; close the writer at the end of the run to release the lock.
     """
     fingerprint = data_fingerprint(data.x_train, data.y_train, data.x_val, data.y_val)
     if checkpoint is not None:
         check_same_run(checkpoint, network, fingerprint)
+    lock = None
     if enabled:   # resuming into the checkpoint's own folder; any other must hold no run
         same = (checkpoint is not None
                 and Path(folder).resolve() == checkpoint.path.parent.resolve())
-        folder = prepare_folder(folder, resuming=same)
+        outputs = {f"--{name.replace('_', '-')}": options.get(name) for name in sorted(OUTPUTS)}
+        folder, lock = prepare_folder(folder, resuming=same, outputs=outputs)
     writer = CheckpointWriter(folder, network, data.preprocessor, data.class_names, data.name,
-                              recorded_options(options), fingerprint, keep=keep, enabled=enabled)
+                              recorded_options(options), fingerprint, keep=keep, enabled=enabled,
+                              lock=lock)
     return (None if checkpoint is None else checkpoint.state), writer

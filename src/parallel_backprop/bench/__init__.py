@@ -71,10 +71,11 @@ def replot(source: Path, out_dir: Path, *, log: Callable[[str], None] = print) -
     """Redraw the plots and reprint the summary of an earlier ``bench.json``; measures nothing."""
     from ..fileio import output_folder
     from . import report
-    from .plots import write_plots
+    from .plots import PLOTS, write_plots
 
     doc = report.load(source, label=f"--replot {source}")
-    out_dir = output_folder(out_dir)
+    out_dir = output_folder(out_dir, tuple(f"{name}.png" for name in PLOTS),
+                            inputs={"--replot": source})
     doc["plots"] = [path.name for path in write_plots(doc, out_dir)]
     for line in report.summary(doc):
         log(line)

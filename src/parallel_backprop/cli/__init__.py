@@ -19,6 +19,7 @@ import click
 
 from .. import __version__
 from ..errors import PbpError
+from ..fileio import one_line, os_reason
 from .bench import bench_command
 from .fetch import fetch_command
 from ..plugins import load_plugins
@@ -63,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(1, str(exc))
     except MemoryError:
         return _fail(1, "out of memory; try a smaller --batch-size or --limit")
+    except OSError as exc:   # a file failing where no reader or writer named it: still one line
+        return _fail(1, f"{exc.filename}: {os_reason(exc)}" if exc.filename else one_line(exc))
     return result if isinstance(result, int) else 0
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..data import DATASETS
 from ..errors import PbpError
-from ..fileio import atomic_open, check_writable
+from ..fileio import atomic_open, check_outputs
 from ..modelio import load_model
 from ..trainer import predict_outputs
 from .options import dataset_choice, dataset_options, quiet_option, seed_option
@@ -33,11 +33,12 @@ def predict_command(model_path: Path, input_path: Path | None, seed: int, output
                     quiet: bool, **params):
     """Predict classes with a saved MODEL and print the accuracy when labels are known."""
     data = DataOptions.take(params)
-    if output is not None:
-        if output.suffix not in OUTPUT_SUFFIXES:
-            raise PbpError(f"--output {output}: expected a .csv or .npy file name")
-        check_writable(output, "--output")
+    if output is not None and output.suffix not in OUTPUT_SUFFIXES:
+        raise PbpError(f"--output {output}: expected a .csv or .npy file name")
     model = load_model(model_path)
+    inputs = ({"--input": input_path} if input_path is not None
+              else data.input_files(data.dataset or model.dataset))
+    check_outputs({"--output": output}, {"MODEL": model_path, **inputs})
     if input_path is not None:
         from ..data import load_features_file
 
@@ -70,7 +71,7 @@ def _test_split(model, model_path: Path, data: DataOptions, seed: int, quiet: bo
 
 def write_predictions(path: Path, predicted: np.ndarray, class_names: list[str]) -> None:
     """Write predicted class indices as .npy, or as .csv rows ``index,class,name``."""
-    with atomic_open(path, "wb") as handle:
+    with atomic_open(path, "wb", "--output") as handle:
         if path.suffix == ".npy":
             np.save(handle, predicted)
             return

@@ -16,9 +16,9 @@ from typing import Callable
 import click
 
 from ..data import Dataset
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..executors import GpuExecutor, executor_class
-from ..fileio import check_writable
+from ..fileio import check_outputs
 from ..network import Network
 from ..trainer import TrainConfig
 
@@ -58,6 +58,27 @@ class DataOptions(OptionGroup):
             kdd_file=self.kdd_file, kdd_test_file=self.test_file,
             synthetic_samples=self.samples, synthetic_features=self.features,
             synthetic_classes=self.classes, fitted=fitted, image_scaling=self.image_scaling)
+
+    def input_files(self, dataset: str | None = None) -> dict:
+        """The files the data set (``dataset`` overrides ``--dataset``) is read from, by label:
+        those found here without downloading, which no output may replace."""
+        from ..data import DATASETS, fetch_dataset
+
+        name = dataset or self.dataset
+        spec = DATASETS.get(name)
+        if spec is None or spec.generated:
+            return {}
+        try:
+            found = fetch_dataset(name, self.data_dir, progress=False, download=False,
+                                  kdd_file=self.kdd_file)
+        except DataError:      # not here: loading says so, or downloads them
+            found = []
+        given = self.kdd_file if "kdd_file" in spec.options and self.kdd_file != "full" else None
+        files = {"--kdd-file" if given is not None and path == Path(given)
+                 else f"{name} data file {path.name}": path for path in found}
+        if "kdd_test_file" in spec.options:
+            files["--test-file"] = self.test_file
+        return files
 
 
 @dataclass(frozen=True)
@@ -122,13 +143,14 @@ def start_run(data: DataOptions, net: NetOptions, run: ExecutorOptions, *, seed:
               quiet: bool, outputs: dict, header: Callable[[Run], str]) -> Run:
     """Check the outputs, load the data, build the network and print ``header(run)``.
 
-    ``outputs``: option name -> path (or None) of the files written at the end.
+    ``outputs``: option name -> path (or None) of the files written at the end;
+    none may be one of the data files (see :func:`..fileio.check_outputs`).
     Under MPI every rank calls this with the same seed (same data, same
     batches); only rank 0 checks and writes outputs, and prints.
     """
     rank, n_ranks = mpi_world() if run.distributed else (0, 1)
     if rank == 0:   # fail on an unwritable output now, not after the training it would lose
-        check_outputs(outputs)
+        check_outputs(outputs, data.input_files())
     if run.on_gpu:   # no GPU (or no Triton): say so before loading any data
         from ..executors.gpu import load_backend, select_device
 
@@ -138,13 +160,6 @@ def start_run(data: DataOptions, net: NetOptions, run: ExecutorOptions, *, seed:
     started = Run(dataset, net.build(dataset), rank, n_ranks, echo)
     echo(header(started))
     return started
-
-
-def check_outputs(outputs: dict) -> None:
-    """Check that each output path given (option name -> path or None) can be written."""
-    for option, path in outputs.items():
-        if path is not None:
-            check_writable(path, option)
 
 
 def mpi_world() -> tuple[int, int]:
@@ -162,7 +177,8 @@ def mpi_world() -> tuple[int, int]:
     return rank, n_ranks
 
 
-def launch_ranks(run: ExecutorOptions, batch_size: int, outputs: dict) -> int:
+def launch_ranks(run: ExecutorOptions, batch_size: int, outputs: dict,
+                 inputs: dict | None = None) -> int:
     """``--ranks N``: check what can be checked here, then run this command under mpiexec.
 
     The ranks re-run this process's whole command line (:func:`command_argv`)
@@ -174,7 +190,7 @@ def launch_ranks(run: ExecutorOptions, batch_size: int, outputs: dict) -> int:
         raise ConfigError(f"--ranks {run.ranks}: only the mpi executor runs on ranks; add "
                           f"--executor mpi or drop --ranks (executor {run.executor!r})")
     mpiexec = check_launch(run.ranks, batch_size)
-    check_outputs(outputs)
+    check_outputs(outputs, inputs)
     return launch(mpiexec, run.ranks, command_argv())
 
 

@@ -15,7 +15,7 @@ import click
 from ..checkpoint import (check_resume_options, latest_checkpoint, resume_defaults,
                           start_checkpointing)
 from ..errors import ConfigError
-from ..fileio import write_json
+from ..fileio import labelled, write_json
 from ..modelio import Model, save_model
 from ..trainer import TrainConfig, TrainingInterrupted, evaluate, train
 from .options import (dataset_choice, dataset_options, epochs_option, executor_options,
@@ -111,7 +111,7 @@ def train_command(ctx: click.Context, **params):
     folder = saving.checkpoint_dir or saving.resume
     config = job.config(run)
     if run.ranks is not None:
-        return launch_ranks(run, config.batch_size, job.outputs)
+        return launch_ranks(run, config.batch_size, job.outputs, data.input_files())
     started = start_run(data, net, run, seed=job.seed, quiet=job.quiet, outputs=job.outputs,
                         header=lambda started: _header(started, run))
     resume_state, writer = None, None
@@ -121,20 +121,31 @@ def train_command(ctx: click.Context, **params):
             keep=saving.keep_checkpoints, enabled=started.root)
     if resume_state is not None:
         started.echo(f"resuming from {resumed.path} (epoch {resume_state.epoch}, "
-                     f"step {resume_state.step})")
+                     f"step {resume_state.step}){_destinations(job)}")
     try:
         result = train(started.network, config, started.data.x_train, started.data.y_train,
                        started.data.x_val, started.data.y_val,
                        progress=started.root and not job.quiet, log=started.echo,
                        resume=resume_state, checkpoint=writer,
                        checkpoint_every=saving.checkpoint_every)
+        if started.root:
+            _report(started, result, config, job, run)
     except TrainingInterrupted as exc:
         raise TrainingInterrupted(
             f"{exc}; checkpoint saved in {folder}; continue with "
             f"`pbp train --resume {folder}`", exc.state) from None
-    if started.root:
-        _report(started, result, config, job, run)
+    finally:
+        if writer is not None:   # the folder's lock: another run may take it now
+            writer.close()
     return 0
+
+
+def _destinations(job: "TrainOptions") -> str:
+    """Where a resumed run writes its outputs (restored from the checkpoint or given)."""
+    said = [f"{what} {path}" for what, path in (("the model will be saved to", job.save),
+                                                ("the metrics written to", job.metrics_json))
+            if path is not None]
+    return f"; {' and '.join(said)}" if said else ""
 
 
 def _header(started: Run, run: ExecutorOptions) -> str:
@@ -159,9 +170,10 @@ def _report(started: Run, result, config: TrainConfig, job: TrainOptions,
     echo(f"test accuracy {result.test_accuracy:.4f}  "
          f"({summary['samples_per_s']:,.0f} samples/s, {summary['epoch_s']:.2f} s/epoch)")
     if job.save is not None:
-        save_model(job.save, Model(network, result.params, data.preprocessor, data.class_names,
-                                   data.name, metadata=summary))
+        with labelled("--save"):
+            save_model(job.save, Model(network, result.params, data.preprocessor,
+                                       data.class_names, data.name, metadata=summary))
         echo(f"model saved to {job.save}")
     if job.metrics_json is not None:
-        write_json(job.metrics_json, summary, indent=2)
+        write_json(job.metrics_json, summary, indent=2, what="--metrics-json")
 

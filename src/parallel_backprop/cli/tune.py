@@ -46,7 +46,7 @@ def tune_command(lrs: str | None, batch_sizes: str | None, epochs: int, lr_sched
         train=run.train_config(epochs=epochs, seed=seed, lr_schedule=lr_schedule), jobs=jobs)
     outputs = {"--out": out}
     if run.ranks is not None:
-        return launch_ranks(run, min(config.batch_sizes), outputs)
+        return launch_ranks(run, min(config.batch_sizes), outputs, data.input_files())
     candidates = len(config.candidates())
     started = start_run(
         data, net, run, seed=seed, quiet=quiet, outputs=outputs,
@@ -62,5 +62,5 @@ def tune_command(lrs: str | None, batch_sizes: str | None, epochs: int, lr_sched
         from ..harness.environment import environment
 
         write_json(out, {**doc, "command": ["pbp", *command_argv()],
-                         "environment": environment()})
+                         "environment": environment()}, what="--out")
     return 0

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import PbpError, install_hint
+from ..fileio import atomic_open
 
 PALETTE = tuple(f"C{i}" for i in range(10)) + ("olive", "teal", "navy", "maroon", "purple")
 
@@ -84,8 +85,9 @@ def legend(fig, axes) -> None:
 
 
 def save(fig, path: Path) -> Path:
-    """Write ``fig`` as a PNG at ``path``; the path."""
-    fig.savefig(path, dpi=110)
+    """Write ``fig`` as a PNG at ``path`` (atomically, like every output); the path."""
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=110)
     return path
 
 

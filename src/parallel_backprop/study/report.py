@@ -38,7 +38,7 @@ def write_report(source: Path, out_dir: Path) -> dict:
     from .figures import write_figures
 
     doc = load_study(source)
-    out_dir = output_folder(out_dir, OUTPUTS)
+    out_dir = output_folder(out_dir, OUTPUTS, inputs={"STUDY.json": source})
     figures = write_figures(doc, out_dir / FIGURES_DIR)
     blocks = build(doc, figures)
     with atomic_open(out_dir / "report.md", "w") as handle:

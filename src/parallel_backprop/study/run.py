@@ -64,7 +64,8 @@ def run_study(config: StudyConfig, out_dir: Path, *, data_dir=None, kdd_file=Non
     from ..harness.environment import environment, load_average, warnings
 
     sources, notes = find_sources(config, data_dir, kdd_file)
-    out_dir = output_folder(out_dir, (OUTPUT,))
+    out_dir = output_folder(out_dir, (OUTPUT,), inputs={
+        f"{s.name} data": s.load.get("kdd_file") for s in sources.values()})
     load_plugins(plugins)
     env = environment()
     doc = {"schema": SCHEMA, "preset": config.preset, "command": command or sys.argv,
