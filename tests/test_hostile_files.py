@@ -25,28 +25,14 @@ import pytest
 
 from parallel_backprop.checkpoint import checkpoint_paths, latest_checkpoint
 from parallel_backprop.cli import main
-from parallel_backprop.data import write_idx
 from parallel_backprop.modelio import load_model
+from test_hostile_input import mnist_folder, one_clear_line, run
 
 SMALL = ["--dataset", "synthetic", "--samples", "300", "--features", "6", "--classes", "3",
          "--net", "6-8-3", "--batch-size", "16", "--epochs", "1", "--quiet"]
 KDD = ["--dataset", "kdd99", "--kdd-encoding", "ordinal", "--net", "41-8-1", "--epochs", "1",
        "--quiet"]
 TIMEOUT = 120   # seconds any process a test starts may take
-
-
-def run(argv, capsys):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def one_clear_line(code, err, *expected):
-    assert code != 0
-    assert err.startswith("pbp: error:") and err.strip().count("\n") == 0, err
-    assert "Traceback" not in err
-    for text in expected:
-        assert text in err, err
 
 
 def snapshot(folder: Path, skip=()) -> dict:
@@ -81,17 +67,6 @@ def kdd_file(path: Path, rows=60) -> Path:
     path.write_text("".join(f"{row.replace('181', str(100 + i))}{'normal' if i % 2 else 'smurf'}."
                             "\n" for i in range(rows)))
     return path
-
-
-def mnist_folder(folder: Path, n=24) -> Path:
-    rng = np.random.default_rng(0)
-    folder.mkdir()
-    for stem, count in (("train", n), ("t10k", n // 2)):
-        write_idx(folder / f"{stem}-images-idx3-ubyte.gz",
-                  rng.integers(0, 256, (count, 28, 28), dtype=np.uint8), compress=True)
-        write_idx(folder / f"{stem}-labels-idx1-ubyte.gz",
-                  rng.integers(0, 10, count, dtype=np.uint8), compress=True)
-    return folder
 
 
 # ---- case 1: a device, a FIFO, a socket, a symbolic link ---------------------------------

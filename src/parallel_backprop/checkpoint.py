@@ -57,7 +57,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError, ModelFileError
-from .fileio import atomic_open, check_distinct, labelled, output_folder, same_file
+from .fileio import atomic_open, check_distinct, output_folder, same_file
 from .modelio import VERSION, Model, model_arrays, model_from_arrays, read_npz
 from .network import Network
 from .trainer import EpochMetrics, TrainState
