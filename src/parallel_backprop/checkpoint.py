@@ -57,7 +57,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError, ModelFileError
-from .fileio import atomic_open, check_distinct, output_folder, same_file
+from .fileio import OutputError, atomic_open, check_distinct, output_folder, same_file
 from .modelio import VERSION, Model, model_arrays, model_from_arrays, read_npz
 from .network import Network
 from .trainer import EpochMetrics, TrainState
@@ -152,11 +152,10 @@ def lock_folder(folder: Path) -> int:
     Returns the open descriptor: the lock lasts until it is closed or the
     process ends. The holder's pid is written into the file, for the message.
     """
-    path = folder / LOCK
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:   # never through a link: the lock is this folder's
+        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
     except OSError as exc:
-        raise ConfigError(f"checkpoint folder {folder}: cannot create its lock file {LOCK} "
+        raise ConfigError(f"checkpoint folder {folder}: cannot open its lock file {LOCK} "
                           f"({exc.strerror})") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -229,8 +228,14 @@ class CheckpointWriter:
             "options": np.array(json.dumps(self.options)),
             "fingerprint": np.array(self.fingerprint),
         }
-        with atomic_open(path, "wb", "checkpoint") as handle:
-            np.savez(handle, **arrays)
+        try:
+            with atomic_open(path, "wb", "checkpoint") as handle:
+                np.savez(handle, **arrays)
+        except OutputError as exc:   # a full disk: what was checkpointed before still stands
+            if not checkpoint_paths(self.folder):
+                raise
+            raise OutputError(exc.what, exc.path, f"{exc.reason}; the earlier checkpoints are "
+                              f"kept: continue with --resume {self.folder}") from None
         _fsync_folder(self.folder)   # the rename itself survives a power cut
         self.last_path = path
         for old in checkpoint_paths(self.folder)[:-self.keep]:

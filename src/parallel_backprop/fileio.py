@@ -118,7 +118,7 @@ def check_writable(path: str | os.PathLike, what: str = "output file") -> Path:
                 raise PbpError(f"{what} {shown}: is {kind}, expected a regular file path")
         if not os.access(target, os.W_OK):
             raise PbpError(f"{what} {shown}: exists and is not writable")
-    parent = target.parent
+    parent = target.parent if path.is_symlink() else path.parent
     if not parent.is_dir():
         raise PbpError(f"{what} {shown}: folder {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
