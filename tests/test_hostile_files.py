@@ -300,7 +300,9 @@ def test_two_runs_started_together_on_one_folder(tmp_path):
         _, err = loser.communicate(timeout=TIMEOUT)
         one_clear_line(loser.returncode, err,
                        f"checkpoint folder {folder}: in use by another run (pid {winner.pid})")
-        winner.send_signal(signal.SIGINT)   # Ctrl-C: the winner checkpoints and stops
+        while not checkpoint_paths(folder) and time.monotonic() < deadline:
+            time.sleep(0.02)     # the winner is training: its Ctrl-C writes a checkpoint
+        winner.send_signal(signal.SIGINT)
         _, err = winner.communicate(timeout=TIMEOUT)
         assert winner.returncode == 130, err
     finally:
