@@ -89,6 +89,15 @@ TEST_MARKS = {
     "test_extending.py::test_toy_executor_trains_through_pbp_train_like_serial":
         {"slow", "subprocess"},
     "test_extending.py::test_toy_executor_is_measured_by_pbp_bench": {"slow", "subprocess"},
+    "test_hostile_files.py::test_two_runs_started_together_on_one_folder": {"slow", "subprocess"},
+    "test_hostile_files.py::test_a_held_folder_is_refused_and_free_once_its_holder_dies":
+        {"subprocess"},
+    # mount and umount a tiny tmpfs
+    "test_hostile_files.py::test_full_disk_is_one_line_and_the_previous_file_stays":
+        {"subprocess"},
+    "test_hostile_files.py::test_full_disk_while_checkpointing_keeps_the_earlier_checkpoints":
+        {"subprocess"},
+    "test_hostile_files.py::test_full_disk_for_predictions": {"subprocess"},
 }
 
 
