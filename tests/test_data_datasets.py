@@ -407,7 +407,7 @@ def test_features_file_npy_images(tmp_path):
     assert y is None and x.dtype == np.float32 and x.shape == (5, 784)
     np.testing.assert_array_equal(x, images.reshape(5, 784) / np.float32(255))
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object))
-    with pytest.raises(DataError, match=r"obj\.npy: holds Python objects"):
+    with pytest.raises(DataError, match=r"obj\.npy: the array contains pickled objects"):
         load_features_file(tmp_path / "obj.npy", prep, 784)
     (tmp_path / "junk.npy").write_bytes(b"junk")
     with pytest.raises(DataError, match=r"junk\.npy: not a valid \.npy file"):

@@ -17,6 +17,7 @@ Keys::
 from __future__ import annotations
 
 import json
+import math
 import struct
 import zipfile
 import zlib
@@ -31,6 +32,7 @@ from .activations import activation_names
 from .errors import ModelFileError, PbpError
 from .fileio import atomic_open, one_line
 from .network import Network
+from .resources import check_allocation, prediction_bytes
 
 FORMAT = "parallel-backprop-model"
 VERSION = 1
@@ -95,7 +97,8 @@ def read_npz(path: str | Path, what: str = "model file",
                     continue
                 key = info.filename[:-len(".npy")]
                 with archive.open(info) as member:
-                    _check_npy_header(path, what, error, key, member, info.file_size)
+                    read_npy_header(member, info.file_size, f"{what} {path}: array {key!r}",
+                                    error)
                 with archive.open(info) as member:
                     arrays[key] = npy_format.read_array(member, allow_pickle=False)
     except PbpError:
@@ -110,25 +113,48 @@ def read_npz(path: str | Path, what: str = "model file",
     return arrays
 
 
-def _check_npy_header(path, what, error, key, member, member_size: int) -> None:
-    """Refuse object arrays and shapes that do not fit the member's bytes, before reading."""
-    version = npy_format.read_magic(member)
+def read_npy_header(stream, size: int, where: str,
+                    error: type[PbpError]) -> tuple[tuple, np.dtype]:
+    """Shape and dtype of the ``.npy`` array at the start of ``stream``, checked before reading.
+
+    ``size``: the bytes of the file (or archive member) the stream reads;
+    ``where``: what to call the array in a message ("x.npy: the array").
+    Refused as one-line ``error``, before anything is allocated: format
+    versions other than 1.0 and 2.0, object arrays (never unpickled), a shape
+    needing more bytes than are stored after the header (a forged or
+    truncated header), and one needing more than this machine's memory (an
+    archive member's size is itself forgeable). A malformed header raises
+    ValueError, the caller's to name. The stream is left at the data.
+    """
+    version = npy_format.read_magic(stream)
     if version == (1, 0):
-        shape, _, dtype = npy_format.read_array_header_1_0(member)
+        shape, _, dtype = npy_format.read_array_header_1_0(stream)
     elif version == (2, 0):
-        shape, _, dtype = npy_format.read_array_header_2_0(member)
+        shape, _, dtype = npy_format.read_array_header_2_0(stream)
     else:
-        raise error(f"{what} {path}: array {key!r} in .npy format version {version}, "
-                    "expected 1.0 or 2.0")
+        raise error(f"{where} in .npy format version {version}, expected 1.0 or 2.0")
     if dtype.hasobject:
-        raise error(f"{what} {path}: array {key!r} contains pickled objects, which are never "
-                    "loaded (these files hold only numeric and text arrays)")
-    count = 1
-    for dim in shape:
-        count *= dim
-    if count * dtype.itemsize > member_size:
-        raise error(f"{what} {path}: array {key!r} claims shape {shape} of {dtype}, more than "
-                    f"the {member_size} bytes stored; the file is corrupt")
+        raise error(f"{where} contains pickled objects, which are never loaded "
+                    "(these files hold only numeric and text arrays)")
+    nbytes, stored = math.prod(shape) * dtype.itemsize, size - stream.tell()
+    if nbytes > stored:
+        raise error(f"{where} claims shape {shape} of {dtype} ({nbytes:,} bytes), more than "
+                    f"the {stored:,} bytes stored; the file is corrupt or truncated")
+    check_allocation(nbytes, f"{where} of shape {shape} and type {dtype}", error)
+    return shape, dtype
+
+
+def _check_network_fits(network: Network, where: str) -> None:
+    """Refuse, before its parameters are used, a network this machine cannot hold.
+
+    The parameters' member has passed its own size check; this bounds what
+    using the model costs (parameters copied into an executor, one sample's
+    buffers), so that layer sizes of 10**9 fail here in a line rather than
+    in the first prediction.
+    """
+    check_allocation(prediction_bytes(network, batch=1),
+                     f"{where}: net {network.spec} ({network.n_params:,} parameters)",
+                     ModelFileError)
 
 
 def load_model(path: str | Path) -> Model:
@@ -223,6 +249,7 @@ def model_from_arrays(arrays: dict[str, np.ndarray], where: str,
     sizes, activations = _architecture(fields)
     try:
         network = Network(sizes, activations, fields.text("loss"))
+        _check_network_fits(network, where)
         params = _params(fields, network)
         preprocessor = preprocessor_from_arrays(fields.prefixed("prep."))
         metadata = json.loads(fields.text("metadata"))

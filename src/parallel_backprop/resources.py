@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import ConfigError
+from .errors import ConfigError, PbpError
 from .network import Network
 
 
@@ -25,6 +25,15 @@ def training_bytes(network: Network, batch: int, threads: int = 1) -> int:
                 + 2 * batch * (network.sizes[0] + network.sizes[-1]))
 
 
+def prediction_bytes(network: Network, batch: int) -> int:
+    """About how many bytes of host memory predicting with ``network`` takes, inputs excluded.
+
+    The parameters twice (the caller's and the executor's copy) and the
+    buffers of one worker's pass over ``batch`` rows, as training counts them.
+    """
+    return training_bytes(network, batch, threads=1) - 4 * network.n_params
+
+
 def physical_memory() -> int | None:
     """Bytes of RAM of this machine, or None where the OS does not say."""
     try:
@@ -39,10 +48,34 @@ def check_fits_in_memory(network: Network, batch: int, threads: int = 1) -> None
     An absurd ``--net 784-100000000-10`` would otherwise ask the OS for
     hundreds of GB and get killed (or swap for an hour) instead of failing.
     """
-    needed, available = training_bytes(network, batch, threads), physical_memory()
-    if available is not None and needed > available:
-        raise ConfigError(
-            f"net {network.spec} ({network.n_params:,} parameters) at batch {batch} "
-            f"with {threads} worker(s) needs about {needed / 2**30:,.1f} GiB, more than this "
-            f"machine's {available / 2**30:,.1f} GiB of memory; use smaller layers, "
-            "a smaller batch or fewer threads")
+    check_allocation(
+        training_bytes(network, batch, threads),
+        f"net {network.spec} ({network.n_params:,} parameters) at batch {batch} "
+        f"with {threads} worker(s)",
+        hint="use smaller layers, a smaller batch or fewer threads")
+
+
+def check_allocation(nbytes: int, what: str, error: type[PbpError] = ConfigError,
+                     hint: str = "") -> None:
+    """Refuse, before allocating it, an amount of memory this machine does not have.
+
+    Every size read from a file or an option (an array header, an IDX
+    header, a model's architecture) is checked here before the memory is
+    asked for: a forged header would otherwise end in the OS killing the
+    process, or in minutes of swapping, instead of a one-line error.
+
+    ``what`` names the input and what it holds ("x.npy: an array of shape
+    (10, 784) of float32"); the message reads "<what> needs about N GiB, more
+    than this machine's M GiB of memory[; <hint>]", raised as ``error``.
+    """
+    available = physical_memory()
+    if available is not None and nbytes > available:
+        raise error(f"{what} needs about {_amount(nbytes)}, more than this machine's "
+                    f"{_amount(available)} of memory" + (f"; {hint}" if hint else ""))
+
+
+def _amount(nbytes: int) -> str:
+    """Bytes in GiB, or in MiB below a tenth of a GiB (so that no size reads as 0.0 GiB)."""
+    if nbytes < 2**30 // 10:
+        return f"{nbytes / 2**20:,.1f} MiB"
+    return f"{nbytes / 2**30:,.1f} GiB"

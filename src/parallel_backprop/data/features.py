@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..fileio import one_line
+from ..modelio import read_npy_header
 from .io import check_file, open_data, read_error
 from .kdd import read_kdd
 from .validate import check_xy
@@ -71,23 +72,24 @@ def _read_npy(path: Path, preprocessor, n_features: int) -> np.ndarray:
     try:
         with open(path, "rb") as handle:
             magic = handle.read(6)
+            if magic.startswith(b"PK"):
+                raise DataError(f"{path}: an .npz archive, expected one .npy array")
+            # np.load takes anything that is not .npy / .npz for a pickle: say what it is.
+            if magic != b"\x93NUMPY":
+                raise DataError(f"{path}: not a valid .npy file (no .npy header)")
+            handle.seek(0)
+            # np.load allocates the whole array its header claims before reading
+            # it: a 100-byte file claiming (10**12, 784) must be refused first.
+            read_npy_header(handle, os.fstat(handle.fileno()).st_size, f"{path}: the array",
+                            DataError)
     except OSError as exc:
         raise read_error(path, False, exc) from None
-    # np.load takes anything that is not .npy / .npz for a pickle: say what it is instead.
-    if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):
-        raise DataError(f"{path}: not a valid .npy file (no .npy header)")
-    try:
-        array = np.load(path, allow_pickle=False)
     except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise DataError(f"{path}: holds Python objects, which are never loaded; "
-                            "expected a numeric array") from None
         raise DataError(f"{path}: not a valid .npy file ({one_line(exc)})") from None
-    except (OSError, EOFError) as exc:
+    try:
+        array = np.load(path, allow_pickle=False)   # objects: already refused from the header
+    except (ValueError, OSError, EOFError) as exc:
         raise DataError(f"{path}: not a valid .npy file ({one_line(exc)})") from None
-    if not isinstance(array, np.ndarray):
-        array.close()
-        raise DataError(f"{path}: an .npz archive, expected one .npy array")
     if preprocessor.kind == "kdd":
         # Raw KDD rows mix text and numbers: only CSV carries them. A .npy
         # must already be encoded by this model's encoder.
