@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..fileio import atomic_open
+from ..resources import check_allocation
 from .io import is_gzip, open_data
 
 # Type code -> big-endian dtype of the payload.
@@ -70,38 +71,60 @@ def read_idx(path: str | os.PathLike, *, ndim: int | None = None) -> np.ndarray:
             raise DataError(f"{path}: empty file, expected an IDX file")
         dtype, dims = _read_header(path, stream, magic, ndim)
         nbytes = math.prod(dims) * dtype.itemsize
-        # One byte more than needed tells trailing garbage from a clean end.
-        payload = _read_at_most(stream, nbytes + 1)
-        if len(payload) > nbytes and is_gzip(stream):
-            # A bit flip in the header shows up as "trailing bytes"; reading
-            # on to the gzip checksum names the real problem.
-            while stream.read(1 << 20):
-                pass
-    if len(payload) < nbytes:
-        raise DataError(f"{path}: truncated IDX data, {len(payload)} bytes of payload, "
+        if not is_gzip(stream):    # a raw file's size is known: no need to read to find out
+            _check_stored(path, dims, nbytes, path.stat().st_size - stream.tell())
+        payload = _payload_buffer(path, dims, dtype)
+        stored = _read_into(stream, payload)
+        if stored == nbytes and stream.read(1):
+            if is_gzip(stream):
+                # A bit flip in the header shows up as "trailing bytes"; reading
+                # on to the gzip checksum names the real problem.
+                while stream.read(1 << 20):
+                    pass
+            raise DataError(f"{path}: trailing bytes after the {nbytes}-byte IDX payload "
+                            f"of shape {tuple(dims)}")
+    _check_stored(path, dims, nbytes, stored)
+    array = payload.view(dtype).reshape(dims)
+    if not dtype.isnative:           # in place: the payload is the only copy in memory
+        array = array.byteswap(inplace=True).view(dtype.newbyteorder("="))
+    return array
+
+
+def _check_stored(path: Path, dims: list[int], nbytes: int, stored: int) -> None:
+    if stored < nbytes:
+        raise DataError(f"{path}: truncated IDX data, {max(stored, 0)} bytes of payload, "
                         f"expected {nbytes} for shape {tuple(dims)}")
-    if len(payload) > nbytes:
-        raise DataError(f"{path}: trailing bytes after the {nbytes}-byte IDX payload "
-                        f"of shape {tuple(dims)}")
-    array = np.frombuffer(payload, dtype=dtype).reshape(dims)
-    return array.astype(dtype.newbyteorder("="))  # a writable copy in native order
 
 
-def _read_at_most(stream, n: int) -> bytes:
-    """Up to ``n`` bytes, read in 64 MiB pieces.
+def _payload_buffer(path: Path, dims: list[int], dtype: np.dtype) -> np.ndarray:
+    """An uninitialised uint8 buffer for the payload, once this machine can hold it.
 
-    ``stream.read(n)`` would allocate n bytes before reading any: a corrupt
-    header in a 100-byte file could ask for gigabytes. Pieces keep memory
-    bounded by the data actually there.
+    Uninitialised, so that the OS commits its pages only as data arrive: a
+    gzipped file whose header claims more than it holds costs no more
+    memory than it holds.
     """
-    pieces = []
-    while n > 0:
-        piece = stream.read(min(n, 1 << 26))
-        if not piece:
+    what = f"{path}: IDX data of shape {tuple(dims)} and type {dtype.newbyteorder('=').name}"
+    nbytes = math.prod(dims) * dtype.itemsize
+    check_allocation(nbytes, what, DataError)
+    try:
+        return np.empty(nbytes, np.uint8)
+    except MemoryError:
+        raise DataError(f"{what}: not enough free memory for its {nbytes:,} bytes") from None
+
+
+def _read_into(stream, buffer: np.ndarray) -> int:
+    """Fill ``buffer`` from ``stream``, in 64 MiB pieces; the count of bytes read.
+
+    Into the one buffer the array will use: reading pieces and joining them
+    would hold the payload twice.
+    """
+    view, filled = memoryview(buffer), 0
+    while filled < len(buffer):
+        count = stream.readinto(view[filled:filled + (1 << 26)])
+        if not count:
             break
-        pieces.append(piece)
-        n -= len(piece)
-    return b"".join(pieces)
+        filled += count
+    return filled
 
 
 def _read_header(path: Path, stream, magic: bytes, ndim: int | None):
