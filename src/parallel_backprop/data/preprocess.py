@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import DataError
 from .kdd import CATEGORICAL, LOG_SCALED, NUMERIC, TASKS, KddTable, kdd_targets
-from .validate import as_features, check_choice
+from .validate import as_features, check_choice, to_float32
 
 
 class Preprocessor(Protocol):
@@ -220,9 +220,9 @@ class KddPreprocessor:
         self._check_fitted()
         scaled = (self._scaled_columns(raw) - self.mean) / self.std
         if self.encoding == "ordinal":
-            return scaled.astype(np.float32)
+            return to_float32(scaled, what)
         out = np.zeros((len(raw), self.n_features), dtype=np.float32)
-        out[:, :len(NUMERIC)] = scaled
+        out[:, :len(NUMERIC)] = to_float32(scaled, what)
         offset = len(NUMERIC)
         rows = np.arange(len(raw))
         for j, vocabulary in enumerate(self.vocabularies):

@@ -32,10 +32,10 @@ def check_xy(x: np.ndarray, y: np.ndarray | None, n_classes: int | None, name: s
         raise DataError(f"{name}: inputs of shape {x.shape}, expected 2-D (n_samples, n_features)")
     if x.dtype.kind not in "iuf":
         raise DataError(f"{name}: inputs of type {x.dtype}, expected numbers")
-    finite = np.isfinite(x).all(axis=1)
+    finite = np.isfinite(x)
     if not finite.all():
-        raise DataError(f"{name}: NaN or infinity in the inputs, first at sample index "
-                        f"{int(np.argmin(finite))}")
+        raise DataError(f"{name}: NaN or infinity in the inputs, first at "
+                        f"{first_position(~finite)}")
     if y is None:
         return
     y = np.asarray(y)
@@ -59,10 +59,35 @@ def as_features(x, n_features: int, what: str) -> np.ndarray:
         raise DataError(f"{what}: array of shape {x.shape}, expected (n, {n_features})")
     if x.dtype.kind not in "iuf":
         raise DataError(f"{what}: array of type {x.dtype}, expected numbers")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if not np.all(np.isfinite(x)):
-        raise DataError(f"{what}: contains NaN or infinity")
-    return x
+    finite = np.isfinite(x)
+    if not finite.all():
+        raise DataError(f"{what}: contains NaN or infinity, first at {first_position(~finite)}")
+    return to_float32(x, what)
+
+
+def to_float32(x: np.ndarray, what: str) -> np.ndarray:
+    """Finite numbers (n, d) as C-contiguous float32, refused where one is beyond float32.
+
+    Beyond float32's range (magnitude above 3.4e38) a value would become
+    infinite, and every prediction from its row NaN or meaningless: it is
+    named instead (row and column), never cast with a warning.
+    """
+    with np.errstate(over="ignore"):
+        out = np.ascontiguousarray(x, dtype=np.float32)
+    finite = np.isfinite(out)
+    if not finite.all():
+        row, col = np.unravel_index(np.argmin(finite), finite.shape)
+        raise DataError(f"{what}: value {float(x[row, col]):.3g} at sample index {row}, "
+                        f"feature index {col} is beyond float32's range (magnitude at most "
+                        f"{float(np.finfo(np.float32).max):.3g}); expected inputs on the scale "
+                        "of the training data")
+    return out
+
+
+def first_position(bad: np.ndarray) -> str:
+    """Where the first True of ``bad`` (n, d) is: "sample index i, feature index j"."""
+    row, col = np.unravel_index(np.argmax(bad), bad.shape)
+    return f"sample index {row}, feature index {col}"
 
 
 def check_int(what: str, value, minimum: int) -> None:
