@@ -195,7 +195,8 @@ class _Backprop(BaseEstimator):
     def _outputs(self, X) -> np.ndarray:
         check_is_fitted(self, "params_")
         X = self._validate(X, reset=False)
-        return predict_outputs(self.network_, self.params_, X)
+        return predict_outputs(self.network_, self.params_, X,
+                               what=f"{type(self).__name__}: X")
 
 
 class BackpropClassifier(ClassifierMixin, _Backprop):

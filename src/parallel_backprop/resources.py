@@ -34,6 +34,19 @@ def prediction_bytes(network: Network, batch: int) -> int:
     return training_bytes(network, batch, threads=1) - 4 * network.n_params
 
 
+def prediction_batch(network: Network, batch: int) -> int:
+    """The largest batch, at most ``batch``, whose prediction buffers fit in memory (at least 1).
+
+    A wide network predicts in smaller batches rather than failing: the
+    outputs are the same, and a model too large even for one row is refused
+    where it is loaded.
+    """
+    available = physical_memory()
+    while available is not None and batch > 1 and prediction_bytes(network, batch) > available:
+        batch //= 2
+    return batch
+
+
 def physical_memory() -> int | None:
     """Bytes of RAM of this machine, or None where the OS does not say."""
     try:

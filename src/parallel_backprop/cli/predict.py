@@ -43,12 +43,15 @@ def predict_command(model_path: Path, input_path: Path | None, seed: int, output
         from ..data import load_features_file
 
         x, labels = load_features_file(input_path, model.preprocessor, model.network.sizes[0])
+        what = str(input_path)
     else:
         x, labels = _test_split(model, model_path, data, seed, quiet)
+        what = f"the test split of {data.dataset or model.dataset}"
     if x.shape[1] != model.network.sizes[0]:
         raise PbpError(f"input has {x.shape[1]} features, model {model_path} expects "
                        f"{model.network.sizes[0]}")
-    predicted = model.network.classify(predict_outputs(model.network, model.params, x))
+    predicted = model.network.classify(predict_outputs(model.network, model.params, x,
+                                                        what=what))
     if labels is not None and not quiet:
         click.echo(f"accuracy {np.mean(predicted == labels):.4f} on {len(labels)} samples")
     elif not quiet:
