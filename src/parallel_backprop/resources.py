@@ -88,7 +88,7 @@ def check_allocation(nbytes: int, what: str, error: type[PbpError] = ConfigError
 
 
 def _amount(nbytes: int) -> str:
-    """Bytes in GiB, or in MiB below a tenth of a GiB (so that no size reads as 0.0 GiB)."""
-    if nbytes < 2**30 // 10:
+    """Bytes in GiB, or in MiB below one GiB (so that no size reads as 0.0 GiB)."""
+    if nbytes < 2**30:
         return f"{nbytes / 2**20:,.1f} MiB"
     return f"{nbytes / 2**30:,.1f} GiB"
