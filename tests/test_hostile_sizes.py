@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from numpy.lib import format as npy_format
 
-from parallel_backprop import BackpropClassifier
+from parallel_backprop import BackpropClassifier, TrainingDiverged
 from parallel_backprop.cli import main
 from parallel_backprop.data import Identity, write_idx
 from parallel_backprop.errors import InputError
@@ -264,3 +264,12 @@ def test_estimator_with_diverged_weights():
     with pytest.raises(InputError, match="the weights are NaN or infinite: a model from a "
                                          "diverged run"):
         model.predict(np.ones((2, 4)))
+
+
+def test_training_on_inputs_of_absurd_scale_blames_their_scale():
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((60, 4)) * 1e30, rng.integers(0, 3, 60)
+    model = BackpropClassifier(hidden_layer_sizes=(8,), activation="relu", max_epochs=1)
+    with pytest.raises(TrainingDiverged, match=r"the training inputs reach magnitude [0-9.]+e\+30"
+                                               r": scale them"):
+        model.fit(x, y)

@@ -172,7 +172,7 @@ class EpochLoop:
     def checked_params(self, epoch: int, loss_total: float) -> np.ndarray:
         """The executor's parameters, once they and the loss are known to be finite."""
         params = self.executor.params()
-        check_finite(loss_total, params, epoch, self.config.lr)
+        check_finite(loss_total, params, epoch, self.config.lr, self.data.x)
         return params
 
     def evaluate(self, epoch: int, loss_total: float, train_s: float,
