@@ -273,3 +273,11 @@ def test_training_on_inputs_of_absurd_scale_blames_their_scale():
     with pytest.raises(TrainingDiverged, match=r"the training inputs reach magnitude [0-9.]+e\+30"
                                                r": scale them"):
         model.fit(x, y)
+
+
+@pytest.mark.parametrize("executor", ["serial", "threads"])
+def test_diverging_run_is_one_line_without_numpy_warnings(executor, tmp_path):
+    code, _, err = pbp(["train", *SMALL, "--activation", "linear", "--lr", "1e3",
+                        "--executor", executor, "--threads", "2" if executor == "threads" else "1"],
+                       tmp_path)
+    one_line(code, err, "training diverged", "in epoch 1 with learning rate 1000.0")

@@ -235,9 +235,11 @@ def train(network: Network, config: TrainConfig,
     # Targets (n, n_out), built once: one-hot (or 0/1) from class indices.
     targets = y_train if y_train.ndim == 2 else network.targets(y_train)
     data = TrainingSet(x_train, targets, batch)
+    # Overflow is the divergence check's to report, in one line, not numpy's to warn of.
     with make_executor(config.executor, network, start.params, batch_size=batch,
                        threads=config.threads, blas_threads=config.blas_threads,
-                       precision=config.precision) as executor, checkpointer:
+                       precision=config.precision) as executor, checkpointer, \
+            np.errstate(over="ignore", invalid="ignore"):
         loop = EpochLoop(network, config, executor, data, shuffle_rng, checkpointer,
                          progress, log)
         result = loop.run(start, x_val, y_val)
