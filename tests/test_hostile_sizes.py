@@ -281,3 +281,18 @@ def test_diverging_run_is_one_line_without_numpy_warnings(executor, tmp_path):
                         "--executor", executor, "--threads", "2" if executor == "threads" else "1"],
                        tmp_path)
     one_line(code, err, "training diverged", "in epoch 1 with learning rate 1000.0")
+
+
+def test_synthetic_data_with_absurdly_many_classes(tmp_path, capsys):
+    """--classes 10**9 (on the command line, or from a resumed checkpoint's options)."""
+    code, _, err = pbp(["train", "--dataset", "synthetic", "--samples", "300", "--features", "6",
+                        "--classes", "1000000000", "--epochs", "1"], tmp_path)
+    one_line(code, err, "synthetic data of 300 + 50 samples x 6 features, 1000000000 classes",
+             "over the 8 GiB limit")
+    folder = checkpoint_folder(tmp_path, capsys)
+    path = max(folder.glob("checkpoint-*.npz"))
+    with np.load(path, allow_pickle=False) as archive:
+        options = json.loads(str(archive["options"]))
+    rewrite_npz(path, options=np.array(json.dumps({**options, "classes": 10**9})))
+    code, _, err = pbp(["train", "--resume", folder.name], tmp_path)
+    one_line(code, err, "1000000000 classes", "over the 8 GiB limit")

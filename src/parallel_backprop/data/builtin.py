@@ -151,11 +151,13 @@ def _load_synthetic(request: LoadRequest, rng: np.random.Generator) -> Dataset:
     limit = request.limit
     n_pool = samples if limit is None else min(samples, limit)
     n_test = math.ceil(samples / 6)
-    nbytes = (n_pool + n_test) * features * 4
+    # The inputs, their one-hot targets (built by the trainer) and the teacher: with
+    # 10**9 classes the targets, not the inputs, are what cannot fit.
+    nbytes = ((n_pool + n_test) * (features + classes) + features * classes) * 4
     if nbytes > MAX_SYNTHETIC_BYTES:
-        raise DataError(f"synthetic data of {n_pool} + {n_test} samples x {features} features: "
-                        f"{nbytes / 2**30:.1f} GiB of float32, over the "
-                        f"{MAX_SYNTHETIC_BYTES >> 30} GiB limit; ask for fewer")
+        raise DataError(f"synthetic data of {n_pool} + {n_test} samples x {features} features, "
+                        f"{classes} classes: {nbytes / 2**30:.1f} GiB of float32 with the "
+                        f"targets, over the {MAX_SYNTHETIC_BYTES >> 30} GiB limit; ask for fewer")
     # A fixed random linear teacher labels the inputs: argmax(x @ T) is a
     # function a network can learn exactly (test accuracy near 1 with enough data).
     streams = [np.random.default_rng([SYNTHETIC_SEED, features, classes, i]) for i in range(3)]
@@ -173,8 +175,8 @@ def _draw(rng: np.random.Generator, n: int, teacher: np.ndarray):
     features = teacher.shape[0]
     x = np.empty((n, features), dtype=np.float32)
     y = np.empty(n, dtype=np.int64)
-    # Chunks of ~16 MB: the labels' product never needs a second copy of x.
-    chunk = max(1, (1 << 22) // features)
+    # Chunks of ~16 MB: the labels' product (chunk, classes) never needs a second copy of x.
+    chunk = max(1, (1 << 22) // max(features, teacher.shape[1]))
     for start in range(0, n, chunk):
         block = x[start:start + chunk]
         rng.standard_normal(dtype=np.float32, out=block)
