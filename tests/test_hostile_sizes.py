@@ -11,10 +11,10 @@ or sparse.
 import gzip
 import io
 import json
+import os
 import resource
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ from parallel_backprop import BackpropClassifier, TrainingDiverged
 from parallel_backprop.cli import main
 from parallel_backprop.data import Identity, write_idx
 from parallel_backprop.errors import InputError
-from parallel_backprop.modelio import Model, model_arrays, save_model
+from parallel_backprop.modelio import Model, save_model
 from parallel_backprop.network import Network
 
 LIMIT = 2 * 2**30
@@ -54,13 +54,8 @@ def pbp(args, cwd: Path, memory: int = 0):
     result = subprocess.run([sys.executable, "-c", RUN, str(memory), *map(str, args)],
                             cwd=cwd, capture_output=True, text=True, timeout=120,
                             preexec_fn=limit_address_space,
-                            env={**_environment(), "PBP_OFFLINE": "1"})
+                            env={**os.environ, "PBP_OFFLINE": "1"})
     return result.returncode, result.stdout, result.stderr
-
-
-def _environment():
-    import os
-    return dict(os.environ)
 
 
 def one_line(code, err, *expected):
