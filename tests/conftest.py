@@ -98,20 +98,23 @@ TEST_MARKS = {
     "test_hostile_files.py::test_full_disk_while_checkpointing_keeps_the_earlier_checkpoints":
         {"subprocess"},
     "test_hostile_files.py::test_full_disk_for_predictions": {"subprocess"},
-    # pbp in a process of its own under a 2 GiB address-space limit
-    "test_hostile_sizes.py::test_npy_header_claiming_more_than_the_file_holds": {"slow", "subprocess"},
-    "test_hostile_sizes.py::test_npy_larger_than_memory": {"slow", "subprocess"},
-    "test_hostile_sizes.py::test_model_whose_network_cannot_fit_in_memory": {"slow", "subprocess"},
-    "test_hostile_sizes.py::test_model_parameters_larger_than_memory": {"slow", "subprocess"},
-    "test_hostile_sizes.py::test_checkpoint_whose_network_cannot_fit_in_memory": {"slow", "subprocess"},
-    "test_hostile_sizes.py::test_checkpoint_parameters_larger_than_memory": {"slow", "subprocess"},
-    "test_hostile_sizes.py::test_idx_images_larger_than_memory": {"slow", "subprocess"},
-    "test_hostile_sizes.py::test_predict_input_beyond_float32": {"slow", "subprocess"},
-    "test_hostile_sizes.py::test_predict_outputs_that_overflow_name_the_rows": {"slow", "subprocess"},
-    "test_hostile_sizes.py::test_prediction_too_wide_for_one_batch_runs_in_smaller_ones": {"slow", "subprocess"},
-    "test_hostile_sizes.py::test_diverging_run_is_one_line_without_numpy_warnings": {"slow", "subprocess"},
-    "test_hostile_sizes.py::test_synthetic_data_with_absurdly_many_classes": {"slow", "subprocess"},
 }
+
+# test_hostile_sizes.py: pbp in a process of its own under a 2 GiB address-space limit.
+TEST_MARKS.update({f"test_hostile_sizes.py::{name}": {"slow", "subprocess"} for name in (
+    "test_npy_header_claiming_more_than_the_file_holds",
+    "test_npy_larger_than_memory",
+    "test_model_whose_network_cannot_fit_in_memory",
+    "test_model_parameters_larger_than_memory",
+    "test_checkpoint_whose_network_cannot_fit_in_memory",
+    "test_checkpoint_parameters_larger_than_memory",
+    "test_idx_images_larger_than_memory",
+    "test_predict_input_beyond_float32",
+    "test_predict_outputs_that_overflow_name_the_rows",
+    "test_prediction_too_wide_for_one_batch_runs_in_smaller_ones",
+    "test_diverging_run_is_one_line_without_numpy_warnings",
+    "test_synthetic_data_with_absurdly_many_classes",
+)})
 
 
 def marks_for(item) -> set[str]:
