@@ -131,7 +131,7 @@ def train_command(ctx: click.Context, **params):
     except TrainingInterrupted as exc:
         raise TrainingInterrupted(
             f"{exc}; checkpoint saved in {folder}; continue with "
-            f"`pbp train --resume {folder}`", exc.state) from None
+            f"`pbp train --resume {folder}`", exc.state, exc.signum) from None
     if started.root:
         _report(started, result, config, job, run)
     return 0
