@@ -197,17 +197,28 @@ def test_a_killed_launcher_leaves_no_rank(tmp_path):
 # ---- a stalled rank -------------------------------------------------------------------
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @needs_mpi
 def test_a_stalled_rank_ends_the_job_with_one_line(tmp_path):
     job = start_ranks(tmp_path, epochs=2000, env={"PBP_MPI_TIMEOUT": "3"})
     try:
-        [rank1] = job.pids(PMI_RANK="1")
+        [rank0], [rank1] = job.pids(PMI_RANK="0"), job.pids(PMI_RANK="1")
         os.kill(rank1, signal.SIGSTOP)
         stopped = time.monotonic()
+        time.sleep(0.5)
+        used, started = cpu_seconds(rank0), time.monotonic()
+        time.sleep(1.5)
+        busy = (cpu_seconds(rank0) - used) / (time.monotonic() - started)
         code, err = job.finish(3 + 10)
         assert time.monotonic() - stopped < 3 + 10
     finally:
         job.kill_all()
+    assert busy < 0.5, f"rank 0 waits at {busy:.0%} CPU"
     assert code != 0
     assert "Traceback" not in err
     [line] = messages(err)
@@ -251,3 +262,20 @@ def test_ranks_that_disagree_stop_before_the_first_step(tmp_path, differs):
     assert line.startswith(f"pbp: error on rank 0 of 2: rank 1 of 2 has other {differs} "
                            "than rank 0"), line
     assert "epoch" not in err
+
+
+def test_sigterm_stops_bench_writes_what_it_measured_and_kills_its_worker(tmp_path):
+    job = Job(["bench", "--systems", "serial", "--nets", "784-64-10", "--batch-sizes",
+               "8,16,32,64", "--threads", "1", "--warmup", "3", "--min-time", "2",
+               "--repeats", "3", "--no-plots", "--quiet", "--out", "out"], tmp_path)
+    try:
+        job.wait_until(lambda: len(job.pids()) >= 2, 60, "bench worker")
+        time.sleep(1)
+        job.process.send_signal(signal.SIGTERM)
+        code, err = job.finish(30)
+        assert job.none_left(10), f"left running: {job.pids()}"
+    finally:
+        job.kill_all()
+    assert code == 143, err
+    assert messages(err) == ["pbp: interrupted: what was measured is in out"]
+    assert '"interrupted": true' in (tmp_path / "out" / "bench.json").read_text()

@@ -15,6 +15,8 @@ rows, ``R`` ranks, ``T`` threads per rank::
                   batch: dW_l = s * a_{l-1}^T @ delta_l, s folded into the GEMM's alpha
     3. allreduce  ONE in-place Allreduce(SUM) of the flat buffer [s g_r | loss_r]: every
                   rank now holds s * (g_0 + ... + g_{R-1}) and the batch's loss sum
+                  (non-blocking, polled by wait_for: a stalled rank ends the job after
+                  PBP_MPI_TIMEOUT seconds instead of hanging it)
     4. update     every rank: params -= that sum   (one pass; each worker a slice)
 
 Gradients are sums over rows, never means, so uneven shards (and empty ones
@@ -55,7 +57,8 @@ process has exited and the others wait does not end by itself): ``world``
 installs a ``sys.excepthook`` that prints the traceback with the rank and
 calls ``MPI.COMM_WORLD.Abort(1)``, which ends every rank, and the command
 line does the same for the errors it reports itself. A rank killed by a
-signal is noticed by mpiexec, which then ends the others.
+signal is noticed by mpiexec, which then ends the others; a rank that stops
+answering (SIGSTOP, a lost host) is noticed by ``wait_for``'s timeout.
 
 mpi4py is imported only when an mpi executor is created or ``world`` is
 called: importing ``mpi4py.MPI`` starts MPI, and that must not happen as a
@@ -108,7 +111,7 @@ TIMEOUT_VARIABLE, DEFAULT_TIMEOUT_S = "PBP_MPI_TIMEOUT", 120.0
 # Waiting: poll without pause this long (a healthy step's wait is shorter;
 # MPI progresses only while it is called), then sleep between polls, the
 # pause doubling up to its longest.
-SPIN_S, FIRST_PAUSE_S, LONGEST_PAUSE_S = 0.002, 50e-6, 0.002
+SPIN_S, FIRST_PAUSE_S, LONGEST_PAUSE_S = 0.05, 50e-6, 0.001
 
 
 def mpi_timeout() -> float:
