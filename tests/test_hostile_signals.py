@@ -141,6 +141,19 @@ def test_sigterm_writes_a_checkpoint_and_says_how_to_resume(tmp_path):
     assert done.returncode == 0, done.stderr
 
 
+def test_a_second_stop_signal_is_not_deferred():
+    from parallel_backprop.interrupts import Stopped, stop_on_signals
+    from parallel_backprop.trainer.checkpointing import DeferredInterrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    with stop_on_signals(), DeferredInterrupt(True) as deferred:
+        signal.raise_signal(signal.SIGTERM)          # the first: noted, the step goes on
+        assert deferred.requested == signal.SIGTERM
+        with pytest.raises(Stopped, match="stopped by SIGTERM"):
+            signal.raise_signal(signal.SIGTERM)      # the second: at once
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_sigterm_without_checkpoints_is_one_line(tmp_path):
     job = Job(["train", *SMALL, "--epochs", "200"], tmp_path)
     try:
@@ -166,7 +179,7 @@ def start_ranks(tmp_path: Path, epochs: int = 300, env: dict | None = None) -> J
 @needs_mpi
 @pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_stopped_launcher_stops_every_rank(tmp_path, signum, status):
-    job = start_ranks(tmp_path)
+    job = start_ranks(tmp_path, epochs=20)      # resumed below: a short run
     try:
         job.process.send_signal(signum)
         code, err = job.finish(40)
