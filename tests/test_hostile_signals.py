@@ -8,6 +8,7 @@ left is killed (and continued, if stopped) in a ``finally``.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import shutil
@@ -292,3 +293,56 @@ def test_sigterm_stops_bench_writes_what_it_measured_and_kills_its_worker(tmp_pa
     assert code == 143, err
     assert messages(err) == ["pbp: interrupted: what was measured is in out"]
     assert '"interrupted": true' in (tmp_path / "out" / "bench.json").read_text()
+
+
+# ---- the launcher's last resort, without MPI: an mpiexec that ignores every signal ----
+
+
+STUBBORN = """#!/bin/sh
+trap '' INT TERM
+setsid sh -c 'trap "" INT TERM; echo $$ > {pidfile}; while :; do sleep 1; done' &
+while :; do sleep 1; done
+"""
+
+
+@pytest.mark.parametrize("signals, message", [
+    (1, "stopped by SIGTERM; the ranks had not stopped 1 s later and were killed"),
+    (2, "stopped by SIGTERM twice; the ranks were killed")])
+def test_launcher_kills_ranks_that_do_not_stop(tmp_path, monkeypatch, signals, message):
+    import threading
+
+    from parallel_backprop.executors import mpi
+    from parallel_backprop.interrupts import Stopped, stop_on_signals
+
+    pidfile = tmp_path / "rank.pid"
+    mpiexec = tmp_path / "mpiexec"
+    mpiexec.write_text(STUBBORN.format(pidfile=pidfile))
+    mpiexec.chmod(0o755)
+    monkeypatch.setattr(mpi, "GRACE_S", 1.0)
+
+    def send():
+        deadline = time.monotonic() + 10
+        while not pidfile.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for _ in range(signals):
+            time.sleep(0.2)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    sender = threading.Thread(target=send)
+    rank = None
+    try:
+        with stop_on_signals():
+            sender.start()
+            started = time.monotonic()
+            with pytest.raises(Stopped, match=message):
+                mpi.launch(str(mpiexec), 2, ["train"])
+        assert time.monotonic() - started < 8
+        rank = int(pidfile.read_text())
+        time.sleep(0.2)
+        assert not Path(f"/proc/{rank}").exists() or "Z" in Path(
+            f"/proc/{rank}/stat").read_text().rsplit(")", 1)[1].split()[0], "rank left running"
+    finally:
+        sender.join()
+        if rank is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(rank, signal.SIGKILL)
