@@ -199,6 +199,10 @@ def abort_job(code: int = 1) -> None:
         # mpiexec stops forwarding output once it hears of the abort: give it
         # a moment to pass on the message (and traceback) just written.
         time.sleep(0.2)
+        # MPI_Abort prints a line of its own ("application called MPI_Abort..."),
+        # which says nothing the line above did not: the user sees one line.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
         sys.modules["mpi4py.MPI"].COMM_WORLD.Abort(code)
 
 
