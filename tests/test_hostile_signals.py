@@ -106,9 +106,8 @@ class Job:
 
 
 def messages(stderr: str) -> list[str]:
-    """stderr's lines but MPI's own abort notice and blank lines."""
-    return [line for line in stderr.splitlines()
-            if line.strip() and not line.startswith("Abort(")]
+    """stderr's lines but blank ones (click writes one after an interrupt)."""
+    return [line for line in stderr.splitlines() if line.strip()]
 
 
 def checkpoints(folder: Path) -> list[Path]:

@@ -310,6 +310,7 @@ class MPIExecutor(ThreadsExecutor):
             world()                                   # the abort hook, for several ranks
             comm = MPI.COMM_WORLD
         self._comm, self._sum, self._IN_PLACE = comm, MPI.SUM, MPI.IN_PLACE
+        self.timeout_s = mpi_timeout()
         self.rank, self.ranks = comm.Get_rank(), comm.Get_size()
         if self.ranks > batch_size:
             raise ConfigError(
@@ -320,7 +321,8 @@ class MPIExecutor(ThreadsExecutor):
         super().__init__(network, params, batch_size=-(-batch_size // self.ranks),
                          threads=threads)
         self.global_batch_size = batch_size
-        comm.Bcast(self._params, root=0)              # 0. every replica starts equal
+        wait_for(comm.Ibcast(self._params, root=0),  # 0. every replica starts equal
+                 self.timeout_s, "no starting parameters from rank 0")
         P, T = self._params.size, self._workers
         # What is reduced, (P + 1,): [s * g_r | loss_r], the rank's scaled gradient sum
         # in the parameters' layout (self._step, its views per layer), then its loss sum.
@@ -332,7 +334,6 @@ class MPIExecutor(ThreadsExecutor):
         self._update_params = [self._params[cuts[k]:cuts[k + 1]] for k in range(T)]
         self._update_steps = [self._step[cuts[k]:cuts[k + 1]] for k in range(T)]
         self._mpi_type = MPI.DOUBLE if self._params.dtype == np.float64 else MPI.FLOAT
-        self.timeout_s = mpi_timeout()
 
     @property
     def is_root(self) -> bool:
@@ -356,8 +357,9 @@ class MPIExecutor(ThreadsExecutor):
         out[start:stop] = super().predict(x[start:stop])
         counts = [(b - a) * width for a, b in bounds]
         displacements = [a * width for a, _ in bounds]
-        self._comm.Allgatherv(self._IN_PLACE,
-                              [out, (counts, displacements), self._mpi_type])
+        wait_for(self._comm.Iallgatherv(self._IN_PLACE,
+                                        [out, (counts, displacements), self._mpi_type]),
+                 self.timeout_s, "no outputs from the other ranks")
         return out
 
     def _update(self, k: int, x: np.ndarray, n: int, scale: float) -> None:
