@@ -345,3 +345,13 @@ def test_launcher_kills_ranks_that_do_not_stop(tmp_path, monkeypatch, signals, m
         if rank is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(rank, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "nan", "inf"])
+def test_a_bad_mpi_timeout_is_one_line(monkeypatch, value):
+    from parallel_backprop.errors import ConfigError
+    from parallel_backprop.executors.mpi import mpi_timeout
+
+    monkeypatch.setenv("PBP_MPI_TIMEOUT", value)
+    with pytest.raises(ConfigError, match=f"PBP_MPI_TIMEOUT='{value}': expected a number"):
+        mpi_timeout()

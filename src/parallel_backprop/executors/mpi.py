@@ -425,6 +425,7 @@ def check_launch(ranks: int, batch_size: int) -> str:
             "(mpiexec -n sets the number of ranks)")
     if find_spec("mpi4py") is None:
         raise MPIUnavailable(f"--ranks: mpi4py is not installed; install it with {INSTALL_HINT}")
+    mpi_timeout()                 # a bad PBP_MPI_TIMEOUT: one line here, not one per rank
     return find_mpiexec()
 
 
