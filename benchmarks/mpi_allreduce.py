@@ -2,7 +2,8 @@
 
 Run under mpiexec, e.g. ``mpiexec -n 2 python benchmarks/mpi_allreduce.py``.
 For each network: an in-place Allreduce(SUM) of n_params + 1 float32 (the
-gradient and the loss sum, as the executor reduces them), and a full
+gradient and the loss sum), blocking and as the executor does it (a
+non-blocking Iallreduce polled by ``wait_for``, which can time out), and a full
 ``MPIExecutor.step`` at ``--batch-size`` global rows on random data. Warm-up
 calls are not counted. Printed on rank 0: median and minimum milliseconds
 (the slowest rank's, call by call), the Allreduce's share of the median step,
@@ -19,6 +20,7 @@ import numpy as np
 from mpi4py import MPI
 
 from parallel_backprop.executors import make_executor
+from parallel_backprop.executors.mpi import wait_for
 from parallel_backprop.scaling import NETWORKS
 
 
@@ -29,13 +31,18 @@ def slowest(comm, times: list[float]) -> np.ndarray:
     return times
 
 
-def time_allreduce(comm, n: int, repeats: int, warmup: int = 5) -> np.ndarray:
+def time_allreduce(comm, n: int, repeats: int, warmup: int = 5,
+                   polled: bool = False) -> np.ndarray:
+    """The blocking Allreduce, or (``polled``) the executor's: Iallreduce + ``wait_for``."""
     buffer = np.ones(n, np.float32)
     times = []
     for i in range(warmup + repeats):
         comm.Barrier()
         start = time.perf_counter()
-        comm.Allreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
+        if polled:
+            wait_for(comm.Iallreduce(MPI.IN_PLACE, buffer, op=MPI.SUM), 60.0, "nothing")
+        else:
+            comm.Allreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
         if i >= warmup:
             times.append(time.perf_counter() - start)
     return slowest(comm, times)
@@ -69,17 +76,20 @@ def main() -> None:
     if root:
         print(f"{size} ranks x {args.threads} threads, global batch {args.batch_size}, "
               f"{MPI.Get_library_version().splitlines()[0].strip()}")
-        print(f"{'network':8} {'MB':>5} {'allreduce ms':>16} {'step ms':>14} "
-              f"{'share':>6} {'bus GB/s':>9}")
-        print(f"{'':8} {'':>5} {'median':>8}{'min':>8} {'median':>7}{'min':>7}")
+        print(f"{'network':8} {'MB':>5} {'allreduce ms':>16} {'polled ms':>16} "
+              f"{'step ms':>14} {'share':>6} {'bus GB/s':>9}")
+        print(f"{'':8} {'':>5} {'median':>8}{'min':>8} {'median':>8}{'min':>8} "
+              f"{'median':>7}{'min':>7}")
     for name, network in NETWORKS.items():
         n = network.n_params + 1
         reduce = time_allreduce(comm, n, args.repeats)
+        polled = time_allreduce(comm, n, args.repeats, polled=True)
         step = time_steps(comm, network, args.batch_size, args.threads, args.repeats)
         if root:
             median = float(np.median(reduce))
             bus = 2 * (size - 1) / size * 4 * n / median / 1e9 if size > 1 else float("nan")
             print(f"{name:8} {4 * n / 1e6:>5.2f} {median * 1e3:>8.3f}{reduce.min() * 1e3:>8.3f} "
+                  f"{np.median(polled) * 1e3:>8.3f}{polled.min() * 1e3:>8.3f} "
                   f"{np.median(step) * 1e3:>7.2f}{step.min() * 1e3:>7.2f} "
                   f"{median / np.median(step):>6.1%} {bus:>9.2f}")
 

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 FILE_MARKS = {
     "test_mpi.py": {"mpi"},
     "test_gpu.py": {"gpu_interpreter"},
+    "test_hostile_signals.py": {"slow", "subprocess"},   # ~30 s: jobs stopped by signals
 }
 
 # Module fixtures that cost seconds: a study, a bench grid, reference runs.
@@ -90,6 +91,10 @@ TEST_MARKS = {
         {"slow", "subprocess"},
     "test_extending.py::test_toy_executor_is_measured_by_pbp_bench": {"slow", "subprocess"},
     "test_hostile_files.py::test_two_runs_started_together_on_one_folder": {"slow", "subprocess"},
+    "test_hostile_signals.py::test_a_stopped_launcher_stops_every_rank": {"mpi"},
+    "test_hostile_signals.py::test_a_killed_launcher_leaves_no_rank": {"mpi"},
+    "test_hostile_signals.py::test_a_stalled_rank_ends_the_job_with_one_line": {"mpi"},
+    "test_hostile_signals.py::test_ranks_that_disagree_stop_before_the_first_step": {"mpi"},
     "test_hostile_files.py::test_a_held_folder_is_refused_and_free_once_its_holder_dies":
         {"subprocess"},
     # mount and umount a tiny tmpfs
@@ -117,9 +122,17 @@ TEST_MARKS.update({f"test_hostile_sizes.py::{name}": {"slow", "subprocess"} for 
 )})
 
 
+# Exceptions to FILE_MARKS: tests of a marked file that run in-process.
+UNMARKED = {
+    "test_hostile_signals.py::test_a_second_stop_signal_is_not_deferred": {"subprocess"},
+    "test_hostile_signals.py::test_a_bad_mpi_timeout_is_one_line": {"slow", "subprocess"},
+}
+
+
 def marks_for(item) -> set[str]:
     name = getattr(item, "originalname", item.name)
-    marks = set(FILE_MARKS.get(item.path.name, ()))
+    marks = set(FILE_MARKS.get(item.path.name, ())) - UNMARKED.get(f"{item.path.name}::{name}",
+                                                                   set())
     marks |= TEST_MARKS.get(f"{item.path.name}::{name}", set())
     for fixture in set(item.fixturenames) & FIXTURE_MARKS.keys():
         marks |= FIXTURE_MARKS[fixture]

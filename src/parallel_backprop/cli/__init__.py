@@ -20,6 +20,7 @@ import click
 from .. import __version__
 from ..errors import PbpError
 from ..fileio import one_line, os_reason
+from ..interrupts import exit_status, stop_on_signals
 from .bench import bench_command
 from .fetch import fetch_command
 from ..plugins import load_plugins
@@ -51,15 +52,17 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     try:
         # The arguments travel in ``obj`` so that --ranks can start the same command.
-        result = cli.main(args=args, prog_name="pbp", standalone_mode=False,
-                          obj={"argv": args})
+        with stop_on_signals():   # SIGTERM stops a run as Ctrl-C does
+            result = cli.main(args=args, prog_name="pbp", standalone_mode=False,
+                              obj={"argv": args})
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
         return _fail(exc.exit_code, exc.format_message())
     except (click.Abort, KeyboardInterrupt) as exc:
         # Click turns a KeyboardInterrupt into Abort: the message is the original's.
-        return _fail(130, str(exc.__cause__ or exc), what="interrupted")
+        # 130 for Ctrl-C, 143 for SIGTERM, as a shell reports them.
+        return _fail(exit_status(), str(exc.__cause__ or exc), what="interrupted")
     except PbpError as exc:
         return _fail(1, str(exc))
     except MemoryError:

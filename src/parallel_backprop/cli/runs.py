@@ -7,7 +7,6 @@ with the same command line (see :func:`command_argv`).
 
 from __future__ import annotations
 
-import signal
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -19,6 +18,7 @@ from ..data import Dataset
 from ..errors import ConfigError, DataError
 from ..executors import GpuExecutor, executor_class
 from ..fileio import check_outputs
+from ..interrupts import ignore_stop_signals
 from ..network import Network
 from ..trainer import TrainConfig
 
@@ -158,22 +158,43 @@ def start_run(data: DataOptions, net: NetOptions, run: ExecutorOptions, *, seed:
     dataset = data.load(seed, quiet or rank != 0)
     echo = click.echo if rank == 0 and not quiet else (lambda line: None)
     started = Run(dataset, net.build(dataset), rank, n_ranks, echo)
+    if n_ranks > 1:
+        check_agreement(started)
     echo(header(started))
     return started
 
 
-def mpi_world() -> tuple[int, int]:
-    """This process's (rank, ranks); ranks other than 0 leave Ctrl-C to rank 0.
+def check_agreement(started: Run) -> None:
+    """Under MPI: stop unless every rank has the same options, network and data.
 
-    mpiexec forwards a Ctrl-C to every rank, and each would notice it at a
-    different step; rank 0 alone stops (after writing a checkpoint, when
+    Paths are left out of the options: each host may keep the data (and
+    write its outputs) elsewhere; the data's content is compared instead.
+    """
+    from ..checkpoint import data_fingerprint
+    from ..executors.mpi import check_ranks_agree
+
+    ctx = click.get_current_context(silent=True)
+    options = sorted((name, repr(value)) for name, value in (ctx.params if ctx else {}).items()
+                     if not isinstance(value, Path))
+    network, data = started.network, started.data
+    check_ranks_agree({
+        "options": repr(options),
+        "network": repr((network.spec, network.activations, network.loss)),
+        "data": data_fingerprint(data.x_train, data.y_train, data.x_val, data.y_val)})
+
+
+def mpi_world() -> tuple[int, int]:
+    """This process's (rank, ranks); ranks other than 0 leave Ctrl-C and SIGTERM to rank 0.
+
+    mpiexec forwards both signals to every rank, and each would notice one at
+    a different step; rank 0 alone stops (after writing a checkpoint, when
     asked to) and its abort then ends the others.
     """
     from ..executors.mpi import world
 
     rank, n_ranks = world()
     if rank != 0:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        ignore_stop_signals()
     return rank, n_ranks
 
 

@@ -133,7 +133,7 @@ def train_command(ctx: click.Context, **params):
     except TrainingInterrupted as exc:
         raise TrainingInterrupted(
             f"{exc}; checkpoint saved in {folder}; continue with "
-            f"`pbp train --resume {folder}`", exc.state) from None
+            f"`pbp train --resume {folder}`", exc.state, exc.signum) from None
     finally:
         if writer is not None:   # the folder's lock: another run may take it now
             writer.close()

@@ -15,6 +15,8 @@ rows, ``R`` ranks, ``T`` threads per rank::
                   batch: dW_l = s * a_{l-1}^T @ delta_l, s folded into the GEMM's alpha
     3. allreduce  ONE in-place Allreduce(SUM) of the flat buffer [s g_r | loss_r]: every
                   rank now holds s * (g_0 + ... + g_{R-1}) and the batch's loss sum
+                  (non-blocking, polled by wait_for: a stalled rank ends the job after
+                  PBP_MPI_TIMEOUT seconds instead of hanging it)
     4. update     every rank: params -= that sum   (one pass; each worker a slice)
 
 Gradients are sums over rows, never means, so uneven shards (and empty ones
@@ -55,7 +57,8 @@ process has exited and the others wait does not end by itself): ``world``
 installs a ``sys.excepthook`` that prints the traceback with the rank and
 calls ``MPI.COMM_WORLD.Abort(1)``, which ends every rank, and the command
 line does the same for the errors it reports itself. A rank killed by a
-signal is noticed by mpiexec, which then ends the others.
+signal is noticed by mpiexec, which then ends the others; a rank that stops
+answering (SIGSTOP, a lost host) is noticed by ``wait_for``'s timeout.
 
 mpi4py is imported only when an mpi executor is created or ``world`` is
 called: importing ``mpi4py.MPI`` starts MPI, and that must not happen as a
@@ -64,8 +67,11 @@ side effect of importing this package.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -77,6 +83,7 @@ import numpy as np
 
 from ..errors import ConfigError, PbpError, install_hint
 from ..gemm import gemm
+from ..interrupts import STOP_SIGNALS, Stopped, exit_status, note_received, signal_name
 from ..network import Network
 from .base import Layout
 from .threads import COLUMN_ALIGN, ThreadsExecutor, shard_bounds
@@ -90,6 +97,54 @@ _LAUNCHER_VARIABLES = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RAN
 
 class MPIUnavailable(PbpError):
     """mpi4py, an MPI library or mpiexec is missing."""
+
+
+class RankStalled(PbpError):
+    """The other ranks sent nothing for ``PBP_MPI_TIMEOUT`` seconds."""
+
+
+# How long a rank waits for the others' gradients before it ends the job. A
+# blocking Allreduce waits forever when one rank is stopped (SIGSTOP, a
+# swapping or hung host), spinning at full CPU. Generous: a step, an
+# evaluation or a checkpoint written by rank 0 must never come near it.
+TIMEOUT_VARIABLE, DEFAULT_TIMEOUT_S = "PBP_MPI_TIMEOUT", 120.0
+# Waiting: poll without pause this long (a healthy step's wait is shorter;
+# MPI progresses only while it is called), then sleep between polls, the
+# pause doubling up to its longest.
+SPIN_S, FIRST_PAUSE_S, LONGEST_PAUSE_S = 0.05, 50e-6, 0.001
+
+
+def mpi_timeout() -> float:
+    """Seconds to wait for the other ranks: ``PBP_MPI_TIMEOUT``, default 120."""
+    text = os.environ.get(TIMEOUT_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise ConfigError(f"{TIMEOUT_VARIABLE}={text!r}: expected a number of seconds > 0")
+    return seconds
+
+
+def wait_for(request, timeout_s: float, missing: str) -> None:
+    """Wait for a non-blocking MPI ``request``; :class:`RankStalled` after ``timeout_s``.
+
+    Spins for ``SPIN_S`` (what a blocking call would do), then sleeps between
+    polls so that a rank waiting for a stalled one does not burn a core.
+    ``missing`` says what did not arrive, for the error line.
+    """
+    start = time.monotonic()
+    pause = 0.0
+    while not request.Test():
+        waited = time.monotonic() - start
+        if waited > timeout_s:
+            raise RankStalled(f"{missing} for {timeout_s:g} s; a rank is stalled or its host "
+                              f"is unreachable (the limit is {TIMEOUT_VARIABLE} seconds)")
+        if waited > SPIN_S:
+            pause = min(LONGEST_PAUSE_S, max(FIRST_PAUSE_S, 2 * pause))
+            time.sleep(pause)
 
 
 def import_mpi():
@@ -144,6 +199,10 @@ def abort_job(code: int = 1) -> None:
         # mpiexec stops forwarding output once it hears of the abort: give it
         # a moment to pass on the message (and traceback) just written.
         time.sleep(0.2)
+        # MPI_Abort prints a line of its own ("application called MPI_Abort..."),
+        # which says nothing the line above did not: the user sees one line.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
         sys.modules["mpi4py.MPI"].COMM_WORLD.Abort(code)
 
 
@@ -176,6 +235,32 @@ def install_abort_hook() -> None:
 
     sys.excepthook = abort_on_uncaught
     _hook_installed = True
+
+
+def check_ranks_agree(parts: dict[str, str]) -> None:
+    """Stop the job before its first step unless every rank has the same ``parts``.
+
+    ``parts``: what must agree (``"options"``, ``"data"``...) -> a text or
+    fingerprint of it. One small allgather of a hash per part; rank 0 names
+    the first rank that differs, and what differs, in a ConfigError (its
+    abort then ends the job). Ranks that ran different command lines, or
+    read different files under the same name, would otherwise train
+    different models while summing their gradients, without a word.
+    """
+    comm = import_mpi().COMM_WORLD
+    mine = {name: hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+            for name, text in parts.items()}
+    every = comm.allgather(mine)
+    for rank, theirs in enumerate(every):
+        differing = [name for name in parts if theirs.get(name) != every[0].get(name)]
+        if not differing:
+            continue
+        if comm.Get_rank() == 0:
+            raise ConfigError(
+                f"rank {rank} of {len(every)} has other {' and '.join(differing)} than rank 0: "
+                "every rank must run the same command on the same data; check each rank's "
+                "command line and data files")
+        comm.Barrier()      # never passed: rank 0's error aborts the job
 
 
 class MPIExecutor(ThreadsExecutor):
@@ -225,6 +310,7 @@ class MPIExecutor(ThreadsExecutor):
             world()                                   # the abort hook, for several ranks
             comm = MPI.COMM_WORLD
         self._comm, self._sum, self._IN_PLACE = comm, MPI.SUM, MPI.IN_PLACE
+        self.timeout_s = mpi_timeout()
         self.rank, self.ranks = comm.Get_rank(), comm.Get_size()
         if self.ranks > batch_size:
             raise ConfigError(
@@ -235,7 +321,8 @@ class MPIExecutor(ThreadsExecutor):
         super().__init__(network, params, batch_size=-(-batch_size // self.ranks),
                          threads=threads)
         self.global_batch_size = batch_size
-        comm.Bcast(self._params, root=0)              # 0. every replica starts equal
+        wait_for(comm.Ibcast(self._params, root=0),  # 0. every replica starts equal
+                 self.timeout_s, "no starting parameters from rank 0")
         P, T = self._params.size, self._workers
         # What is reduced, (P + 1,): [s * g_r | loss_r], the rank's scaled gradient sum
         # in the parameters' layout (self._step, its views per layer), then its loss sum.
@@ -270,8 +357,9 @@ class MPIExecutor(ThreadsExecutor):
         out[start:stop] = super().predict(x[start:stop])
         counts = [(b - a) * width for a, b in bounds]
         displacements = [a * width for a, _ in bounds]
-        self._comm.Allgatherv(self._IN_PLACE,
-                              [out, (counts, displacements), self._mpi_type])
+        wait_for(self._comm.Iallgatherv(self._IN_PLACE,
+                                        [out, (counts, displacements), self._mpi_type]),
+                 self.timeout_s, "no outputs from the other ranks")
         return out
 
     def _update(self, k: int, x: np.ndarray, n: int, scale: float) -> None:
@@ -297,7 +385,8 @@ class MPIExecutor(ThreadsExecutor):
         self._barrier.wait()                          # g_r and every worker's loss written
         if k == 0:                                    # 3. one collective per step
             self._reduced[-1] = sum(self._losses[:min(n, self._workers)])
-            self._comm.Allreduce(self._IN_PLACE, self._reduced, op=self._sum)
+            wait_for(self._comm.Iallreduce(self._IN_PLACE, self._reduced, op=self._sum),
+                     self.timeout_s, "no gradient from the other ranks")
         self._barrier.wait()                          # g is the global sum on this rank
         np.subtract(self._update_params[k], self._update_steps[k],   # 4. the update
                     out=self._update_params[k])
@@ -336,6 +425,7 @@ def check_launch(ranks: int, batch_size: int) -> str:
             "(mpiexec -n sets the number of ranks)")
     if find_spec("mpi4py") is None:
         raise MPIUnavailable(f"--ranks: mpi4py is not installed; install it with {INSTALL_HINT}")
+    mpi_timeout()                 # a bad PBP_MPI_TIMEOUT: one line here, not one per rank
     return find_mpiexec()
 
 
@@ -352,25 +442,112 @@ def without_ranks(argv: list[str]) -> list[str]:
     return out
 
 
+# After a stop signal, how long the ranks may take to finish their step, write
+# a checkpoint and stop, before the launcher kills them.
+GRACE_S = 30.0
+
+
 def launch(mpiexec: str, ranks: int, argv: list[str]) -> int:
     """Run ``pbp`` with ``argv`` (minus ``--ranks``) on ``ranks`` local ranks; its exit status.
 
     Each rank gets one BLAS thread unless the environment says otherwise (the
     executors pin BLAS anyway; this keeps ranks x cores idle OpenBLAS threads
-    from being started). A Ctrl-C reaches mpiexec too, which stops the ranks:
-    we wait for it rather than leave them behind.
+    from being started). mpiexec runs in a session of its own, so that a
+    Ctrl-C or SIGTERM sent to this launcher reaches it exactly once (we
+    forward it; mpiexec passes it on to every rank, and rank 0 stops after a
+    checkpoint and says where) and so that everything it started can be
+    killed together: after a second signal, after ``GRACE_S`` seconds, or
+    when this process fails. On Linux mpiexec also gets SIGTERM when this
+    process dies, even by SIGKILL (``PR_SET_PDEATHSIG``): no rank outlives
+    its launcher.
     """
     command = [mpiexec, "-n", str(ranks), sys.executable, "-m", "parallel_backprop.cli",
                *without_ranks(argv)]
     env = dict(os.environ)
     env.setdefault("OPENBLAS_NUM_THREADS", "1")
     env.setdefault("OMP_NUM_THREADS", "1")
-    process = subprocess.Popen(command, env=env)
+    process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
+                               start_new_session=True, preexec_fn=_terminate_with_parent())
     try:
-        return process.wait()
-    except KeyboardInterrupt:
-        try:
-            return process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
+        with _StopForwarder(process) as stops:
+            return stops.wait()
+    finally:
+        _kill_session(process)
+
+
+class _StopForwarder:
+    """While mpiexec runs: Ctrl-C and SIGTERM go to it; a second one kills its session.
+
+    Used as a context manager, which installs the handlers and puts the
+    previous ones back.
+    """
+
+    def __init__(self, process: subprocess.Popen):
+        self.process = process
+        self.signum: int | None = None     # the first stop signal, once one came
+        self.since = 0.0                   # when it came
+        self.killed = ""                   # why the session was killed, once it was
+        self._previous: dict = {}
+
+    def __enter__(self) -> "_StopForwarder":
+        self._previous = {signum: signal.signal(signum, self._forward)
+                          for signum in STOP_SIGNALS}
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _forward(self, signum, frame) -> None:
+        note_received(signum)
+        if self.signum is not None:
+            self.killed = f"stopped by {signal_name(signum)} twice; the ranks were killed"
+            _kill_session(self.process, wait=False)
+            return
+        self.signum, self.since = signum, time.monotonic()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.process.pid, signum)
+
+    def wait(self) -> int:
+        """mpiexec's exit status; after a stop signal, 128 + its number (rank 0 said where).
+
+        Raises :class:`~..interrupts.Stopped` when the ranks had to be killed.
+        """
+        while True:
+            try:
+                status = self.process.wait(timeout=0.1)
+                break
+            except subprocess.TimeoutExpired:
+                if self.signum is not None and time.monotonic() - self.since > GRACE_S:
+                    self.killed = (f"stopped by {signal_name(self.signum)}; the ranks had "
+                                   f"not stopped {GRACE_S:g} s later and were killed")
+                    _kill_session(self.process)
+        if self.killed:
+            raise Stopped(self.killed, self.signum)
+        return status if self.signum is None else exit_status()
+
+
+def _kill_session(process: subprocess.Popen, wait: bool = True) -> None:
+    """SIGKILL mpiexec, its proxies and its ranks, unless mpiexec has ended."""
+    from ..harness.process import kill_tree     # not at import: harness imports executors
+
+    if process.poll() is None:
+        kill_tree(process.pid)
+        if wait:
+            process.wait()
+
+
+def _terminate_with_parent():
+    """A ``preexec_fn`` that makes the child get SIGTERM when this process dies (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl, parent = ctypes.CDLL(None, use_errno=True).prctl, os.getpid()
+    PR_SET_PDEATHSIG = 1
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:       # the parent died before the line above
+            os._exit(1)
+    return arm

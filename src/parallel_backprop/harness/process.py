@@ -53,12 +53,48 @@ def error_line(stderr: str) -> str:
 
 
 def kill(process: subprocess.Popen) -> None:
-    """End ``process`` and everything in its session; wait for it."""
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    """End ``process`` and everything it started (:func:`kill_tree`); wait for it."""
+    kill_tree(process.pid)
     process.communicate()
 
 
-__all__ = ["THREAD_VARIABLES", "error_line", "kill", "process_env", "run_isolated"]
+def kill_tree(pid: int) -> None:
+    """SIGKILL the process group led by ``pid`` and every descendant of ``pid``.
+
+    The group alone is not enough: MPICH's process manager starts every rank
+    in a process group of its own, so killing mpiexec's group would leave the
+    ranks running, adopted by init. Descendants are found in /proc (Linux);
+    elsewhere only the group is killed.
+    """
+    victims = descendants(pid)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    for victim in victims:
+        try:
+            os.kill(victim, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def descendants(pid: int) -> list[int]:
+    """The children of ``pid``, theirs, and so on (from /proc; empty where there is none)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # "pid (name) state ppid ...": the name may hold spaces and parentheses
+            parent = int(entry.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue                          # ended while we looked
+        children.setdefault(parent, []).append(int(entry.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+__all__ = ["THREAD_VARIABLES", "descendants", "error_line", "kill", "kill_tree", "process_env",
+           "run_isolated"]

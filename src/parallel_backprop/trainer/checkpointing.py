@@ -1,4 +1,4 @@
-"""Checkpoints out, resume in: when a run hands its state over, Ctrl-C, and where a run starts.
+"""Checkpoints out, resume in: when a run hands its state over, stop signals, where it starts.
 
 The file format is :mod:`parallel_backprop.checkpoint`'s business; here a
 checkpoint is a :class:`~.results.TrainState` given to a callback.
@@ -13,59 +13,70 @@ from typing import Callable
 import numpy as np
 
 from ..errors import ConfigError
+from ..interrupts import STOP_SIGNALS, note_received, signal_name
 from ..network import Network
 from .config import TrainConfig, seed_streams
 from .results import EpochMetrics, TrainState
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training: the run stopped at a step boundary after a checkpoint.
+    """Ctrl-C or SIGTERM during training: the run stopped at a step boundary after a checkpoint.
 
-    ``state`` is where it stopped (what the last checkpoint holds).
+    ``state`` is where it stopped (what the last checkpoint holds); ``signum``
+    the signal that stopped it.
     """
 
-    def __init__(self, message: str, state: TrainState):
+    def __init__(self, message: str, state: TrainState, signum: int = signal.SIGINT):
         super().__init__(message)
-        self.state = state
+        self.state, self.signum = state, signum
 
 
 class DeferredInterrupt:
-    """Ctrl-C while training: let the step finish, so a checkpoint can be written.
+    """Ctrl-C or SIGTERM while training: let the step finish, so a checkpoint can be written.
 
-    The first SIGINT only sets ``requested``; the trainer checks it after
-    every step. The previous handler is put back at once, so a second
-    Ctrl-C interrupts immediately. Signal handlers can only be installed
-    from the main thread; elsewhere (and when disabled) this does nothing,
-    nor where SIGINT is ignored (MPI ranks other than 0 leave it to rank 0).
+    The first of those signals only sets ``requested`` (to its number); the
+    trainer checks it after every step. The previous handlers are put back at
+    once, so a second signal interrupts immediately. Signal handlers can only
+    be installed from the main thread; elsewhere (and when disabled) this does
+    nothing, nor for a signal that is ignored (MPI ranks other than 0 leave
+    both to rank 0).
     """
 
     def __init__(self, enabled: bool):
-        self.enabled = (enabled and threading.current_thread() is threading.main_thread()
-                        and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN)
-        self.requested = False
-        self._previous = None
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.requested: int | None = None
+        self._previous: dict = {}
 
     def __enter__(self) -> "DeferredInterrupt":
         if self.enabled:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {signum: signal.signal(signum, self._handle)
+                              for signum in STOP_SIGNALS
+                              if signal.getsignal(signum) is not signal.SIG_IGN}
         return self
 
     def _handle(self, signum, frame) -> None:
-        self.requested = True
-        signal.signal(signal.SIGINT, self._previous)
+        note_received(signum)
+        self.requested = signum
+        self._restore()
+
+    def _restore(self) -> None:
+        for signum, previous in self._previous.items():
+            if signal.getsignal(signum) == self._handle:
+                signal.signal(signum, previous)
 
     def __exit__(self, *exc_info) -> None:
-        if self.enabled and signal.getsignal(signal.SIGINT) == self._handle:
-            signal.signal(signal.SIGINT, self._previous)
+        if self.enabled:
+            self._restore()
 
 
 class Checkpointer:
-    """Hands a run's position to its ``checkpoint`` callback, and stops the run on Ctrl-C.
+    """Hands a run's position to its ``checkpoint`` callback; stops the run on Ctrl-C or SIGTERM.
 
     A checkpoint is due every ``every`` steps (counted from the start of the
-    run), at every epoch's end, and after the step during which Ctrl-C came.
-    Without a callback it does nothing, and Ctrl-C interrupts as usual.
-    Used as a context manager: Ctrl-C is deferred inside the block.
+    run), at every epoch's end, and after the step during which Ctrl-C (or
+    SIGTERM) came. Without a callback it does nothing, and those signals
+    interrupt as usual. Used as a context manager: they are deferred inside
+    the block.
     """
 
     def __init__(self, callback: Callable[[TrainState], None] | None, every: int | None,
@@ -91,22 +102,23 @@ class Checkpointer:
         if self.callback is None or done >= self.steps_per_epoch:
             return False
         global_step = (epoch - 1) * self.steps_per_epoch + done
-        return self._interrupt.requested or (
+        return self._interrupt.requested is not None or (
             self.every is not None and global_step % self.every == 0)
 
     def save(self, params: np.ndarray, epoch: int, step: int, shuffle_state: dict,
              loss_total: float, train_s: float, epochs: list[EpochMetrics]) -> TrainState:
-        """Hand this position to the callback; then stop the run if Ctrl-C asked to.
+        """Hand this position to the callback; then stop the run if a stop signal asked to.
 
         The caller has checked that ``params`` and ``loss_total`` are finite.
         """
         state = TrainState(params, epoch, step, shuffle_state, loss_total, train_s,
                            list(epochs), self.steps_per_epoch)
         self.callback(state)
-        if self._interrupt.requested and epoch <= self.epochs:   # not once the run is done
+        signum = self._interrupt.requested
+        if signum is not None and epoch <= self.epochs:   # not once the run is done
             raise TrainingInterrupted(
-                f"stopped by Ctrl-C at epoch {epoch}, step {step} of {self.steps_per_epoch}",
-                state)
+                f"stopped by {signal_name(signum)} at epoch {epoch}, step {step} of "
+                f"{self.steps_per_epoch}", state, signum)
         return state
 
     def epoch_done(self, params: np.ndarray, epoch: int, shuffle_state: dict,

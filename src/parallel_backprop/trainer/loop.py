@@ -216,10 +216,10 @@ def train(network: Network, config: TrainConfig,
     checkpoint : callable, optional
         Called with the current :class:`TrainState` every ``checkpoint_every``
         steps (counted from the start of the run), at the end of every epoch,
-        and when Ctrl-C stops the run. Never called with non-finite
+        and when Ctrl-C or SIGTERM stops the run. Never called with non-finite
         parameters or loss: the run stops with :class:`TrainingDiverged`
         first, so the last checkpoint written stays a good one. While it is
-        set, Ctrl-C stops at the next step boundary with
+        set, Ctrl-C (or SIGTERM) stops at the next step boundary with
         :class:`TrainingInterrupted` (a ``KeyboardInterrupt``).
     checkpoint_every : int, optional
         Steps between checkpoints; default: only at epoch ends.
