@@ -26,7 +26,7 @@ import pytest
 from parallel_backprop.checkpoint import checkpoint_paths, latest_checkpoint
 from parallel_backprop.cli import main
 from parallel_backprop.modelio import load_model
-from test_hostile_input import mnist_folder, one_clear_line, run
+from helpers import mnist_folder, one_clear_line, run
 
 SMALL = ["--dataset", "synthetic", "--samples", "300", "--features", "6", "--classes", "3",
          "--net", "6-8-3", "--batch-size", "16", "--epochs", "1", "--quiet"]

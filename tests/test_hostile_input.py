@@ -14,31 +14,18 @@ import pooch
 from numpy.lib import format as npy_format
 import pytest
 
-from parallel_backprop.cli import main
-from parallel_backprop.data import Identity, write_idx
+from parallel_backprop.data import Identity
 from parallel_backprop.errors import ConfigError, ModelFileError
 from parallel_backprop.modelio import Model, load_model, save_model
 from parallel_backprop.network import Network
 from parallel_backprop.trainer import TrainConfig, train
 
+from helpers import mnist_folder, one_clear_line, run
+
 SMALL = ["--dataset", "synthetic", "--samples", "300", "--features", "6", "--classes", "3",
          "--net", "6-8-3", "--batch-size", "16", "--epochs", "1", "--quiet"]
 KDD_ROW = ("0,tcp,http,SF,181,5450,0,0,0,0,0,1,0,0,0,0,0,0,0,0,0,0,8,8,0.00,0.00,0.00,0.00,"
            "1.00,0.00,0.00,9,9,1.00,0.00,0.11,0.00,0.00,0.00,0.00,0.00,normal.")
-
-
-def run(argv, capsys):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def one_clear_line(code, err, *expected):
-    assert code != 0
-    assert err.startswith("pbp: error:") and err.strip().count("\n") == 0, err
-    assert "Traceback" not in err
-    for text in expected:
-        assert text in err, err
 
 
 @pytest.fixture
@@ -47,17 +34,6 @@ def saved(tmp_path, capsys):
     path = tmp_path / "keep.npz"
     assert run(["train", *SMALL, "--save", path], capsys)[0] == 0
     return path, path.read_bytes()
-
-
-def mnist_folder(folder: Path, n=12) -> Path:
-    rng = np.random.default_rng(0)
-    folder.mkdir()
-    for stem, count in (("train", n), ("t10k", n // 2)):
-        write_idx(folder / f"{stem}-images-idx3-ubyte.gz",
-                  rng.integers(0, 256, (count, 28, 28), dtype=np.uint8), compress=True)
-        write_idx(folder / f"{stem}-labels-idx1-ubyte.gz",
-                  rng.integers(0, 10, count, dtype=np.uint8), compress=True)
-    return folder
 
 
 def damage_truncate(path: Path) -> None:
