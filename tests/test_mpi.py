@@ -19,7 +19,6 @@ import textwrap
 import time
 from importlib.util import find_spec
 
-import numpy as np
 import pytest
 
 from helpers import assert_allclose_verbose

@@ -215,12 +215,11 @@ def train(network: Network, config: TrainConfig,
         Continue from this state (a checkpoint's) instead of starting afresh.
     checkpoint : callable, optional
         Called with the current :class:`TrainState` every ``checkpoint_every``
-        steps (counted from the start of the run), at the end of every epoch,
-        and when Ctrl-C or SIGTERM stops the run. Never called with non-finite
-        parameters or loss: the run stops with :class:`TrainingDiverged`
-        first, so the last checkpoint written stays a good one. While it is
-        set, Ctrl-C (or SIGTERM) stops at the next step boundary with
-        :class:`TrainingInterrupted` (a ``KeyboardInterrupt``).
+        steps (counted from the start of the run) and at the end of every
+        epoch, never with non-finite parameters or loss (the run stops with
+        :class:`TrainingDiverged` first, so the last checkpoint stays good).
+        While it is set, Ctrl-C or SIGTERM stops the run at the next step
+        boundary, after a checkpoint, with :class:`TrainingInterrupted`.
     checkpoint_every : int, optional
         Steps between checkpoints; default: only at epoch ends.
     """
