@@ -129,15 +129,12 @@ def read_xy_pair(x_path, y_path, *, header: bool | None = None, what: str = "--t
 
 
 def table_columns(path, header: bool | None = None, what: str = "--input") -> list[str]:
-    """The column names ``read_table`` gives ``path``, reading only the start of a text file."""
+    """The column names ``read_table`` gives ``path``: a text file's start, Parquet's schema."""
     path = Path(path)
     where = f"{what} {path}" if what else str(path)
     kind = _kind(path, where)
     if kind == "parquet":
-        try:
-            return list(_pyarrow().parquet.read_schema(path).names)
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{where}: not a readable Parquet file ({one_line(exc)})") from None
+        return _read_parquet(path, where, names_only=True)
     if kind in ("zip", "npy"):
         return read_table(path, what=what).column_names
     head, whole = _head(path, None if kind == "text" else kind, where)
@@ -186,14 +183,16 @@ def _kind(path: Path, where: str) -> str:
 # -- Parquet, .npz, .npy ---------------------------------------------------------------------
 
 
-def _read_parquet(path: Path, where: str):
+def _read_parquet(path: Path, where: str, names_only: bool = False):
+    """The Parquet file's table (or only its column names, from the schema)."""
     pa = _pyarrow()
     try:
-        table = pa.parquet.read_table(path)
+        with pa.parquet.ParquetFile(path) as parquet:
+            names = parquet.schema_arrow.names
+            _check_names(names, where)
+            return list(names) if names_only else parquet.read()
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise DataError(f"{where}: not a readable Parquet file ({one_line(exc)})") from None
-    _check_names(table.column_names, where)
-    return table
 
 
 def _read_npz(path: Path, where: str, what: str):
