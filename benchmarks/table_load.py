@@ -3,16 +3,18 @@
 Writes a seeded CSV (default 1,000,000 rows; ``--rows 5000000`` is the full
 size, about 1.5 GB) of 40 columns: 30 decimals, 6 integers, 3 text columns
 (5, 50 and 1,000 categories) and an integer label last; ``--gzip`` writes it
-gzipped. Then loads it once per reader, each in a process of its own, and
-reports the wall time and the peak resident memory of that process
-(``ru_maxrss`` from ``wait4``), next to the size of the float32 matrix the
-data end as (rows x 37 numeric columns x 4 bytes):
+gzipped. Then loads it with each reader, ``--repeat`` times (3), each time in
+a process of its own, and reports the fastest wall time and the peak
+resident memory of those processes (``ru_maxrss`` from ``wait4``), next to
+the size of the float32 matrix the data end as (rows x 37 numeric columns x
+4 bytes). The machine may be shared: the fastest of the runs is the one
+least disturbed.
 
     arrow      pyarrow.csv.read_csv(path) as it is (decimals as float64)
     pandas     pandas.read_csv(path), when pandas is installed
     ours       parallel_backprop.data.tables.read_table(path)
     ours+f32   read_table, then the numeric columns into one float32 (n, 37) matrix,
-               column by column (what preprocessing does, without the scaling)
+               by blocks of rows (what preprocessing does, without the scaling)
     full       load_dataset("file", train_file=path) end to end (``--full``; needs
                the data set "file", which preprocessing registers)
     baseline   a process that only imports pyarrow (its memory is in every other)
@@ -98,32 +100,47 @@ def load(reader: str, path: str) -> dict:
     return {"seconds": time.perf_counter() - start, "shape": list(shape)}
 
 
-def numeric_matrix(table, pa) -> np.ndarray:
-    """The numeric columns as one float32 (n, d) matrix, filled column by column, chunk by chunk."""
+def numeric_matrix(table, pa, block: int = 16_384) -> np.ndarray:
+    """The numeric columns as one float32 (n, d) matrix.
+
+    Filled by blocks of rows, each column written into a block that stays in
+    the cache: three to four times faster than writing whole strided columns.
+    """
     numeric = [name for name, kind in zip(table.column_names, table.schema.types)
                if pa.types.is_integer(kind) or pa.types.is_floating(kind)]
     out = np.empty((table.num_rows, len(numeric)), dtype=np.float32)
-    for j, name in enumerate(numeric):
-        row = 0
-        for chunk in table.column(name).chunks:
-            out[row:row + len(chunk), j] = chunk.to_numpy(zero_copy_only=False)
-            row += len(chunk)
+    for start in range(0, table.num_rows, block):
+        part = table.slice(start, block)
+        rows = out[start:start + part.num_rows]
+        for j, name in enumerate(numeric):
+            rows[:, j] = part.column(name).to_numpy()
     return out
 
 
-def measure(reader: str, path: Path, threads: int | None) -> dict:
-    """One reader in a fresh process: its time and its peak resident memory (wait4)."""
-    command = [sys.executable, __file__, "--child", reader, str(path)]
-    if threads:
-        command += ["--threads", str(threads)]
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    output = child.stdout.read()
-    _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode != 0:
-        return {"reader": reader, "error": f"exit status {child.returncode}"}
-    result = json.loads(output)
-    return {"reader": reader, **result, "peak_rss_mb": usage.ru_maxrss / 1024}
+def measure(reader: str, path: Path, threads: int | None, repeat: int) -> dict:
+    """One reader, ``repeat`` times, each in a fresh process: the fastest time, the peak memory.
+
+    The peak is the child's ``ru_maxrss`` from ``wait4``. The parent stays small
+    (the CSV is written by a child too): a forked child's peak starts at its
+    parent's size.
+    """
+    seconds, peak, shape = [], 0, None
+    for _ in range(repeat):
+        child = subprocess.Popen(_child(reader, path, threads), stdout=subprocess.PIPE, text=True)
+        output = child.stdout.read()
+        _, status, usage = os.wait4(child.pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            return {"reader": reader, "error": f"exit status {os.waitstatus_to_exitcode(status)}"}
+        result = json.loads(output)
+        seconds.append(result["seconds"])
+        peak, shape = max(peak, usage.ru_maxrss / 1024), result["shape"]
+    return {"reader": reader, "seconds": min(seconds), "all_seconds": seconds,
+            "peak_rss_mb": peak, "shape": shape}
+
+
+def _child(reader: str, path: Path, threads: int | None) -> list[str]:
+    return [sys.executable, __file__, "--child", reader, str(path),
+            *(["--threads", str(threads)] if threads else [])]
 
 
 def main() -> None:
@@ -134,23 +151,28 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help='also load_dataset("file", ...)')
     parser.add_argument("--threads", type=int, help="pyarrow's CPU pool (default: one per core)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per reader (fastest kept)")
     parser.add_argument("--keep", action="store_true", help="keep the CSV (reused when present)")
     parser.add_argument("--child", nargs=2, metavar=("READER", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         import pyarrow
         pyarrow.set_cpu_count(args.threads)
-    if args.child:
+    if args.child and args.child[0] == "write":
+        write_csv(Path(args.child[1]), args.rows, args.seed, args.gzip)
+    elif args.child:
         print(json.dumps(load(*args.child)))
-        return
-    report(args)
+    else:
+        report(args)
 
 
 def report(args) -> None:
     path = args.dir / f"table_{args.rows}_{args.seed}.csv{'.gz' if args.gzip else ''}"
     if not path.exists():
         start = time.perf_counter()
-        write_csv(path, args.rows, args.seed, args.gzip)
+        subprocess.run([sys.executable, __file__, "--child", "write", str(path), "--rows",
+                        str(args.rows), "--seed", str(args.seed)] + ["--gzip"] * args.gzip,
+                       check=True)
         print(f"wrote {path} ({path.stat().st_size / 2**20:,.0f} MiB) in "
               f"{time.perf_counter() - start:.1f} s")
     matrix_mb = args.rows * (N_DECIMAL + N_INTEGER + 1) * 4 / 2**20
@@ -162,12 +184,14 @@ def report(args) -> None:
             if reader == "pandas" and not _has("pandas"):
                 print(f"{reader:9s} skipped (pandas is not installed)")
                 continue
-            row = measure(reader, path, args.threads)
+            row = measure(reader, path, args.threads, args.repeat)
             if "error" in row:
                 print(f"{reader:9s} failed: {row['error']}")
                 continue
+            runs = " ".join(f"{s:.2f}" for s in row["all_seconds"])
             print(f"{reader:9s} {row['seconds']:7.2f} s  peak RSS {row['peak_rss_mb']:8,.0f} MiB "
-                  f"({row['peak_rss_mb'] / matrix_mb:4.2f}x the matrix)  shape {row['shape']}")
+                  f"({row['peak_rss_mb'] / matrix_mb:4.2f}x the matrix)  shape {row['shape']}  "
+                  f"runs: {runs} s")
     finally:
         if not args.keep:
             path.unlink()
