@@ -79,7 +79,8 @@ def read_table(path, *, header: bool | None = None, what: str = "--train-file",
     what : str
         How the user gave the file (the option's name), first in every message.
     progress : bool
-        A progress bar over the bytes read, on standard error when it is a terminal.
+        A progress bar over the bytes read, on standard error when it is a
+        terminal (text beyond the first MiB; the rest reads in a moment).
 
     Returns
     -------
