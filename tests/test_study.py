@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from parallel_backprop.cli import main
-from parallel_backprop.data import load_dataset
+from parallel_backprop.data import DATASETS, load_dataset
 from parallel_backprop.network import Network
 from parallel_backprop.study import TuneConfig, tune
 from parallel_backprop.trainer import TrainConfig
@@ -331,3 +331,21 @@ def test_the_executors_of_a_study_come_from_the_registry():
     assert (hybrid["threads"], hybrid["blas_threads"], hybrid["process_threads"]) == (2, 2, 2)
     assert hybrid["notes"] == ["2 workers x 2 BLAS threads on 2 core(s): oversubscribed"]
     assert executor_settings("mpi", 1)["ranks"] == 2      # one rank would show nothing
+
+
+@pytest.mark.skipif("file" not in DATASETS,
+                    reason="the data set 'file' (a user's table) is not registered")
+def test_a_users_table_joins_the_training_parts(tmp_path):
+    from parallel_backprop.errors import DataError
+    from parallel_backprop.study.config import StudyConfig
+    from parallel_backprop.study.run import find_sources
+
+    table = tmp_path / "mine.csv"
+    table.write_text("a,b,label\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(60)))
+    config = replace(StudyConfig(), datasets=("synthetic",))
+    sources, _ = find_sources(config, None, None, train_file=table)
+    assert set(sources) == {"synthetic", "file"}
+    args = sources["file"].args
+    assert args[args.index("--train-file") + 1] == str(table)
+    with pytest.raises(DataError, match="missing.csv"):
+        find_sources(config, None, None, train_file=tmp_path / "missing.csv")

@@ -54,6 +54,9 @@ from .runs import command_argv, command_plugins
               help="Folder to look in first for the data sets.")
 @click.option("--kdd-file", help="KDD Cup 99 file, or 'full' for kddcup.data.gz (default: "
                                  "the 10% file, if found).")
+@click.option("--train-file", type=click.Path(path_type=Path),
+              help="A table of your own (CSV, TSV, Parquet, .npz), trained on in the tune and "
+                   "accuracy parts as the data set 'file' (its last column the target).")
 @click.option("--samples", type=click.IntRange(min=1), help="Synthetic data set: samples.")
 @click.option("--features", type=click.IntRange(min=1), help="Synthetic data set: features.")
 @click.option("--classes", type=click.IntRange(min=2), help="Synthetic data set: classes.")
@@ -65,14 +68,15 @@ from .runs import command_argv, command_plugins
 @quiet_option("No progress and no tables.")
 @click.pass_context
 def study_command(ctx: click.Context, preset: str, data_dir: Path | None, kdd_file: str | None,
-                  out: Path, quiet: bool, **settings):
+                  train_file: Path | None, out: Path, quiet: bool, **settings):
     """Run the seed's study on this machine: tuning, accuracy, speed, scaling."""
     from ..study.run import run_study
 
     config = study_config(ctx, preset, settings)
     echo = (lambda line: None) if quiet else click.echo
     try:
-        doc = run_study(config, out, data_dir=data_dir, kdd_file=kdd_file, progress=not quiet,
+        doc = run_study(config, out, data_dir=data_dir, kdd_file=kdd_file,
+                        train_file=train_file, progress=not quiet,
                         log=echo, command=["pbp", *command_argv()],
                         plugins=command_plugins())
     except KeyboardInterrupt:

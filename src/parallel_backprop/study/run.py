@@ -49,13 +49,17 @@ from .config import ACCURACY_TOLERANCE, PARTS, SHAPES, StudyConfig, size_executo
 
 SCHEMA = "parallel-backprop/study/1"
 OUTPUT = "study.json"
+USER_TABLE = "file"     # the data set of a user's table (--train-file)
 
 
 def run_study(config: StudyConfig, out_dir: Path, *, data_dir=None, kdd_file=None,
-              progress: bool = True, log: Callable[[str], None] = print,
+              train_file=None, progress: bool = True, log: Callable[[str], None] = print,
               command: list[str] | None = None, plugins: Sequence[str] = ()) -> dict:
     """Run the parts of ``config``; write ``out_dir/study.json`` (after every part) and
     the harness's outputs into subfolders. Returns the study document.
+
+    ``train_file``: a user's table, studied as the data set "file" in the
+    training parts besides ``config.datasets``.
 
     ``plugins`` are imported here and in every process the study starts.
     Ctrl-C writes what was done (``"interrupted": true``) and re-raises.
@@ -63,9 +67,10 @@ def run_study(config: StudyConfig, out_dir: Path, *, data_dir=None, kdd_file=Non
     from ..fileio import output_folder
     from ..harness.environment import environment, load_average, warnings
 
-    sources, notes = find_sources(config, data_dir, kdd_file)
+    sources, notes = find_sources(config, data_dir, kdd_file, train_file)
     out_dir = output_folder(out_dir, (OUTPUT,), inputs={
-        f"{s.name} data": s.load.get("kdd_file") for s in sources.values()})
+        f"{s.name} data": s.load.get("kdd_file") or s.load.get("train_file")
+        for s in sources.values()})
     load_plugins(plugins)
     env = environment()
     doc = {"schema": SCHEMA, "preset": config.preset, "command": command or sys.argv,
@@ -109,21 +114,27 @@ def _run_part(study: "_Study", part: str, started: float) -> None:
         write_document(study.out_dir / OUTPUT, study.doc)
 
 
-def find_sources(config: StudyConfig, data_dir, kdd_file) -> tuple[dict[str, DataSource],
-                                                                   list[str]]:
+def find_sources(config: StudyConfig, data_dir, kdd_file,
+                 train_file=None) -> tuple[dict[str, DataSource], list[str]]:
     """The data sets of ``config.datasets`` found here (never downloaded), and notes on
-    those that are not. A file named explicitly (``kdd_file``) must exist."""
+    those that are not; with ``train_file``, the data set "file" (a user's table) too.
+    A file named explicitly (``kdd_file``, ``train_file``) must exist."""
     if data_dir is not None and not Path(data_dir).is_dir():
         raise DataError(f"--data-dir {data_dir}: does not exist or is not a folder")
     sources, notes = {}, []
-    for name in config.datasets:
+    names = tuple(config.datasets)
+    if train_file is not None and USER_TABLE not in names:
+        names += (USER_TABLE,)
+    for name in names:
         takes_file = "kdd_file" in DATASETS[name].options
+        # Passed only when given: a data set's find ignores the options it does not read.
+        files = {"train_file": str(train_file)} if name == USER_TABLE and train_file else {}
         try:
             sources[name] = find_source(
                 name, data_dir, kdd_file=kdd_file, synthetic_samples=config.samples,
-                synthetic_features=config.features, synthetic_classes=config.classes)
+                synthetic_features=config.features, synthetic_classes=config.classes, **files)
         except DataError as exc:
-            if takes_file and kdd_file is not None:
+            if (takes_file and kdd_file is not None) or name == USER_TABLE:
                 raise
             notes.append(f"{name} is not on this machine, its training parts are skipped "
                          f"({str(exc).split(';')[0]}); give --data-dir"
@@ -214,7 +225,8 @@ def compare_to_baseline(runs: list[TrainingRun]) -> None:
     ``executors.BASELINE``) to the runs of one data set."""
     base = next((r for r in runs if r.executor == BASELINE and r.ok), None)
     for r in runs:
-        if base is None or not r.ok:
+        # A regression table's runs have no accuracy to compare.
+        if base is None or not r.ok or None in (r.test_accuracy, base.test_accuracy):
             r.extra.update(accuracy_vs_serial=None, matches_serial=None)
             continue
         difference = r.test_accuracy - base.test_accuracy
