@@ -244,6 +244,9 @@ def test_empty_file(tmp_path, data):
 
 def test_header_only(tmp_path):
     refused(write(tmp_path / "d.csv", b"a,b,c\n"), "no data rows (only the header: a, b, c)")
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"a": pa.array([], pa.int64())}), path)
+    assert refused(path).endswith(": no data rows")
 
 
 def test_uneven_rows_are_numbered(tmp_path):

@@ -97,10 +97,11 @@ def read_table(path, *, header: bool | None = None, what: str = "--train-file",
         table = _table_of(_read_npy(path, where), None, where, "the array")
     else:
         table = _read_text(path, where, None if kind == "text" else kind, header, progress)
+        if table.num_rows == 0:
+            names = ", ".join(table.column_names[:5]) + (", ..." if table.num_columns > 5 else "")
+            raise DataError(f"{where}: no data rows (only the header: {names})")
     if table.num_rows == 0:
-        raise DataError(f"{where}: no data rows" + (
-            f" (only the header: {', '.join(table.column_names[:5])}"
-            f"{', ...' if table.num_columns > 5 else ''})" if kind not in ("zip", "npy") else ""))
+        raise DataError(f"{where}: no data rows")
     return table
 
 
