@@ -36,7 +36,8 @@ def infer_task(table, names: list[str], what: str) -> tuple[str, str]:
                             "and must all be numeric")
         return "regress", f"targets {shown}: several numeric columns -> regress"
     if kinds[0] != "numeric":
-        return "classify", f"target {shown}: {kinds[0]} values -> classify"
+        word = "text" if kinds[0] == "category" else "boolean"
+        return "classify", f"target {shown}: {word} values -> classify"
     values = numeric_values(table.column(names[0]), names[0], what)
     values = values[~np.isnan(values)]
     distinct = np.unique(values)

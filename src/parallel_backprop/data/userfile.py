@@ -53,6 +53,7 @@ def _located(request: LoadRequest) -> Located:
 
 def _train_table(request: LoadRequest):
     """The training file's table, the targets of ``target_file`` appended as columns."""
+    _located(request)   # a train file is given
     what = f"--train-file {request.train_file}"
     table = _read(request.train_file, "--train-file")
     if request.target_file is not None:

@@ -1,0 +1,315 @@
+"""A user's table: the data set "file" and its TablePreprocessor (kind "table")."""
+
+import gzip
+
+import numpy as np
+import pytest
+
+pa = pytest.importorskip("pyarrow")
+import pyarrow.parquet as pq  # noqa: E402
+
+from parallel_backprop.data import load_dataset, preprocessor_from_arrays  # noqa: E402
+from parallel_backprop.data.tables import read_table  # noqa: E402
+from parallel_backprop.data.tabular import TablePreprocessor  # noqa: E402
+from parallel_backprop.data.targets import TargetCode  # noqa: E402
+from parallel_backprop.errors import DataError  # noqa: E402
+
+
+def write(path, text: str, gz: bool = False):
+    data = text.encode("utf-8")
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return path
+
+
+def csv_text(n=40, header=True, sep=",", seed=0):
+    """Rows of a numeric input, a text input and a two-class label."""
+    rng = np.random.default_rng(seed)
+    lines = [sep.join(["size", "colour", "label"])] if header else []
+    for i in range(n):
+        lines.append(sep.join([f"{rng.normal():.4f}", ["red", "green", "blue"][i % 3],
+                               ["yes", "no"][i % 2]]))
+    return "\n".join(lines) + "\n"
+
+
+def fitted(table, features, target, task="classify", **options):
+    return TablePreprocessor(**options).fit(table, features, TargetCode(target, task))
+
+
+# ---- reading and loading ----------------------------------------------------------------
+
+@pytest.mark.parametrize("header", [True, False])
+def test_csv_with_and_without_header(tmp_path, header):
+    path = write(tmp_path / "t.csv", csv_text(header=header))
+    data = load_dataset("file", train_file=path)
+    assert data.task == "classify" and data.class_names == ["no", "yes"]
+    assert data.n_features == 1 + 3 and data.n_classes == 2
+    assert len(data.x_train) + len(data.x_val) + len(data.x_test) == 40
+    assert data.y_train.dtype == np.int64 and data.x_train.dtype == np.float32
+    assert data.preprocessor.feature_columns == (["size", "colour"] if header else ["0", "1"])
+
+
+def test_gzip_tsv_and_parquet_give_the_same_data(tmp_path):
+    text = csv_text()
+    plain = load_dataset("file", train_file=write(tmp_path / "t.csv", text))
+    gz = load_dataset("file", train_file=write(tmp_path / "t.tsv.gz",
+                                               text.replace(",", "\t"), gz=True))
+    pq.write_table(read_table(tmp_path / "t.csv"), tmp_path / "t.parquet")
+    parquet = load_dataset("file", train_file=tmp_path / "t.parquet")
+    for other in (gz, parquet):
+        np.testing.assert_array_equal(other.x_train, plain.x_train)
+        np.testing.assert_array_equal(other.y_test, plain.y_test)
+
+
+def test_quoted_fields_with_commas_and_a_byte_order_mark(tmp_path):
+    text = '\ufeffname,score,label\n' + "".join(
+        f'"Smith, {"AB"[i % 2]}",{i},{i % 2}\n' for i in range(30))
+    data = load_dataset("file", train_file=write(tmp_path / "q.csv", text))
+    prep = data.preprocessor
+    assert prep.feature_columns == ["name", "score"]
+    assert list(prep.codes[0].vocabulary) == ["Smith, A", "Smith, B"]
+
+
+def test_test_file_and_held_out_fraction(tmp_path):
+    train = write(tmp_path / "a.csv", csv_text(60))
+    test = write(tmp_path / "b.csv", csv_text(10, seed=1))
+    data = load_dataset("file", train_file=train, test_file=test)
+    assert len(data.x_test) == 10 and len(data.x_train) + len(data.x_val) == 60
+    held = load_dataset("file", train_file=train, test_fraction=0.5, limit=12)
+    assert len(held.x_test) == 30 and len(held.x_train) + len(held.x_val) == 12
+    again = load_dataset("file", train_file=train, test_fraction=0.5, limit=12)
+    np.testing.assert_array_equal(held.x_train, again.x_train)
+    # The earlier keyword of KDD is the same option.
+    old = load_dataset("file", train_file=train, kdd_test_file=test)
+    np.testing.assert_array_equal(old.x_test, data.x_test)
+
+
+def test_target_columns_and_drop_by_name_or_index(tmp_path):
+    path = write(tmp_path / "t.csv", csv_text())
+    data = load_dataset("file", train_file=path, target="0", drop=["label"], task="regress")
+    assert data.task == "regress" and data.class_names == ["size"]
+    assert data.preprocessor.feature_columns == ["colour"]
+    data = load_dataset("file", train_file=path, target="label", columns="size")
+    assert data.preprocessor.feature_columns == ["size"] and data.n_features == 1
+
+
+# ---- the encoding -----------------------------------------------------------------------
+
+def test_numeric_columns_standardised_on_the_training_rows():
+    table = pa.table({"a": [1.0, 2.0, 3.0, 100.0], "y": ["p", "q", "p", "q"]})
+    prep = TablePreprocessor().fit(table, ["a"], TargetCode(["y"], "classify"),
+                                   rows=np.array([0, 1, 2]))
+    x = prep.transform_table(table)
+    np.testing.assert_allclose(x[:3, 0], [-1.2247449, 0, 1.2247449], rtol=1e-6)
+    assert x[3, 0] == pytest.approx((100 - 2) / np.std([1, 2, 3]))
+
+
+def test_categories_one_hot_capped_and_unseen_values():
+    values = ["a"] * 5 + ["b"] * 4 + ["c"] * 3 + ["d"] * 2 + ["e"]
+    table = pa.table({"c": values, "y": [0, 1] * 7 + [0]})
+    prep = fitted(table, ["c"], ["y"], max_categories=3)
+    assert list(prep.codes[0].vocabulary) == ["a", "b"] and prep.codes[0].other
+    x = prep.transform_table(pa.table({"c": ["a", "b", "e", "zzz"]}))
+    np.testing.assert_array_equal(x, [[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1]])
+    uncapped = fitted(table, ["c"], ["y"])
+    x = uncapped.transform_table(pa.table({"c": ["d", "unseen"]}))
+    np.testing.assert_array_equal(x, [[0, 0, 0, 1, 0], [0, 0, 0, 0, 0]])
+    assert any("categories" in note for note in prep.notes)
+
+
+def test_booleans_are_zero_or_one_and_constant_columns_dropped():
+    table = pa.table({"b": [True, False, True, True], "k": [7, 7, 7, 7],
+                      "s": ["x"] * 4, "y": ["u", "v", "u", "v"]})
+    prep = fitted(table, ["b", "k", "s"], ["y"])
+    assert prep.feature_columns == ["b"]
+    np.testing.assert_array_equal(prep.transform_table(table)[:, 0], [1, 0, 1, 1])
+    assert sum("dropped" in note for note in prep.notes) == 2
+
+
+def test_log_scale_only_for_heavy_tailed_non_negative_columns():
+    rng = np.random.default_rng(0)
+    heavy = rng.lognormal(0, 2, 200)
+    table = pa.table({"heavy": heavy, "normal": rng.normal(size=200),
+                      "negative": -heavy, "y": [0, 1] * 100})
+    prep = fitted(table, ["heavy", "normal", "negative"], ["y"], log_scale=True)
+    assert [c.kind for c in prep.codes] == ["log", "numeric", "numeric"]
+    x = prep.transform_table(table)
+    np.testing.assert_allclose(x[:, 0], (np.log1p(heavy) - np.log1p(heavy).mean())
+                               / np.log1p(heavy).std(), rtol=1e-5, atol=1e-6)
+    assert [c.kind for c in fitted(table, ["heavy"], ["y"]).codes] == ["numeric"]
+
+
+@pytest.mark.parametrize("impute, expected", [("mean", 2.0), ("median", 1.5),
+                                              ("most-frequent", 1.0)])
+def test_impute_fills_with_the_training_statistic(impute, expected):
+    table = pa.table({"a": [1.0, 1.0, None, 2.0, 4.0], "c": ["p", None, "q", "p", "q"],
+                      "y": [0, 1, 0, 1, 0]})
+    features = ["a", "c"] if impute == "most-frequent" else ["a"]
+    prep = fitted(table, features, ["y"], impute=impute)
+    assert prep.codes[0].fill == expected
+    x = prep.transform_table(table)
+    assert x[2, 0] == pytest.approx((expected - prep.codes[0].mean) / prep.codes[0].std)
+    if impute == "most-frequent":
+        np.testing.assert_array_equal(x[1, 1:], [1, 0])   # "p": the first of the tie
+
+
+def test_impute_mean_leaves_text_columns_to_most_frequent():
+    table = pa.table({"c": ["p", "", "q"], "y": [0, 1, 0]})
+    with pytest.raises(DataError, match=r"row 2, column 'c': missing value.*most-frequent"):
+        fitted(table, ["c"], ["y"], impute="mean")
+
+
+def test_task_inferred_both_ways(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=100)
+    ints = (np.arange(100) % 4).astype(int)
+    lines = ["x,k,r"] + [f"{a},{b},{a * 3 + 0.5}" for a, b in zip(x, ints)]
+    path = write(tmp_path / "t.csv", "\n".join(lines) + "\n")
+    classes = load_dataset("file", train_file=path, target="k")
+    assert classes.task == "classify" and classes.class_names == ["0", "1", "2", "3"]
+    assert "classify" in classes.notes[0]
+    values = load_dataset("file", train_file=path)
+    assert values.task == "regress" and "regress" in values.notes[0]
+    assert values.y_train.dtype == np.float32 and values.y_train.shape[1] == 1
+    forced = load_dataset("file", train_file=path, target="k", task="regress")
+    assert forced.task == "regress" and forced.notes == []
+
+
+def test_numeric_classes_sorted_numerically():
+    table = pa.table({"a": [1.0, 2, 3, 4, 5], "y": [10, 9, 100, 9, 10]})
+    prep = fitted(table, ["a"], ["y"])
+    assert prep.class_names == ["9", "10", "100"]
+    np.testing.assert_array_equal(prep.targets_of(table), [1, 0, 2, 0, 1])
+
+
+def test_regression_targets_standardised_and_inverted_exactly():
+    y = np.array([3.5, -1.25, 1000.0, 7.0, 0.0])
+    table = pa.table({"a": [1.0, 2, 3, 4, 5], "y": y})
+    prep = fitted(table, ["a"], ["y"], task="regress")
+    t = prep.targets_of(table)
+    assert t.dtype == np.float32 and t.shape == (5, 1)
+    np.testing.assert_allclose(t[:, 0], (y - y.mean()) / y.std(), rtol=1e-6)
+    np.testing.assert_allclose(prep.inverse_targets(t)[:, 0], y, rtol=1e-6, atol=1e-4)
+    assert prep.inverse_targets(prep.targets_of(table)).dtype == np.float32
+
+
+def test_saved_preprocessor_transforms_the_same(tmp_path):
+    rng = np.random.default_rng(0)
+    table = pa.table({"a": rng.lognormal(0, 2, 50), "b": [True, False] * 25,
+                      "c": [f"v{i % 7}" for i in range(50)], "y": rng.normal(size=50)})
+    prep = fitted(table, ["a", "b", "c"], ["y"], task="regress", max_categories=4,
+                  log_scale=True, impute="most-frequent")
+    arrays = prep.to_arrays()
+    assert all(v.dtype != object for v in arrays.values())
+    np.savez(tmp_path / "p.npz", **arrays)
+    with np.load(tmp_path / "p.npz", allow_pickle=False) as saved:
+        loaded = preprocessor_from_arrays(dict(saved))
+    np.testing.assert_array_equal(loaded.transform_table(table), prep.transform_table(table))
+    np.testing.assert_array_equal(loaded.targets_of(table), prep.targets_of(table))
+    assert loaded.feature_columns == prep.feature_columns and loaded.task == "regress"
+    assert loaded.class_names == ["y"]
+    assert loaded.targets_of(table.drop(["y"])) is None
+
+
+def test_headerless_model_reads_a_table_without_its_target_column(tmp_path):
+    path = write(tmp_path / "t.csv", csv_text(header=False))
+    prep = load_dataset("file", train_file=path, target="0").preprocessor
+    x = prep.transform_table(pa.table({"0": ["red", "blue"], "1": ["yes", "no"]}))
+    assert x.shape == (2, prep.n_features)
+
+
+# ---- bad tables: one line naming the file, the column and the row ------------------------
+
+BAD_TABLES = {
+    "missing target": ("a,b\n1,2\n3,4\n5,6\n", {"target": "zz"},
+                       r"--target 'zz': no such column; expected one of 'a', 'b'"),
+    "target index out of range": ("a,b\n1,2\n3,4\n5,6\n", {"target": "7"},
+                                  r"--target '7': no such column.*index 0..1"),
+    "one class": ("a,b\n1,x\n2,x\n3,x\n4,x\n", {},
+                  r"target 'b' has one class \('x'\)"),
+    "all-missing column": ("a,b,c\n,1,x\n,2,y\n,3,x\n,4,y\n", {},
+                           r"column 'a': every value is missing"),
+    "word in a numeric column": ("a,b\n1,x\n2,y\n3,x\noops,y\n5,x\n", {},
+                                 r"row 4, column 'a': 'oops' is not a number"),
+    "infinity": ("a,b\n1,x\n2,y\ninf,x\n4,y\n", {}, r"row 3, column 'a': inf is not a finite"),
+    "missing value without impute": ("a,b\n1,x\n2,y\n,x\n4,y\n", {},
+                                     r"row 3, column 'a': missing value \(give --impute"),
+    "missing target value": ("a,b\n1,x\n2,\n3,x\n4,y\n", {},
+                             r"row 2, target column 'b': missing value"),
+    "duplicate column names": ("a,a,b\n1,2,x\n3,4,y\n5,6,x\n", {},
+                               r"columns 0 and 1 \(0-based\) are both named 'a'"),
+    "--columns names a missing column": ("a,b\n1,x\n2,y\n3,x\n", {"columns": "a,q"},
+                                         r"--columns 'q': no such column"),
+    "dropping every column": ("a,b\n1,x\n2,y\n3,x\n", {"drop": "a"},
+                              r"no input columns left"),
+    "dropping the target": ("a,b\n1,x\n2,y\n3,x\n", {"drop": "b"},
+                            r"--drop 'b' is the target column"),
+    "regress target not numeric": ("a,b\n1,x\n2,y\n3,x\n4,y\n", {"task": "regress"},
+                                   r"target 'b' holds text .* expected numbers for a regression"),
+    "constant regress target": ("a,b\n1,5\n2,5\n3,5\n4,5\n5,5\n", {"task": "regress"},
+                                r"target 'b' has one value \(5\)"),
+    "every input constant": ("a,b\n1,x\n1,y\n1,x\n1,y\n", {},
+                             r"every input column has one value"),
+    "several targets to classify": ("a,b,c\n1,2,x\n2,3,y\n3,4,x\n", {"target": "a,c"},
+                                    r"several target columns are a regression"),
+    "unknown task": ("a,b\n1,x\n2,y\n3,x\n", {"task": "cluster"},
+                     r"task 'cluster': expected one of classify, regress"),
+    "unknown impute": ("a,b\n1,x\n2,y\n3,x\n", {"impute": "zero"},
+                       r"impute 'zero': expected one of mean, median, most-frequent"),
+    "max_categories of one": ("a,b\n1,x\n2,y\n3,x\n", {"max_categories": 1},
+                              r"max_categories 1: expected an integer >= 2"),
+    "too few rows": ("a,b\n1,x\n2,y\n", {}, r"2 rows, too few to hold out a test split"),
+    "date column": ("d,a,b\n2020-01-01,1,x\n2020-01-02,2,y\n2020-01-03,3,x\n", {},
+                    r"column 'd' of type date32\[day\]: expected numbers, strings or booleans"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_TABLES))
+def test_bad_tables_are_one_line_errors(tmp_path, case):
+    text, options, message = BAD_TABLES[case]
+    path = write(tmp_path / "bad.csv", text)
+    with pytest.raises(DataError, match=message) as caught:
+        load_dataset("file", train_file=path, **options)
+    text = str(caught.value)
+    assert "\n" not in text
+    if "task" not in case and "impute" not in case and "max_categories" not in case:
+        assert str(path) in text
+
+
+def test_test_file_with_other_columns(tmp_path):
+    train = write(tmp_path / "a.csv", csv_text())
+    test = write(tmp_path / "b.csv", "size,label\n1,yes\n")
+    with pytest.raises(DataError, match=r"--test-file .*b.csv: missing column\(s\) 'colour'"):
+        load_dataset("file", train_file=train, test_file=test)
+    headerless = write(tmp_path / "c.csv", csv_text(header=False))
+    narrow = write(tmp_path / "d.csv", "1,yes\n2,no\n")
+    with pytest.raises(DataError, match=r"d.csv: 2 columns, expected 3 as in --train-file"):
+        load_dataset("file", train_file=headerless, test_file=narrow)
+
+
+def test_test_file_with_a_class_training_never_had(tmp_path):
+    train = write(tmp_path / "a.csv", csv_text())
+    test = write(tmp_path / "b.csv", "size,colour,label\n1,red,yes\n2,red,maybe\n")
+    with pytest.raises(DataError, match=r"b.csv: row 2, target 'label': class 'maybe' is not"):
+        load_dataset("file", train_file=train, test_file=test)
+
+
+def test_test_file_with_a_word_where_training_had_numbers(tmp_path):
+    train = write(tmp_path / "a.csv", csv_text())
+    test = write(tmp_path / "b.csv", "size,colour,label\n1,red,yes\nbig,red,no\n")
+    with pytest.raises(DataError, match=r"b.csv: row 2, column 'size': 'big' is not a number"):
+        load_dataset("file", train_file=train, test_file=test)
+
+
+def test_no_train_file():
+    with pytest.raises(DataError, match="--train-file"):
+        load_dataset("file")
+
+
+def test_a_million_distinct_categories_are_capped(tmp_path):
+    n = 1_000_000
+    table = pa.table({"id": pa.array([f"id{i}" for i in range(n)]),
+                      "y": pa.array(np.arange(n) % 2)})
+    prep = fitted(table, ["id"], ["y"], max_categories=50)
+    assert prep.n_features == 50
+    x = prep.transform_table(table.slice(0, 1000))
+    assert x.shape == (1000, 50) and np.all(x.sum(axis=1) == 1)
