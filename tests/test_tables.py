@@ -313,3 +313,20 @@ def test_a_million_distinct_categories_are_capped(tmp_path):
     assert prep.n_features == 50
     x = prep.transform_table(table.slice(0, 1000))
     assert x.shape == (1000, 50) and np.all(x.sum(axis=1) == 1)
+
+
+def test_a_model_file_keeps_the_table_preprocessor(tmp_path):
+    from parallel_backprop.modelio import Model, load_model, save_model
+    from parallel_backprop.network import Network
+
+    data = load_dataset("file", train_file=write(tmp_path / "t.csv", csv_text()),
+                        max_categories=2)
+    network = Network.from_spec("1h", data.n_features, data.n_classes)
+    params = np.zeros(network.n_params, np.float32)
+    save_model(tmp_path / "m.npz", Model(network, params, data.preprocessor, data.class_names,
+                                         "file"))
+    model = load_model(tmp_path / "m.npz")
+    table = read_table(tmp_path / "t.csv")
+    np.testing.assert_array_equal(model.preprocessor.transform_table(table),
+                                  data.preprocessor.transform_table(table))
+    assert model.preprocessor.kind == "table" and model.class_names == ["no", "yes"]
