@@ -23,8 +23,10 @@ PARQUET_MAGIC = b"PAR1"
 
 
 def _pyarrow():
+    """pyarrow, or a one-line DataError that says how to install it."""
     try:
-        import pyarrow  # noqa: F401
+        import pyarrow
+        return pyarrow
     except ImportError:
         from ..errors import install_hint
         raise DataError(f"reading tables needs pyarrow: {install_hint('tables')}") from None
