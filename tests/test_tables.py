@@ -330,3 +330,22 @@ def test_a_model_file_keeps_the_table_preprocessor(tmp_path):
     np.testing.assert_array_equal(model.preprocessor.transform_table(table),
                                   data.preprocessor.transform_table(table))
     assert model.preprocessor.kind == "table" and model.class_names == ["no", "yes"]
+
+
+def test_parquet_types_dictionary_nulls_and_nan(tmp_path):
+    table = pa.table({
+        "d": pa.array(["u", "v", "u", "w", "v", "u"]).dictionary_encode(),
+        "i": pa.array([1, None, 3, 4, 5, 6], pa.int32()),
+        "f": pa.array([0.5, 1.5, float("nan"), 2.0, 3.0, 1.0]),
+        "y": pa.array([1.5, 2.5, 3.5, 4.5, 5.5, 6.5])})
+    pq.write_table(table, tmp_path / "t.parquet")
+    with pytest.raises(DataError, match=r"row 2, column 'i': missing value"):
+        load_dataset("file", train_file=tmp_path / "t.parquet")
+    data = load_dataset("file", train_file=tmp_path / "t.parquet", impute="median",
+                        test_fraction=0.2)
+    prep = data.preprocessor
+    assert [c.kind for c in prep.codes] == ["category", "numeric", "numeric"]
+    assert data.task == "regress" and np.isfinite(data.x_train).all()
+    from parallel_backprop.data.validate import check_regression_targets
+    with pytest.raises(DataError, match="sample index 1, target index 0"):
+        check_regression_targets(np.zeros((2, 1)), np.array([[0.0], [np.inf]]), 1, "t")

@@ -61,8 +61,9 @@ def check_regression_targets(x: np.ndarray, y: np.ndarray, n_targets: int, name:
                         f"samples, expected float ({len(x)}, {n_targets})")
     finite = np.isfinite(y)
     if not finite.all():
-        raise DataError(f"{name}: NaN or infinity in the targets, first at "
-                        f"{first_position(~finite)}")
+        row, col = np.unravel_index(np.argmin(finite), finite.shape)
+        raise DataError(f"{name}: NaN or infinity in the targets, first at sample index {row}, "
+                        f"target index {col}")
 
 
 def as_features(x, n_features: int, what: str) -> np.ndarray:
