@@ -349,3 +349,26 @@ def test_parquet_types_dictionary_nulls_and_nan(tmp_path):
     from parallel_backprop.data.validate import check_regression_targets
     with pytest.raises(DataError, match="sample index 1, target index 0"):
         check_regression_targets(np.zeros((2, 1)), np.array([[0.0], [np.inf]]), 1, "t")
+
+
+def test_inputs_too_large_for_this_machine_are_refused(monkeypatch):
+    import parallel_backprop.resources as resources
+
+    monkeypatch.setattr(resources, "physical_memory", lambda: 1000)
+    table = pa.table({"a": np.arange(300.0), "y": [0, 1, 2] * 100})
+    prep = fitted(table, ["a"], ["y"])
+    with pytest.raises(DataError, match=r"inputs of shape \(300, 1\) needs about"):
+        prep.transform_table(table, "t.csv")
+
+
+def test_a_saved_preprocessor_reloads_the_same_splits(tmp_path):
+    path = write(tmp_path / "t.csv", csv_text(50))
+    first = load_dataset("file", train_file=path, max_categories=2, seed=3)
+    again = load_dataset("file", train_file=path, fitted=first.preprocessor, seed=3)
+    for split in ("train", "val", "test"):
+        np.testing.assert_array_equal(getattr(again, f"x_{split}"), getattr(first, f"x_{split}"))
+        np.testing.assert_array_equal(getattr(again, f"y_{split}"), getattr(first, f"y_{split}"))
+        assert getattr(first, f"x_{split}").flags.c_contiguous
+    bad = write(tmp_path / "u.csv", csv_text(50).replace("\n-", "\nsmall", 1))
+    with pytest.raises(DataError, match=r"u.csv: row \d+, column 'size': 'small0"):
+        load_dataset("file", train_file=bad, fitted=first.preprocessor)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import DataError
+from ..resources import check_allocation
 from .columns import (as_strings, category_codes, category_counts, column_kind, first_missing,
                       missing_mask, name_list, numeric_values)
 from .targets import TargetCode
@@ -285,7 +286,10 @@ class TablePreprocessor:
         header had its target somewhere among them).
         """
         columns = self._columns(table, what)
-        out = np.zeros((table.num_rows, self.n_features), dtype=np.float32)
+        shape = (table.num_rows, self.n_features)
+        check_allocation(4 * shape[0] * shape[1], f"{what}: float32 inputs of shape {shape}",
+                         DataError, "give a smaller --max-categories or fewer rows")
+        out = np.zeros(shape, dtype=np.float32)
         offset = 0
         for code, column in zip(self.codes, columns):
             encode_column(code, column, out[:, offset:offset + code.width], what)

@@ -155,6 +155,25 @@ def _fit(request: LoadRequest, table, rows: np.ndarray, what: str):
     return prep, ([note] if note else []) + prep.notes
 
 
+def _encode(request: LoadRequest, prep, table, parts: list[np.ndarray], what: str):
+    """(x, y) of the rows ``parts`` of ``table`` (each an index array), one split each."""
+    rows = np.concatenate(parts)
+    if request.fitted is None:
+        # Fitting read every row of the file and named the first bad one: only the rows
+        # used are encoded (a --limit of a large file encodes little).
+        used = table.take(rows)
+        x, y = prep.transform_table(used, what), prep.targets_of(used, what)
+    else:
+        # A saved model's preprocessor: the whole file, so that a message names its row.
+        x, y = prep.transform_table(table, what), prep.targets_of(table, what)
+        x, y = (x[rows], None if y is None else y[rows])
+    if y is None:
+        raise DataError(f"{what}: no target column {name_list(prep.target.columns)} (the "
+                        "model's)")
+    cuts = np.cumsum([len(part) for part in parts])[:-1]
+    return np.split(x, cuts), np.split(y, cuts)
+
+
 def _load_file(request: LoadRequest, rng: np.random.Generator) -> Dataset:
     _check_options(request)
     table, what = _train_table(request)
@@ -163,17 +182,13 @@ def _load_file(request: LoadRequest, rng: np.random.Generator) -> Dataset:
     train, val = split_pool(len(pool), request.limit, request.val_fraction, rng)
     train, val = pool[train], pool[val]
     prep, notes = _fit(request, table, train, what)
-    # Encoded once, whole: every message names a row of the file, not of a split.
-    x, y = prep.transform_table(table, what), prep.targets_of(table, what)
-    if y is None:
-        raise DataError(f"{what}: no target column {name_list(prep.target.columns)} (the "
-                        "model's)")
+    parts = [train, val] if test_rows is None else [train, val, test_rows]
+    xs, ys = _encode(request, prep, table, parts, what)
     if test_rows is None:
         test, test_what = _test_table(request, table, prep.feature_columns + prep.target.columns)
-        x_test, y_test = prep.transform_table(test, test_what), prep.targets_of(test, test_what)
-    else:
-        x_test, y_test = x[test_rows], y[test_rows]
-    return Dataset("file", x[train], y[train], x[val], y[val], x_test, y_test, prep.n_outputs,
+        xs.append(prep.transform_table(test, test_what))
+        ys.append(prep.targets_of(test, test_what))
+    return Dataset("file", xs[0], ys[0], xs[1], ys[1], xs[2], ys[2], prep.n_outputs,
                    prep, prep.class_names, task=prep.task, notes=notes)
 
 
