@@ -359,3 +359,27 @@ def test_a_saved_preprocessor_reloads_the_same_splits(tmp_path):
     bad = write(tmp_path / "u.csv", csv_text(50).replace("\n-", "\nsmall", 1))
     with pytest.raises(DataError, match=r"u.csv: row \d+, column 'size': 'small0"):
         load_dataset("file", train_file=bad, fitted=first.preprocessor)
+
+
+def test_targets_from_a_second_file(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 2))
+    write(tmp_path / "x.csv", "".join(f"{a},{b}\n" for a, b in x))
+    write(tmp_path / "y.csv", "".join(f"{a + b}\n" for a, b in x))
+    data = load_dataset("file", train_file=tmp_path / "x.csv", target_file=tmp_path / "y.csv")
+    assert data.task == "regress" and data.class_names == ["y"] and data.n_features == 2
+    write(tmp_path / "short.csv", "1\n2\n")
+    with pytest.raises(DataError, match=r"--target-file .*short.csv: 2 rows for the 30 rows"):
+        load_dataset("file", train_file=tmp_path / "x.csv", target_file=tmp_path / "short.csv")
+
+
+def test_where_a_table_is_and_that_there_is_nothing_to_fetch(tmp_path):
+    from parallel_backprop.data import fetch_dataset, fetchable, find_source
+
+    path = write(tmp_path / "t.csv", csv_text())
+    source = find_source("file", train_file=path, test_file=path)
+    assert source.args == ("--dataset", "file", "--train-file", str(path), "--test-file",
+                           str(path))
+    assert "file" not in fetchable()
+    with pytest.raises(DataError, match="nothing to fetch"):
+        fetch_dataset("file", train_file=path)

@@ -91,7 +91,7 @@ def fit_numeric(column, name: str, kind: str, rows, options: dict, what: str):
     if options["impute"] is None:
         first_missing(missing, name, what, IMPUTE_HINT)
     train = values if rows is None else values[rows]
-    present = train[~np.isnan(train)]
+    present = train[~np.isnan(train)] if missing.any() else train
     if len(present) == 0:
         raise DataError(f"{what}: column {name!r}: every value of the training split is missing")
     code = ColumnCode(name, kind)
@@ -101,7 +101,7 @@ def fit_numeric(column, name: str, kind: str, rows, options: dict, what: str):
     if kind == "numeric" and options["log_scale"] and present.min() >= 0 \
             and _skew(present) > LOG_SKEW:
         code.kind, train = "log", np.log1p(train)
-    if np.all(train == train[0]):
+    if train.min() == train.max():
         return None
     if kind != "bool":
         code.mean, code.std = float(train.mean()), float(train.std())

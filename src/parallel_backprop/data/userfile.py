@@ -35,10 +35,10 @@ OPTIONS = ("train_file", "target_file", "test_file", "test_fraction", "target", 
 ARRAY_SUFFIXES = (".npz", ".npy")
 
 
-def _read(path, what: str):
+def _read(path, what: str, progress: bool = False):
     from .tables import read_table
 
-    return read_table(path, what=what)
+    return read_table(path, what=what, progress=progress)
 
 
 def _located(request: LoadRequest) -> Located:
@@ -55,9 +55,9 @@ def _train_table(request: LoadRequest):
     """The training file's table, the targets of ``target_file`` appended as columns."""
     _located(request)   # a train file is given
     what = f"--train-file {request.train_file}"
-    table = _read(request.train_file, "--train-file")
+    table = _read(request.train_file, "--train-file", request.progress)
     if request.target_file is not None:
-        targets = _read(request.target_file, "--target-file")
+        targets = _read(request.target_file, "--target-file", request.progress)
         if targets.num_rows != table.num_rows:
             raise DataError(f"--target-file {request.target_file}: {targets.num_rows} rows for "
                             f"the {table.num_rows} rows of {what}")
@@ -122,7 +122,7 @@ def select_columns(table, request: LoadRequest, what: str) -> tuple[list[str], l
 
 def _test_table(request: LoadRequest, table, used: list[str]):
     """The test file's table, checked to have the training file's columns."""
-    test = _read(request.test_file, "--test-file")
+    test = _read(request.test_file, "--test-file", request.progress)
     what = f"--test-file {request.test_file}"
     _check_names(test, what)
     names = table.column_names
