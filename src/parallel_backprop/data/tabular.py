@@ -35,6 +35,7 @@ from ..resources import check_allocation
 from .columns import (as_strings, category_codes, category_counts, column_kind, first_missing,
                       missing_mask, name_list, numeric_values)
 from .targets import TargetCode
+from .validate import check_choice, check_int
 
 IMPUTE = ("mean", "median", "most-frequent")
 LOG_SKEW = 2.0
@@ -198,8 +199,6 @@ class TablePreprocessor:
 
     def __init__(self, impute: str | None = None, max_categories: int = 50,
                  log_scale: bool = False):
-        from .validate import check_choice, check_int
-
         if impute is not None:
             check_choice("impute", impute, IMPUTE)
         check_int("max_categories", max_categories, 2)
