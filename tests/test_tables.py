@@ -81,6 +81,8 @@ def test_test_file_and_held_out_fraction(tmp_path):
     # The earlier keyword of KDD is the same option.
     old = load_dataset("file", train_file=train, kdd_test_file=test)
     np.testing.assert_array_equal(old.x_test, data.x_test)
+    with pytest.raises(DataError, match="kdd_test_fraction 0.3 and test_fraction 0.4: one"):
+        load_dataset("file", train_file=train, kdd_test_fraction=0.3, test_fraction=0.4)
 
 
 def test_target_columns_and_drop_by_name_or_index(tmp_path):

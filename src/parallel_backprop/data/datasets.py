@@ -84,7 +84,7 @@ def load_dataset(name: str, *, data_dir=None, limit: int | None = None, seed: in
                  target_file=None, target: str | None = None, task: str | None = None,
                  columns=None, drop=None, impute: str | None = None,
                  max_categories: int = 50, log_scale: bool = False,
-                 **renamed) -> Dataset:
+                 kdd_test_file=None, kdd_test_fraction: float | None = None) -> Dataset:
     """Load data set ``name`` (a key of ``DATASETS``), split and preprocessed.
 
     The keyword options are described on ``LoadRequest``; each data set reads
@@ -95,7 +95,8 @@ def load_dataset(name: str, *, data_dir=None, limit: int | None = None, seed: in
     ``test_fraction``, are accepted.
     """
     spec = dataset_spec(name)
-    renamed = _renamed(renamed, {"test_file": test_file, "test_fraction": test_fraction})
+    test_file = _renamed("test_file", test_file, kdd_test_file)
+    test_fraction = _renamed("test_fraction", test_fraction, kdd_test_fraction)
     if limit is not None:
         check_int("limit", limit, 1)
     check_int("seed", seed, 0)
@@ -110,7 +111,8 @@ def load_dataset(name: str, *, data_dir=None, limit: int | None = None, seed: in
         synthetic_samples=synthetic_samples, synthetic_features=synthetic_features,
         synthetic_classes=synthetic_classes, train_file=train_file, target_file=target_file,
         target=target, task=task, columns=_names(columns), drop=_names(drop), impute=impute,
-        max_categories=max_categories, log_scale=log_scale, **renamed)
+        max_categories=max_categories, log_scale=log_scale, test_file=test_file,
+        test_fraction=test_fraction)
     dataset = spec.load(request, np.random.default_rng(seed))
     # Every split is validated here, at the boundary: the trainer can then trust them.
     for split in ("train", "val", "test"):
@@ -126,21 +128,15 @@ def load_dataset(name: str, *, data_dir=None, limit: int | None = None, seed: in
 RENAMED = {"kdd_test_file": "test_file", "kdd_test_fraction": "test_fraction"}
 
 
-def _renamed(given: dict, current: dict) -> dict:
-    """``current`` (new name -> value) with the values given under an earlier name.
-
-    An unknown keyword is a TypeError, as for any function; a value given
-    under both names is a DataError.
-    """
-    out = dict(current)
-    for old, value in given.items():
-        if old not in RENAMED:
-            raise TypeError(f"load_dataset() got an unexpected keyword argument {old!r}")
-        new = RENAMED[old]
-        if out[new] != LoadRequest.__dataclass_fields__[new].default and out[new] != value:
-            raise DataError(f"{old} and {new} both given; they are one option, give {new}")
-        out[new] = value
-    return out
+def _renamed(name: str, value, earlier):
+    """The value of option ``name``, also given under its earlier name (``RENAMED``)."""
+    if earlier is None:
+        return value
+    if value not in (earlier, LoadRequest.__dataclass_fields__[name].default):
+        old = next(key for key, new in RENAMED.items() if new == name)
+        raise DataError(f"{old} {earlier!r} and {name} {value!r}: one option under two names; "
+                        f"give {name}")
+    return earlier
 
 
 def _names(value) -> tuple[str, ...] | None:
