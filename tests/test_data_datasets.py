@@ -216,7 +216,7 @@ def test_bad_arguments():
         name = kwargs.pop("name", "synthetic")
         with pytest.raises(DataError, match=expected.split()[0]):
             load_dataset(name, **kwargs)
-    assert list(DATASETS) == ["mnist", "fashion-mnist", "kdd99", "synthetic"]
+    assert list(DATASETS) == ["mnist", "fashion-mnist", "kdd99", "synthetic", "file"]
 
 
 @pytest.mark.skipif(not DEBIAN_FASHION.is_dir(), reason=f"{DEBIAN_FASHION} not installed "
@@ -335,7 +335,7 @@ def test_kdd_bad_input(tmp_path):
         load_dataset("kdd99", kdd_file=small, kdd_task="multi")
     with pytest.raises(DataError, match="KDD encoding 'hash'"):
         load_dataset("kdd99", kdd_file=small, kdd_encoding="hash")
-    with pytest.raises(DataError, match="kdd_test_fraction 1.5"):
+    with pytest.raises(DataError, match="test_fraction 1.5"):
         load_dataset("kdd99", kdd_file=small, kdd_test_fraction=1.5)
 
 

@@ -14,7 +14,7 @@ from parallel_backprop.data.preprocess import PREPROCESSORS
 from parallel_backprop.errors import DataError
 from test_data_datasets import make_image_set, write_kdd
 
-BUILTIN_NAMES = ["mnist", "fashion-mnist", "kdd99", "synthetic"]
+BUILTIN_NAMES = ["mnist", "fashion-mnist", "kdd99", "synthetic", "file"]
 
 
 @pytest.fixture(autouse=True)

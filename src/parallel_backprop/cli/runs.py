@@ -76,7 +76,7 @@ class DataOptions(OptionGroup):
         given = self.kdd_file if "kdd_file" in spec.options and self.kdd_file != "full" else None
         files = {"--kdd-file" if given is not None and path == Path(given)
                  else f"{name} data file {path.name}": path for path in found}
-        if "kdd_test_file" in spec.options:
+        if "test_file" in spec.options:
             files["--test-file"] = self.test_file
         return files
 

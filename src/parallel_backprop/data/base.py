@@ -25,14 +25,17 @@ class Dataset:
 
     name: str
     x_train: np.ndarray   # float32 (n_train, n_features), C-contiguous
-    y_train: np.ndarray   # int64 (n_train,) class indices
+    y_train: np.ndarray   # int64 (n_train,) class indices; regress: float32 (n_train, n_targets)
     x_val: np.ndarray     # float32 (n_val, n_features)
     y_val: np.ndarray     # int64 (n_val,)
     x_test: np.ndarray    # float32 (n_test, n_features)
     y_test: np.ndarray    # int64 (n_test,)
-    n_classes: int        # KDD binary: 2 (the network may use one sigmoid output)
+    n_classes: int        # KDD binary: 2 (the network may use one sigmoid output);
+                          # regress: the number of targets (the network's outputs)
     preprocessor: Preprocessor  # fitted on the training split, saved with the model
-    class_names: list[str]
+    class_names: list[str]      # regress: the target columns' names
+    task: str = "classify"      # "classify" or "regress"
+    notes: list[str] = field(default_factory=list)  # choices made for the user, one line each
 
     @property
     def n_features(self) -> int:
@@ -78,8 +81,17 @@ class LoadRequest:
     kdd_task: str = "binary"
     kdd_encoding: str = "onehot"
     kdd_file: str | Path | None = None
-    kdd_test_file: str | Path | None = None
-    kdd_test_fraction: float = 0.2
+    test_file: str | Path | None = None
+    test_fraction: float = 0.2
+    train_file: str | Path | None = None
+    target_file: str | Path | None = None
+    target: str | None = None
+    task: str | None = None
+    columns: tuple[str, ...] | None = None
+    drop: tuple[str, ...] | None = None
+    impute: str | None = None
+    max_categories: int = 50
+    log_scale: bool = False
     synthetic_samples: int = 60000
     synthetic_features: int = 784
     synthetic_classes: int = 10
@@ -118,6 +130,7 @@ class DatasetSpec:
                    when ``request.download`` allows. For a generated data set it
                    finds nothing and returns its sizes as ``load`` options.
     generated      made in memory: no files to fetch
+    user_files     read from files the user names (``train_file``): none to fetch
     options        the ``LoadRequest`` options it reads besides ``COMMON_OPTIONS``
     """
 
@@ -128,6 +141,7 @@ class DatasetSpec:
     locate: Callable[[LoadRequest], Located]
     generated: bool = False
     options: tuple[str, ...] = ()
+    user_files: bool = False
 
 
 def split_pool(n: int, limit: int | None, val_fraction: float,
@@ -143,3 +157,18 @@ def split_pool(n: int, limit: int | None, val_fraction: float,
                         "least 2, one for training and one for validation")
     n_val = min(max(round(len(order) * val_fraction), 1), len(order) - 1)
     return order[n_val:], order[:n_val]
+
+
+def hold_out(n: int, fraction: float, rng: np.random.Generator,
+             source: str) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (test, pool) of a file of ``n`` rows: a seeded ``fraction`` held out for testing.
+
+    Held out before ``limit`` applies, so the test rows do not move with it;
+    at least one test row and two pool rows (training and validation).
+    """
+    if n < 3:
+        raise DataError(f"{source}: {n} rows, too few to hold out a test split and keep a "
+                        "training and a validation sample")
+    order = rng.permutation(n)
+    n_test = min(max(round(n * fraction), 1), n - 2)
+    return order[:n_test], order[n_test:]

@@ -1,4 +1,5 @@
-"""The data sets that come with the package: MNIST, Fashion-MNIST, KDD Cup 99, synthetic.
+"""The data sets that come with the package: MNIST, Fashion-MNIST, KDD Cup 99, synthetic,
+and "file", a table of the user's own (``userfile.py``).
 
 Each is a ``DatasetSpec`` (``BUILTIN``, in the order of the table), made of
 a loader ``load(request, rng) -> Dataset`` and a ``locate(request)`` that
@@ -8,7 +9,7 @@ as four IDX files, MNIST-style.
 Splits, all seeded by ``request.seed`` through one generator:
 
 - test: MNIST / Fashion-MNIST's own 10,000 images; KDD a held-out
-  ``kdd_test_fraction`` of the file (or ``kdd_test_file``); synthetic an
+  ``test_fraction`` of the file (or ``test_file``); synthetic an
   independent draw of ceil(samples / 6).
 - the rest is the training pool: ``limit`` keeps a random subset of it, then
   it is split into train and validation, ``val_fraction`` (1/6, i.e. 5:1)
@@ -23,11 +24,12 @@ from functools import partial
 import numpy as np
 
 from ..errors import DataError
-from .base import Dataset, DatasetSpec, LoadRequest, Located, split_pool
+from .base import Dataset, DatasetSpec, LoadRequest, Located, hold_out, split_pool
 from .idx import load_idx_pair
-from .kdd import TASKS, KddTable, read_kdd
+from .kdd import TASKS, read_kdd
 from .preprocess import Identity, ImageScaler, KddPreprocessor
 from .sources import FASHION_MNIST_FILES, MNIST_FILES, IdxFiles, locate_kdd
+from .userfile import FILE_DATASET
 from .validate import check_choice, check_fraction, check_int
 
 IMAGE_SHAPE = (28, 28)
@@ -41,7 +43,7 @@ SYNTHETIC_SEED = 20140901
 # Refuse a synthetic request whose float32 inputs would not fit a workstation.
 MAX_SYNTHETIC_BYTES = 8 << 30
 
-KDD_OPTIONS = ("kdd_task", "kdd_encoding", "kdd_file", "kdd_test_file", "kdd_test_fraction")
+KDD_OPTIONS = ("kdd_task", "kdd_encoding", "kdd_file", "test_file", "test_fraction")
 SYNTHETIC_OPTIONS = ("synthetic_samples", "synthetic_features", "synthetic_classes")
 
 
@@ -99,12 +101,14 @@ def _load_kdd(request: LoadRequest, rng: np.random.Generator) -> Dataset:
     # Both options are checked before any reading.
     prep = KddPreprocessor(request.kdd_encoding, task)
     table = read_kdd(_locate_kdd(request).paths[0])
-    if request.kdd_test_file is not None:
-        test = read_kdd(locate_kdd(request.kdd_test_file, request.data_dir, request.download,
+    if request.test_file is not None:
+        test = read_kdd(locate_kdd(request.test_file, request.data_dir, request.download,
                                    request.progress, what="KDD test file"))
         pool = np.arange(len(table))
     else:
-        test, pool = _hold_out_test(table, request.kdd_test_fraction, rng)
+        check_fraction("test_fraction", request.test_fraction)
+        test_rows, pool = hold_out(len(table), request.test_fraction, rng, table.source)
+        test = table.take(test_rows)
     train, val = split_pool(len(pool), request.limit, request.val_fraction, rng)
     train_table, val_table = table.take(pool[train]), table.take(pool[val])
     prep = fitted if fitted is not None else prep.fit(train_table)
@@ -113,21 +117,6 @@ def _load_kdd(request: LoadRequest, rng: np.random.Generator) -> Dataset:
         prep.transform(val_table), prep.targets(val_table.labels),
         prep.transform(test), prep.targets(test.labels),
         len(TASKS[task]), prep, prep.class_names)
-
-
-def _hold_out_test(table: KddTable, fraction: float,
-                   rng: np.random.Generator) -> tuple[KddTable, np.ndarray]:
-    """The test rows, and the indices of the training pool's rows.
-
-    The test rows are held out before ``limit`` applies, so they do not move with it.
-    """
-    check_fraction("kdd_test_fraction", fraction)
-    if len(table) < 3:
-        raise DataError(f"{table.source}: {len(table)} rows, too few to hold out a test "
-                        "split and keep a training and a validation sample")
-    order = rng.permutation(len(table))
-    n_test = min(max(round(len(table) * fraction), 1), len(table) - 2)
-    return table.take(order[:n_test]), order[n_test:]
 
 
 # ---- synthetic ----------------------------------------------------------------------------
@@ -194,4 +183,5 @@ BUILTIN = (
     DatasetSpec("synthetic", "Gaussian inputs labelled by a fixed random linear teacher",
                 _load_synthetic, Identity.kind, _locate_synthetic, generated=True,
                 options=SYNTHETIC_OPTIONS),
+    FILE_DATASET,
 )

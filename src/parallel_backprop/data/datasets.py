@@ -25,7 +25,7 @@ from ..errors import DataError
 from .base import COMMON_OPTIONS, LOAD_OPTIONS, Dataset, DatasetSpec, LoadRequest
 from .builtin import BUILTIN
 from .preprocess import PREPROCESSORS
-from .validate import check_fraction, check_int, check_xy
+from .validate import check_fraction, check_int, check_regression_targets, check_xy
 
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in BUILTIN}
 
@@ -35,7 +35,8 @@ CLI_OPTIONS = {
     "data_dir": "--data-dir", "limit": "--limit", "seed": "--seed",
     "image_scaling": "--image-scaling",
     "kdd_task": "--kdd-task", "kdd_encoding": "--kdd-encoding", "kdd_file": "--kdd-file",
-    "kdd_test_file": "--test-file", "synthetic_samples": "--samples",
+    "test_file": "--test-file", "synthetic_samples": "--samples",
+    "train_file": "--train-file", "target_file": "--target-file", "target": "--target",
     "synthetic_features": "--features", "synthetic_classes": "--classes",
 }
 
@@ -76,18 +77,26 @@ def dataset_spec(name: str) -> DatasetSpec:
 def load_dataset(name: str, *, data_dir=None, limit: int | None = None, seed: int = 0,
                  val_fraction: float = 1 / 6, progress: bool = True,
                  kdd_task: str = "binary", kdd_encoding: str = "onehot", kdd_file=None,
-                 kdd_test_file=None, kdd_test_fraction: float = 0.2,
+                 test_file=None, test_fraction: float = 0.2,
                  synthetic_samples: int = 60000, synthetic_features: int = 784,
                  synthetic_classes: int = 10, download: bool | None = None,
-                 fitted=None, image_scaling: str = "standard") -> Dataset:
+                 fitted=None, image_scaling: str = "standard", train_file=None,
+                 target_file=None, target: str | None = None, task: str | None = None,
+                 columns=None, drop=None, impute: str | None = None,
+                 max_categories: int = 50, log_scale: bool = False,
+                 kdd_test_file=None, kdd_test_fraction: float | None = None) -> Dataset:
     """Load data set ``name`` (a key of ``DATASETS``), split and preprocessed.
 
     The keyword options are described on ``LoadRequest``; each data set reads
     the common ones and its own (``DATASETS[name].options``). ``fitted``: a
     saved model's preprocessor, applied instead of one fitted on the training
-    split; for KDD it also sets the task.
+    split; for KDD it also sets the task. ``kdd_test_file`` and
+    ``kdd_test_fraction``, the earlier names of ``test_file`` and
+    ``test_fraction``, are accepted.
     """
     spec = dataset_spec(name)
+    test_file = _renamed("test_file", test_file, kdd_test_file)
+    test_fraction = _renamed("test_fraction", test_fraction, kdd_test_fraction)
     if limit is not None:
         check_int("limit", limit, 1)
     check_int("seed", seed, 0)
@@ -99,20 +108,50 @@ def load_dataset(name: str, *, data_dir=None, limit: int | None = None, seed: in
         data_dir=data_dir, limit=limit, seed=seed, val_fraction=val_fraction,
         progress=progress, download=download, fitted=fitted, image_scaling=image_scaling,
         kdd_task=kdd_task, kdd_encoding=kdd_encoding, kdd_file=kdd_file,
-        kdd_test_file=kdd_test_file, kdd_test_fraction=kdd_test_fraction,
         synthetic_samples=synthetic_samples, synthetic_features=synthetic_features,
-        synthetic_classes=synthetic_classes)
+        synthetic_classes=synthetic_classes, train_file=train_file, target_file=target_file,
+        target=target, task=task, columns=_names(columns), drop=_names(drop), impute=impute,
+        max_categories=max_categories, log_scale=log_scale, test_file=test_file,
+        test_fraction=test_fraction)
     dataset = spec.load(request, np.random.default_rng(seed))
     # Every split is validated here, at the boundary: the trainer can then trust them.
     for split in ("train", "val", "test"):
-        check_xy(getattr(dataset, f"x_{split}"), getattr(dataset, f"y_{split}"),
-                 dataset.n_classes, f"{name} {split} split")
+        x, y = getattr(dataset, f"x_{split}"), getattr(dataset, f"y_{split}")
+        if dataset.task == "regress":
+            check_regression_targets(x, y, dataset.n_classes, f"{name} {split} split")
+        else:
+            check_xy(x, y, dataset.n_classes, f"{name} {split} split")
     return dataset
 
 
+# Keywords of load_dataset that have a newer, generic name.
+RENAMED = {"kdd_test_file": "test_file", "kdd_test_fraction": "test_fraction"}
+
+
+def _renamed(name: str, value, earlier):
+    """The value of option ``name``, also given under its earlier name (``RENAMED``)."""
+    if earlier is None:
+        return value
+    if value not in (earlier, LoadRequest.__dataclass_fields__[name].default):
+        old = next(key for key, new in RENAMED.items() if new == name)
+        raise DataError(f"{old} {earlier!r} and {name} {value!r}: one option under two names; "
+                        f"give {name}")
+    return earlier
+
+
+def _names(value) -> tuple[str, ...] | None:
+    """Column names or indices as a tuple of strings: "a,b" (as typed), or a list."""
+    if value is None:
+        return None
+    if isinstance(value, (str, int)):
+        value = str(value).split(",")
+    return tuple(str(item).strip() for item in value)
+
+
 def fetchable() -> list[str]:
-    """The data sets made of files (``pbp fetch``'s choices), in table order."""
-    return [name for name, spec in DATASETS.items() if not spec.generated]
+    """The data sets made of files to fetch (``pbp fetch``'s choices), in table order."""
+    return [name for name, spec in DATASETS.items()
+            if not (spec.generated or spec.user_files)]
 
 
 def fetch_dataset(name: str, data_dir=None, *, progress: bool = True,
@@ -127,6 +166,9 @@ def fetch_dataset(name: str, data_dir=None, *, progress: bool = True,
     if spec.generated:
         raise DataError(f"{name}: generated in memory, there are no files to fetch; "
                         f"expected one of {', '.join(fetchable())}")
+    if spec.user_files:
+        raise DataError(f"{name}: reads your own files (--train-file), there is nothing to "
+                        f"fetch; expected one of {', '.join(fetchable())}")
     return list(spec.locate(_request(spec, data_dir, download, progress, options)).paths)
 
 
@@ -161,13 +203,14 @@ def find_source(name: str, data_dir=None, *, download: bool | None = False,
         load["download"] = download
     args = ["--dataset", name]
     for key, value in located.load.items():
-        if key in CLI_OPTIONS:  # val_fraction and kdd_test_fraction have no option
+        if key in CLI_OPTIONS:  # val_fraction and test_fraction have no option
             args += [CLI_OPTIONS[key], str(value)]
     return DataSource(name, tuple(args), load, located.where)
 
 
 def _request(spec: DatasetSpec, data_dir, download, progress, options: dict) -> LoadRequest:
     """The request of a fetch or find: ``options`` the data set does not read are dropped."""
+    options = {RENAMED.get(key, key): value for key, value in options.items()}
     unknown = sorted(set(options) - set(LOAD_OPTIONS))
     if unknown:
         raise DataError(f"{', '.join(unknown)}: not load_dataset options")

@@ -2,7 +2,7 @@
 
 One class per kind of data, all with the same small interface::
 
-    kind                      "image" | "kdd" | "identity"
+    kind                      "image" | "kdd" | "identity" | "table" (``tabular.py``)
     n_features                width of the output
     n_classes                 number of classes of the labels (None: unknown),
                               so that labels in a user's file can be checked
@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import DataError
 from .kdd import CATEGORICAL, LOG_SCALED, NUMERIC, TASKS, KddTable, kdd_targets
+from .tabular import TablePreprocessor
 from .validate import as_features, check_choice, to_float32
 
 
@@ -297,7 +298,8 @@ class KddPreprocessor:
 KddEncoder = KddPreprocessor
 
 # Preprocessor classes by the ``kind`` their arrays carry.
-PREPROCESSORS = {cls.kind: cls for cls in (ImageScaler, Identity, KddPreprocessor)}
+PREPROCESSORS = {cls.kind: cls for cls in (ImageScaler, Identity, KddPreprocessor,
+                                            TablePreprocessor)}
 
 
 def _codes(values: np.ndarray, vocabulary: np.ndarray) -> np.ndarray:

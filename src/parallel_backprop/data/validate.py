@@ -52,6 +52,20 @@ def check_xy(x: np.ndarray, y: np.ndarray | None, n_classes: int | None, name: s
         raise DataError(f"{name}: label {int(y[row])} at sample index {row} outside {allowed}")
 
 
+def check_regression_targets(x: np.ndarray, y: np.ndarray, n_targets: int, name: str) -> None:
+    """Raise a one-line DataError unless x (n, d) is finite and y float (n, n_targets) too."""
+    check_xy(x, None, None, name)
+    y = np.asarray(y)
+    if y.ndim != 2 or y.shape != (len(x), n_targets) or y.dtype.kind != "f":
+        raise DataError(f"{name}: targets of shape {y.shape} and type {y.dtype} for {len(x)} "
+                        f"samples, expected float ({len(x)}, {n_targets})")
+    finite = np.isfinite(y)
+    if not finite.all():
+        row, col = np.unravel_index(np.argmin(finite), finite.shape)
+        raise DataError(f"{name}: NaN or infinity in the targets, first at sample index {row}, "
+                        f"target index {col}")
+
+
 def as_features(x, n_features: int, what: str) -> np.ndarray:
     """``x`` checked to be numeric (n, n_features) and finite, as C-contiguous float32."""
     x = np.asarray(x)

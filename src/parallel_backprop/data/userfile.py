@@ -1,0 +1,197 @@
+"""The data set "file": a user's own table (``pbp train --train-file FILE``).
+
+Read with ``tables.read_table`` (CSV, TSV, gzipped or not, Parquet, ``.npz``,
+``.npy`` with its targets in ``target_file``), then:
+
+1. the target: ``target`` names its column(s) by name or 0-based index,
+   comma-separated (default: the last column; for ``.npz`` / ``.npy``
+   data the "y" column(s)); the inputs are the other columns, narrowed by
+   ``columns`` and ``drop`` (names or indices too).
+2. the task: ``task``, or inferred (``targets.infer_task``), said in a note.
+3. the splits, seeded by ``seed``: the test split is ``test_file`` or a
+   held-out ``test_fraction`` (0.2) of the rows; ``limit`` then keeps a
+   subset of the rest, split into training and validation (``val_fraction``).
+4. a ``TablePreprocessor`` fitted on the training split (or the saved
+   model's, ``fitted``), applied to every split.
+
+Rows in messages are counted from 1 over a file's data rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from .base import Dataset, DatasetSpec, LoadRequest, Located, hold_out, split_pool
+from .columns import name_list
+from .tabular import TablePreprocessor
+from .targets import TASKS, TargetCode, infer_task
+from .validate import check_choice, check_fraction
+
+OPTIONS = ("train_file", "target_file", "test_file", "test_fraction", "target", "task",
+           "columns", "drop", "impute", "max_categories", "log_scale")
+ARRAY_SUFFIXES = (".npz", ".npy")
+
+
+def _read(path, what: str, progress: bool = False):
+    from .tables import read_table
+
+    return read_table(path, what=what, progress=progress)
+
+
+def _located(request: LoadRequest) -> Located:
+    if request.train_file is None:
+        raise DataError("data set 'file' reads the table given with --train-file (train_file=)")
+    paths = [Path(p) for p in (request.train_file, request.target_file, request.test_file)
+             if p is not None]
+    load = {key: getattr(request, key) for key in ("train_file", "target_file", "test_file")
+            if getattr(request, key) is not None}
+    return Located(tuple(paths), load, str(paths[0]))
+
+
+def _train_table(request: LoadRequest):
+    """The training file's table, the targets of ``target_file`` appended as columns."""
+    _located(request)   # a train file is given
+    what = f"--train-file {request.train_file}"
+    table = _read(request.train_file, "--train-file", request.progress)
+    if request.target_file is not None:
+        targets = _read(request.target_file, "--target-file", request.progress)
+        if targets.num_rows != table.num_rows:
+            raise DataError(f"--target-file {request.target_file}: {targets.num_rows} rows for "
+                            f"the {table.num_rows} rows of {what}")
+        names = ["y"] if targets.num_columns == 1 else [
+            f"y{j}" for j in range(targets.num_columns)]
+        for name, column in zip(names, targets.columns):
+            table = table.append_column(name, column)
+    _check_names(table, what)
+    return table, what
+
+
+def _check_names(table, what: str) -> None:
+    names = table.column_names
+    seen: dict[str, int] = {}
+    for index, name in enumerate(names):
+        if name in seen:
+            raise DataError(f"{what}: columns {seen[name]} and {index} (0-based) are both named "
+                            f"{name!r}; expected distinct column names")
+        seen[name] = index
+
+
+def _resolve(names: list[str], item: str, option: str, what: str) -> str:
+    """The column that ``item`` (a name, else a 0-based index) designates."""
+    if item in names:
+        return item
+    if item.lstrip("-").isdigit() and 0 <= int(item) < len(names):
+        return names[int(item)]
+    raise DataError(f"{what}: {option} {item!r}: no such column; expected one of "
+                    f"{name_list(names)} (or an index 0..{len(names) - 1})")
+
+
+def _default_target(names: list[str], path) -> list[str]:
+    """The last column; for array files, the "y" column(s) that ``read_table`` names."""
+    if Path(path).suffix.lower() in ARRAY_SUFFIXES:
+        ys = [name for name in names if name == "y" or (name[:1] == "y" and name[1:].isdigit())]
+        if ys:
+            return ys
+    return [names[-1]]
+
+
+def select_columns(table, request: LoadRequest, what: str) -> tuple[list[str], list[str]]:
+    """(inputs, targets): the column names the request's target, columns and drop name."""
+    names = table.column_names
+    if request.target is None:
+        targets = _default_target(names, request.train_file)
+    else:
+        targets = [_resolve(names, item.strip(), "--target", what)
+                   for item in str(request.target).split(",")]
+    inputs = names if request.columns is None else [
+        _resolve(names, item, "--columns", what) for item in request.columns]
+    dropped = [_resolve(names, item, "--drop", what) for item in request.drop or ()]
+    for name in dropped:
+        if name in targets:
+            raise DataError(f"{what}: --drop {name!r} is the target column; choose the target "
+                            "with --target")
+    inputs = [name for name in dict.fromkeys(inputs) if name not in targets + dropped]
+    if not inputs:
+        raise DataError(f"{what}: no input columns left (target {name_list(targets)}, "
+                        f"{len(dropped)} dropped); expected at least one")
+    return inputs, targets
+
+
+def _test_table(request: LoadRequest, table, used: list[str]):
+    """The test file's table, checked to have the training file's columns."""
+    test = _read(request.test_file, "--test-file", request.progress)
+    what = f"--test-file {request.test_file}"
+    _check_names(test, what)
+    names = table.column_names
+    headerless = names == [str(i) for i in range(len(names))]
+    if headerless and test.num_columns != table.num_columns:
+        raise DataError(f"{what}: {test.num_columns} columns, expected {table.num_columns} as "
+                        "in --train-file (neither has a header)")
+    missing = [name for name in used if name not in test.column_names]
+    if missing:
+        raise DataError(f"{what}: missing column(s) {name_list(missing)} of --train-file")
+    return test, what
+
+
+def _check_options(request: LoadRequest) -> None:
+    if request.task is not None:
+        check_choice("task", request.task, TASKS)
+    check_fraction("test_fraction", request.test_fraction)
+    # The preprocessor checks impute and max_categories: made before any reading.
+    TablePreprocessor(request.impute, request.max_categories, request.log_scale)
+
+
+def _fit(request: LoadRequest, table, rows: np.ndarray, what: str):
+    """The preprocessor for ``table`` (fitted on ``rows``, or the saved one) and the notes."""
+    if request.fitted is not None:
+        return request.fitted, []
+    inputs, targets = select_columns(table, request, what)
+    task, note = (request.task, None) if request.task else infer_task(table, targets, what)
+    prep = TablePreprocessor(request.impute, request.max_categories, request.log_scale)
+    prep.fit(table, inputs, TargetCode(targets, task), rows, what)
+    return prep, ([note] if note else []) + prep.notes
+
+
+def _encode(request: LoadRequest, prep, table, parts: list[np.ndarray], what: str):
+    """(x, y) of the rows ``parts`` of ``table`` (each an index array), one split each."""
+    rows = np.concatenate(parts)
+    if request.fitted is None:
+        # Fitting read every row of the file and named the first bad one: only the rows
+        # used are encoded (a --limit of a large file encodes little).
+        used = table.take(rows)
+        x, y = prep.transform_table(used, what), prep.targets_of(used, what)
+    else:
+        # A saved model's preprocessor: the whole file, so that a message names its row.
+        x, y = prep.transform_table(table, what), prep.targets_of(table, what)
+        x, y = (x[rows], None if y is None else y[rows])
+    if y is None:
+        raise DataError(f"{what}: no target column {name_list(prep.target.columns)} (the "
+                        "model's)")
+    cuts = np.cumsum([len(part) for part in parts])[:-1]
+    return np.split(x, cuts), np.split(y, cuts)
+
+
+def _load_file(request: LoadRequest, rng: np.random.Generator) -> Dataset:
+    _check_options(request)
+    table, what = _train_table(request)
+    test_rows, pool = (None, np.arange(table.num_rows)) if request.test_file is not None \
+        else hold_out(table.num_rows, request.test_fraction, rng, what)
+    train, val = split_pool(len(pool), request.limit, request.val_fraction, rng)
+    train, val = pool[train], pool[val]
+    prep, notes = _fit(request, table, train, what)
+    parts = [train, val] if test_rows is None else [train, val, test_rows]
+    xs, ys = _encode(request, prep, table, parts, what)
+    if test_rows is None:
+        test, test_what = _test_table(request, table, prep.feature_columns + prep.target.columns)
+        xs.append(prep.transform_table(test, test_what))
+        ys.append(prep.targets_of(test, test_what))
+    return Dataset("file", xs[0], ys[0], xs[1], ys[1], xs[2], ys[2], prep.n_outputs,
+                   prep, prep.class_names, task=prep.task, notes=notes)
+
+
+FILE_DATASET = DatasetSpec(
+    "file", "a table of your own: CSV, TSV, Parquet, .npz or .npy (--train-file)",
+    _load_file, TablePreprocessor.kind, _located, options=OPTIONS, user_files=True)
