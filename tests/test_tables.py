@@ -231,7 +231,7 @@ word in a numeric column | a,b/1,x/2,y/3,x/oops,y/5,x | - | row 4, column 'a': '
 infinity | a,b/1,x/2,y/inf,x/4,y | - | row 3, column 'a': inf is not a finite
 missing value without impute | a,b/1,x/2,y/,x/4,y | - | row 3, column 'a': missing .*--impute
 missing target value | a,b/1,x/2,/3,x/4,y | - | row 2, target column 'b': missing value
-duplicate column names | a,a,b/1,2,x/3,4,y/5,6,x | - | columns 0 and 1 .* both named 'a'
+duplicate column names | a,a,b/1,2,x/3,4,y/5,6,x | - | the column name 'a' appears twice
 --columns names a missing column | a,b/1,x/2,y/3,x | columns=a,q | --columns 'q': no such
 dropping every column | a,b/1,x/2,y/3,x | drop=a | no input columns left
 dropping the target | a,b/1,x/2,y/3,x | drop=b | --drop 'b' is the target column
@@ -371,7 +371,7 @@ def test_targets_from_a_second_file(tmp_path):
     data = load_dataset("file", train_file=tmp_path / "x.csv", target_file=tmp_path / "y.csv")
     assert data.task == "regress" and data.class_names == ["y"] and data.n_features == 2
     write(tmp_path / "short.csv", "1\n2\n")
-    with pytest.raises(DataError, match=r"--target-file .*short.csv: 2 rows for the 30 rows"):
+    with pytest.raises(DataError, match=r"--target-file .*short.csv: 2 rows of targets for the 30 rows"):
         load_dataset("file", train_file=tmp_path / "x.csv", target_file=tmp_path / "short.csv")
 
 

@@ -35,12 +35,6 @@ OPTIONS = ("train_file", "target_file", "test_file", "test_fraction", "target", 
 ARRAY_SUFFIXES = (".npz", ".npy")
 
 
-def _read(path, what: str, progress: bool = False):
-    from .tables import read_table
-
-    return read_table(path, what=what, progress=progress)
-
-
 def _located(request: LoadRequest) -> Located:
     if request.train_file is None:
         raise DataError("data set 'file' reads the table given with --train-file (train_file=)")
@@ -53,30 +47,14 @@ def _located(request: LoadRequest) -> Located:
 
 def _train_table(request: LoadRequest):
     """The training file's table, the targets of ``target_file`` appended as columns."""
+    from .tables import read_table, read_xy_pair   # pyarrow, imported only when used
+
     _located(request)   # a train file is given
-    what = f"--train-file {request.train_file}"
-    table = _read(request.train_file, "--train-file", request.progress)
-    if request.target_file is not None:
-        targets = _read(request.target_file, "--target-file", request.progress)
-        if targets.num_rows != table.num_rows:
-            raise DataError(f"--target-file {request.target_file}: {targets.num_rows} rows for "
-                            f"the {table.num_rows} rows of {what}")
-        names = ["y"] if targets.num_columns == 1 else [
-            f"y{j}" for j in range(targets.num_columns)]
-        for name, column in zip(names, targets.columns):
-            table = table.append_column(name, column)
-    _check_names(table, what)
-    return table, what
-
-
-def _check_names(table, what: str) -> None:
-    names = table.column_names
-    seen: dict[str, int] = {}
-    for index, name in enumerate(names):
-        if name in seen:
-            raise DataError(f"{what}: columns {seen[name]} and {index} (0-based) are both named "
-                            f"{name!r}; expected distinct column names")
-        seen[name] = index
+    if request.target_file is None:
+        table = read_table(request.train_file, what="--train-file", progress=request.progress)
+    else:
+        table = read_xy_pair(request.train_file, request.target_file, progress=request.progress)
+    return table, f"--train-file {request.train_file}"
 
 
 def _resolve(names: list[str], item: str, option: str, what: str) -> str:
@@ -122,9 +100,10 @@ def select_columns(table, request: LoadRequest, what: str) -> tuple[list[str], l
 
 def _test_table(request: LoadRequest, table, used: list[str]):
     """The test file's table, checked to have the training file's columns."""
-    test = _read(request.test_file, "--test-file", request.progress)
+    from .tables import read_table
+
+    test = read_table(request.test_file, what="--test-file", progress=request.progress)
     what = f"--test-file {request.test_file}"
-    _check_names(test, what)
     names = table.column_names
     headerless = names == [str(i) for i in range(len(names))]
     if headerless and test.num_columns != table.num_columns:
