@@ -26,6 +26,7 @@ import numpy as np
 from ..errors import DataError
 from .base import Dataset, DatasetSpec, LoadRequest, Located, hold_out, split_pool
 from .columns import name_list
+from .io import check_file
 from .tabular import TablePreprocessor
 from .targets import TASKS, TargetCode, infer_task
 from .validate import check_choice, check_fraction
@@ -38,11 +39,15 @@ ARRAY_SUFFIXES = (".npz", ".npy")
 def _located(request: LoadRequest) -> Located:
     if request.train_file is None:
         raise DataError("data set 'file' reads the table given with --train-file (train_file=)")
-    paths = [Path(p) for p in (request.train_file, request.target_file, request.test_file)
-             if p is not None]
     load = {key: getattr(request, key) for key in ("train_file", "target_file", "test_file")
             if getattr(request, key) is not None}
-    return Located(tuple(paths), load, str(paths[0]))
+    for key, path in load.items():
+        try:
+            check_file(Path(path))
+        except DataError as exc:
+            raise DataError(f"--{key.replace('_', '-')} {exc}") from None
+    paths = tuple(Path(p) for p in load.values())
+    return Located(paths, load, str(paths[0]))
 
 
 def _train_table(request: LoadRequest):
