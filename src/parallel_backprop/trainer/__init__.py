@@ -24,13 +24,14 @@ results), :mod:`.loop` (the epochs and :func:`train`), :mod:`.checkpointing`
 from .checkpointing import TrainingInterrupted
 from .config import LR_SCHEDULES, MAX_THREADS, TrainConfig, seed_streams
 from .divergence import TrainingDiverged
-from .evaluation import (TASKS, accuracy, evaluate, evaluate_regression, mae,
+from .evaluation import (TASKS, accuracy, class_probabilities, evaluate, evaluate_regression, mae,
                          predict_outputs, r2_score, regression_metrics, rmse, task_of)
 from .loop import train
 from .results import EpochMetrics, TrainResult, TrainState, steady_throughput
 
 __all__ = ["LR_SCHEDULES", "MAX_THREADS", "TASKS", "EpochMetrics", "TrainConfig",
            "TrainResult", "TrainState", "TrainingDiverged", "TrainingInterrupted", "accuracy",
+           "class_probabilities",
            "evaluate", "evaluate_regression", "mae", "predict_outputs", "r2_score",
            "regression_metrics", "rmse", "seed_streams", "steady_throughput", "task_of",
            "train"]

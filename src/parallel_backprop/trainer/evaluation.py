@@ -112,6 +112,24 @@ def evaluate(network: Network, params: np.ndarray, x: np.ndarray, labels: np.nda
     return float(np.mean(network.classify(outputs) == labels))
 
 
+def class_probabilities(outputs: np.ndarray) -> np.ndarray:
+    """Class probabilities, float64 (n, n_classes) with rows summing to 1, from outputs.
+
+    One output unit (two classes, a sigmoid): ``[1 - p, p]``. Several:
+    softmax outputs already sum to 1; sigmoid units (mse) are normalised,
+    and a row with no positive output is uniform.
+    """
+    out = np.asarray(outputs, dtype=np.float64)
+    if out.shape[1] == 1:
+        p = np.clip(out[:, 0], 0.0, 1.0)
+        return np.column_stack([1.0 - p, p])
+    out = np.clip(out, 0.0, None)
+    total = out.sum(axis=1, keepdims=True)
+    uniform = total[:, 0] <= 0
+    out[uniform], total[uniform] = 1.0, out.shape[1]
+    return out / total
+
+
 def predict_outputs(network: Network, params: np.ndarray, x: np.ndarray,
                     batch_size: int = 1024, what: str = "inputs") -> np.ndarray:
     """Output activations (n, n_out) of ``params`` for ``x`` (n, n_in), all finite.
