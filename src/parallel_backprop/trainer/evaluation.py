@@ -77,7 +77,7 @@ def regression_metrics(predicted: np.ndarray, targets: np.ndarray) -> dict[str, 
 def _columns(values: np.ndarray) -> np.ndarray:
     """(n, k) float64: a 1-D array is one column; float64 so that sums do not lose digits."""
     values = np.asarray(values, dtype=np.float64)
-    return values.reshape(len(values), -1)
+    return values.reshape(-1, 1) if values.ndim == 1 else values
 
 
 def accuracy(executor: Executor, network: Network, x: np.ndarray, labels: np.ndarray) -> float:
