@@ -89,8 +89,10 @@ class DataOptions(OptionGroup):
         name = dataset or self.check().name
         spec = DATASETS.get(name)
         reads = spec.options if spec is not None else ()
-        own = {**self.table_settings(), "test_file": self.test_file} if "train_file" in reads \
-            else {"kdd_test_file": self.test_file}
+        own = self.table_settings() if "train_file" in reads else {}
+        # --test-file under the keyword the data set reads; kdd_test_file, its earlier
+        # name, is what every version of load_dataset accepts.
+        own["test_file" if "test_file" in reads else "kdd_test_file"] = self.test_file
         return load_dataset(
             name, data_dir=self.data_dir, limit=self.limit, seed=seed,
             progress=not quiet, kdd_task=self.kdd_task, kdd_encoding=self.kdd_encoding,
@@ -118,6 +120,6 @@ class DataOptions(OptionGroup):
         given = self.kdd_file if "kdd_file" in spec.options and self.kdd_file != "full" else None
         files = {"--kdd-file" if given is not None and path == Path(given)
                  else f"{name} data file {path.name}": path for path in found}
-        if "kdd_test_file" in spec.options:
+        if {"test_file", "kdd_test_file"} & set(spec.options):
             files["--test-file"] = self.test_file
         return files
