@@ -19,8 +19,8 @@ from ..errors import PbpError
 from ..fileio import atomic_open, check_outputs
 from ..modelio import load_model
 from ..trainer import class_probabilities, predict_outputs, regression_metrics
-from .options import dataset_choice, dataset_options, quiet_option, seed_option
 from .data import DataOptions
+from .options import dataset_choice, dataset_options, quiet_option, seed_option
 
 OUTPUT_SUFFIXES = (".csv", ".npy")
 
