@@ -346,7 +346,8 @@ OUTPUTS = frozenset({"save", "metrics_json"})
 """Recorded options naming the run's outputs: absolute paths, which a resumed
 run writes unless given others."""
 
-FREE_ON_RESUME = frozenset({"data_dir", "kdd_file", "test_file", "epochs"}) | OUTPUTS
+FREE_ON_RESUME = frozenset({"data_dir", "kdd_file", "test_file", "train_file", "target_file",
+                            "epochs"}) | OUTPUTS
 """Recorded options a resumed run may change: where the data are (the data
 themselves are checked by fingerprint), how many epochs to train in all, and
 where the outputs go."""

@@ -55,7 +55,8 @@ from .activations import LOSSES, activation_names
 from .errors import ConfigError, InputError
 from .executors import BASELINE
 from .network import Network, output_units
-from .trainer import TrainConfig, TrainState, predict_outputs, seed_streams, train
+from .trainer import (TrainConfig, TrainState, class_probabilities, predict_outputs,
+                      seed_streams, train)
 
 __all__ = ["BackpropClassifier", "BackpropRegressor"]
 
@@ -344,15 +345,7 @@ class BackpropClassifier(ClassifierMixin, _Backprop):
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities, float64 (n, n_classes), rows summing to 1."""
-        out = self._outputs(X).astype(np.float64)
-        if out.shape[1] == 1:                          # one sigmoid unit: P(classes_[1])
-            p = np.clip(out[:, 0], 0.0, 1.0)
-            return np.column_stack([1.0 - p, p])
-        out = np.clip(out, 0.0, None)                  # softmax already sums to 1;
-        total = out.sum(axis=1, keepdims=True)         # sigmoid units (mse) are normalised
-        uniform = total[:, 0] <= 0
-        out[uniform], total[uniform] = 1.0, out.shape[1]
-        return out / total
+        return class_probabilities(self._outputs(X))
 
     def predict(self, X) -> np.ndarray:
         """Labels (n,) from ``classes_``: the most probable class of each row."""

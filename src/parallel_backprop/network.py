@@ -64,7 +64,7 @@ class Network:
     @classmethod
     def from_spec(cls, spec: str, n_inputs: int, n_classes: int, *,
                   activation: str = "sigmoid", output_activation: str | None = None,
-                  loss: str = "mse") -> "Network":
+                  loss: str = "mse", n_outputs: int | None = None) -> "Network":
         """Build a network from a spec such as ``784-1024-10``, ``1h`` or ``2h``.
 
         Parameters
@@ -79,13 +79,15 @@ class Network:
         output_activation : str, optional
             Defaults to the hidden activation for MSE (the seed's all-sigmoid
             network), and to softmax (sigmoid for 2 classes) for cross-entropy.
+        n_outputs : int, optional
+            Output units when they are not classes' (a regression's targets).
         """
         if output_activation is None:
             if loss == "cross-entropy":
                 output_activation = "sigmoid" if n_classes == 2 else "softmax"
             else:
                 output_activation = activation.split(",")[-1]
-        n_outputs = output_units(n_classes, output_activation)
+        n_outputs = n_outputs or output_units(n_classes, output_activation)
         spec = spec.strip()
         if spec in SHORTHANDS:
             sizes = (n_inputs, *SHORTHANDS[spec], n_outputs)

@@ -60,7 +60,8 @@ dataset_options = stack(
     click.option("--kdd-file", help="KDD Cup 99 training file, or 'full' for kddcup.data.gz "
                                     "(default: the 10% file)."),
     click.option("--test-file", type=click.Path(path_type=Path),
-                 help="KDD Cup 99 test file (e.g. corrected.gz) instead of a held-out split."),
+                 help="The test file (KDD Cup 99: e.g. corrected.gz; your own table: one "
+                      "like --train-file) instead of a held-out split."),
     click.option("--samples", type=click.IntRange(min=1), default=60000, show_default=True,
                  help="Synthetic: number of samples."),
     click.option("--features", type=click.IntRange(min=1), default=784, show_default=True,
@@ -69,6 +70,33 @@ dataset_options = stack(
                  help="Synthetic: number of classes."),
 )
 """The options of every command that loads one data set (see :class:`.runs.DataOptions`)."""
+
+IMPUTE = ("mean", "median", "most-frequent")
+
+table_options = stack(
+    click.option("--train-file", type=click.Path(path_type=Path),
+                 help="Your own table to train on: CSV or TSV (gzipped or not, header or "
+                      "not), Parquet, or .npz with x and y; implies --dataset file."),
+    click.option("--target-file", type=click.Path(path_type=Path),
+                 help="The targets of a features-only --train-file (a .npy or one-column "
+                      "table), row for row."),
+    click.option("--target", help="The target column, by name or 0-based index "
+                                  "(default: the last column)."),
+    click.option("--task", type=click.Choice(["classify", "regress"]),
+                 help="Classify or regress the target (default: inferred from it, and said)."),
+    click.option("--columns", help="Comma-separated feature columns to keep (names or indices; "
+                                   "default: all but the target)."),
+    click.option("--drop", help="Comma-separated columns to leave out."),
+    click.option("--impute", type=click.Choice(IMPUTE),
+                 help="Fill missing values with the training split's column mean, median or "
+                      "most frequent value (default: a missing value is an error)."),
+    click.option("--max-categories", type=click.IntRange(min=1),
+                 help="One-hot at most N categories of a string column; the rarer are "
+                      "grouped (default: the data set's)."),
+    click.option("--log-scale", is_flag=True,
+                 help="Scale heavy-tailed non-negative columns by log1p before standardising."),
+)
+"""The options of ``--dataset file``, a user's own table (see :class:`.runs.DataOptions`)."""
 
 network_options = stack(
     click.option("--net", default="1h", show_default=True,

@@ -1,7 +1,14 @@
-"""``pbp predict``: classify a data set's test split, or a file's rows, with a saved model."""
+"""``pbp predict``: predict a data set's test split, or a file's rows, with a saved model.
+
+A model trained on a user's table (preprocessor kind "table") reads its
+``--input`` as a table (:func:`..data.tables.read_table`), by column names
+when it has a header, and predicts classes (their probabilities with
+``--proba``) or regression values in the targets' original units.
+"""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import click
@@ -11,9 +18,9 @@ from ..data import DATASETS
 from ..errors import PbpError
 from ..fileio import atomic_open, check_outputs
 from ..modelio import load_model
-from ..trainer import predict_outputs
+from ..trainer import class_probabilities, predict_outputs, regression_metrics
+from .data import DataOptions
 from .options import dataset_choice, dataset_options, quiet_option, seed_option
-from .runs import DataOptions
 
 OUTPUT_SUFFIXES = (".csv", ".npy")
 
@@ -23,15 +30,19 @@ OUTPUT_SUFFIXES = (".csv", ".npy")
 @dataset_choice(required=False,
                 help="Predict a data set's test split (default: the model's data set).")
 @click.option("--input", "input_path", type=click.Path(path_type=Path),
-              help="Predict the rows of a .npy or .csv file instead of a data set.")
+              help="Predict the rows of a file instead of a data set: .npy or .csv, or for "
+                   "a model trained on your own table, a table like its --train-file.")
 @dataset_options
 @seed_option(help="Seed of the data split (use the training run's).")
 @click.option("--output", type=click.Path(path_type=Path),
-              help="Write predicted classes to this .csv (index,class,name) or .npy.")
+              help="Write the predictions to this .csv (index,class,name; a regression: "
+                   "index,<target>) or .npy.")
+@click.option("--proba", is_flag=True,
+              help="Write each class's probability (index,<class names>) instead of the class.")
 @quiet_option()
 def predict_command(model_path: Path, input_path: Path | None, seed: int, output: Path | None,
-                    quiet: bool, **params):
-    """Predict classes with a saved MODEL and print the accuracy when labels are known."""
+                    proba: bool, quiet: bool, **params):
+    """Predict with a saved MODEL; print the accuracy (or R², RMSE, MAE) when targets are known."""
     data = DataOptions.take(params)
     if output is not None and output.suffix not in OUTPUT_SUFFIXES:
         raise PbpError(f"--output {output}: expected a .csv or .npy file name")
@@ -39,6 +50,8 @@ def predict_command(model_path: Path, input_path: Path | None, seed: int, output
     inputs = ({"--input": input_path} if input_path is not None
               else data.input_files(data.dataset or model.dataset))
     check_outputs({"--output": output}, {"MODEL": model_path, **inputs})
+    if getattr(model.preprocessor, "kind", None) == "table":
+        return _predict_table(model, model_path, input_path, output, proba, quiet)
     if input_path is not None:
         from ..data import load_features_file
 
@@ -50,14 +63,54 @@ def predict_command(model_path: Path, input_path: Path | None, seed: int, output
     if x.shape[1] != model.network.sizes[0]:
         raise PbpError(f"input has {x.shape[1]} features, model {model_path} expects "
                        f"{model.network.sizes[0]}")
-    predicted = model.network.classify(predict_outputs(model.network, model.params, x,
-                                                        what=what))
+    outputs = predict_outputs(model.network, model.params, x, what=what)
+    _write_classes(model, outputs, labels, output, proba, quiet)
+
+
+def _write_classes(model, outputs: np.ndarray, labels: np.ndarray | None, output: Path | None,
+                   proba: bool, quiet: bool) -> None:
+    """Say the accuracy (with labels) and write the classes, or with ``proba`` their
+    probabilities, to ``output``."""
+    predicted = model.network.classify(outputs)
     if labels is not None and not quiet:
         click.echo(f"accuracy {np.mean(predicted == labels):.4f} on {len(labels)} samples")
     elif not quiet:
         click.echo(f"predicted {len(predicted)} samples")
-    if output is not None:
+    if output is None:
+        return
+    if proba:
+        write_values(output, class_probabilities(outputs), model.class_names)
+    else:
         write_predictions(output, predicted, model.class_names)
+
+
+def _predict_table(model, model_path: Path, input_path: Path | None, output: Path | None,
+                   proba: bool, quiet: bool) -> None:
+    """A table model on the rows of ``--input``: classes, probabilities or values."""
+    from ..data.tables import read_table
+
+    if input_path is None:
+        raise PbpError(f"model file {model_path}: trained on your own table; pass --input "
+                       "with rows like its training file's")
+    prep = model.preprocessor
+    table = read_table(input_path, what="--input")
+    x = prep.transform_table(table)
+    targets = prep.targets_of(table)
+    outputs = predict_outputs(model.network, model.params, x, what=str(input_path))
+    if prep.task != "regress":
+        return _write_classes(model, outputs, targets, output, proba, quiet)
+    if proba:
+        raise PbpError(f"--proba: model file {model_path} predicts values (a regression), "
+                       "not classes; leave --proba out")
+    values = prep.inverse_targets(outputs)
+    if not quiet and targets is not None:
+        m = regression_metrics(values, prep.inverse_targets(targets))
+        click.echo(f"R² {m['r2']:.4f}  RMSE {m['rmse']:.4g}  MAE {m['mae']:.4g} on "
+                   f"{len(values)} samples")
+    elif not quiet:
+        click.echo(f"predicted {len(values)} samples")
+    if output is not None:
+        write_values(output, values, model.class_names)
 
 
 def _test_split(model, model_path: Path, data: DataOptions, seed: int, quiet: bool):
@@ -74,11 +127,29 @@ def _test_split(model, model_path: Path, data: DataOptions, seed: int, quiet: bo
 
 def write_predictions(path: Path, predicted: np.ndarray, class_names: list[str]) -> None:
     """Write predicted class indices as .npy, or as .csv rows ``index,class,name``."""
+    if path.suffix == ".npy":
+        return _write_npy(path, predicted)
+    names = [class_names[label] if label < len(class_names) else "" for label in predicted]
+    _write_csv(path, ["index", "class", "name"],
+               ([i, int(label), name] for i, (label, name) in enumerate(zip(predicted, names))))
+
+
+def write_values(path: Path, values: np.ndarray, columns: list[str]) -> None:
+    """Write float values (n, k) as .npy, or as .csv rows ``index,<one column each>``."""
+    if path.suffix == ".npy":
+        return _write_npy(path, values)
+    _write_csv(path, ["index", *columns],
+               ([i, *row] for i, row in enumerate(values)))   # float32: shortest digits
+
+
+def _write_npy(path: Path, array: np.ndarray) -> None:
     with atomic_open(path, "wb", "--output") as handle:
-        if path.suffix == ".npy":
-            np.save(handle, predicted)
-            return
-        handle.write(b"index,class,name\n")
-        for i, label in enumerate(predicted):
-            name = class_names[label] if label < len(class_names) else ""
-            handle.write(f"{i},{label},{name}\n".encode())
+        np.save(handle, array)
+
+
+def _write_csv(path: Path, header: list[str], rows) -> None:
+    # The csv module quotes a class or column name holding a comma or a quote.
+    with atomic_open(path, "w", "--output") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)

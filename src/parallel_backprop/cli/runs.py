@@ -8,77 +8,20 @@ with the same command line (see :func:`command_argv`).
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import click
 
 from ..data import Dataset
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
 from ..executors import GpuExecutor, executor_class
 from ..fileio import check_outputs
 from ..interrupts import ignore_stop_signals
 from ..network import Network
 from ..trainer import TrainConfig
-
-
-class OptionGroup:
-    """A dataclass of some of a command's options, taken out of click's keyword arguments."""
-
-    @classmethod
-    def take(cls, params: dict):
-        """Remove this group's options from ``params`` and return them as one object."""
-        return cls(**{f.name: params.pop(f.name) for f in fields(cls) if f.name in params})
-
-
-@dataclass(frozen=True)
-class DataOptions(OptionGroup):
-    """``--dataset`` and the options of :data:`.options.dataset_options`."""
-
-    dataset: str | None
-    data_dir: Path | None
-    limit: int | None
-    kdd_task: str
-    kdd_encoding: str
-    kdd_file: str | None
-    test_file: Path | None
-    samples: int
-    features: int
-    classes: int
-    image_scaling: str = "standard"
-
-    def load(self, seed: int, quiet: bool, dataset: str | None = None, fitted=None):
-        """The data set (``dataset`` overrides ``--dataset``), split with ``seed``."""
-        from ..data import load_dataset
-
-        return load_dataset(
-            dataset or self.dataset, data_dir=self.data_dir, limit=self.limit, seed=seed,
-            progress=not quiet, kdd_task=self.kdd_task, kdd_encoding=self.kdd_encoding,
-            kdd_file=self.kdd_file, kdd_test_file=self.test_file,
-            synthetic_samples=self.samples, synthetic_features=self.features,
-            synthetic_classes=self.classes, fitted=fitted, image_scaling=self.image_scaling)
-
-    def input_files(self, dataset: str | None = None) -> dict:
-        """The files the data set (``dataset`` overrides ``--dataset``) is read from, by label:
-        those found here without downloading, which no output may replace."""
-        from ..data import DATASETS, fetch_dataset
-
-        name = dataset or self.dataset
-        spec = DATASETS.get(name)
-        if spec is None or spec.generated:
-            return {}
-        try:
-            found = fetch_dataset(name, self.data_dir, progress=False, download=False,
-                                  kdd_file=self.kdd_file)
-        except DataError:      # not here: loading says so, or downloads them
-            found = []
-        given = self.kdd_file if "kdd_file" in spec.options and self.kdd_file != "full" else None
-        files = {"--kdd-file" if given is not None and path == Path(given)
-                 else f"{name} data file {path.name}": path for path in found}
-        if "test_file" in spec.options:
-            files["--test-file"] = self.test_file
-        return files
+from .data import DataOptions, OptionGroup
 
 
 @dataclass(frozen=True)
@@ -91,9 +34,21 @@ class NetOptions(OptionGroup):
     loss: str
 
     def build(self, data) -> Network:
+        """The network for ``data``; a regression's has linear outputs, one per target, and
+        mse (whatever the hidden activation), the only output and loss that fit targets
+        standardised to any real value."""
+        if getattr(data, "task", "classify") != "regress":
+            return Network.from_spec(self.net, data.n_features, data.n_classes,
+                                     activation=self.activation,
+                                     output_activation=self.output_activation, loss=self.loss)
+        if self.loss != "mse" or self.output_activation not in (None, "linear"):
+            given = (f"--loss {self.loss}" if self.loss != "mse"
+                     else f"--output-activation {self.output_activation}")
+            raise ConfigError(f"{given}: a regression trains a linear output with mse; leave "
+                              "it out (or use --task classify)")
         return Network.from_spec(self.net, data.n_features, data.n_classes,
-                                 activation=self.activation,
-                                 output_activation=self.output_activation, loss=self.loss)
+                                 activation=self.activation, output_activation="linear",
+                                 loss="mse", n_outputs=data.n_classes)
 
 
 @dataclass(frozen=True)
@@ -161,6 +116,8 @@ def start_run(data: DataOptions, net: NetOptions, run: ExecutorOptions, *, seed:
     if n_ranks > 1:
         check_agreement(started)
     echo(header(started))
+    for note in getattr(dataset, "notes", ()):   # what the loader decided for a table
+        echo(note)
     return started
 
 

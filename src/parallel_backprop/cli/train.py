@@ -17,11 +17,12 @@ from ..checkpoint import (check_resume_options, latest_checkpoint, resume_defaul
 from ..errors import ConfigError
 from ..fileio import labelled, write_json
 from ..modelio import Model, save_model
-from ..trainer import TrainConfig, TrainingInterrupted, evaluate, train
+from ..trainer import TrainConfig, TrainingInterrupted, evaluate, evaluate_regression, train
+from .data import DataOptions, OptionGroup
 from .options import (dataset_choice, dataset_options, epochs_option, executor_options,
-                      lr_schedule_option, network_options, quiet_option, seed_option)
-from .runs import (DataOptions, ExecutorOptions, NetOptions, OptionGroup, Run, launch_ranks,
-                   start_run)
+                      lr_schedule_option, network_options, quiet_option, seed_option,
+                      table_options)
+from .runs import ExecutorOptions, NetOptions, Run, launch_ranks, start_run
 
 CHECKPOINT_KEY = "pbp.checkpoint"   # ctx.meta: the Checkpoint that --resume read
 
@@ -69,8 +70,9 @@ class CheckpointOptions(OptionGroup):
 
 
 @click.command("train")
-@dataset_choice()
+@dataset_choice(required=False, help="The data set (default: file, with --train-file).")
 @dataset_options
+@table_options
 @click.option("--image-scaling", type=click.Choice(["standard", "unit"]), default="standard",
               show_default=True,
               help="MNIST, Fashion-MNIST: pixels in [0, 1] standardised with the training "
@@ -100,7 +102,7 @@ class CheckpointOptions(OptionGroup):
 @click.pass_context
 def train_command(ctx: click.Context, **params):
     """Train a network on a data set and report its accuracy."""
-    data, net = DataOptions.take(params), NetOptions.take(params)
+    data, net = DataOptions.take(params).check(), NetOptions.take(params)
     run, job = ExecutorOptions.take(params), TrainOptions.take(params)
     saving = CheckpointOptions.take(params)
     resumed = ctx.meta.get(CHECKPOINT_KEY)
@@ -127,7 +129,8 @@ def train_command(ctx: click.Context, **params):
                        started.data.x_val, started.data.y_val,
                        progress=started.root and not job.quiet, log=started.echo,
                        resume=resume_state, checkpoint=writer,
-                       checkpoint_every=saving.checkpoint_every)
+                       checkpoint_every=saving.checkpoint_every,
+                       task=getattr(started.data, "task", "classify"))
         if started.root:
             _report(started, result, config, job, run)
     except TrainingInterrupted as exc:
@@ -152,23 +155,25 @@ def _header(started: Run, run: ExecutorOptions) -> str:
     data, network = started.data, started.network
     where = (f" ({started.n_ranks} ranks x {run.threads} thread{'s' if run.threads > 1 else ''})"
              if run.distributed else "")
+    task = (f"; regression of {', '.join(data.class_names)} (linear output, mse)"
+            if getattr(data, "task", "classify") == "regress" else "")
     return (f"{data.name}: {len(data.x_train)} train, {len(data.x_val)} validation, "
-            f"{len(data.x_test)} test samples; net {network.spec} "
+            f"{len(data.x_test)} test samples{task}; net {network.spec} "
             f"({', '.join(network.activations)}; {network.loss}); executor {run.executor}{where}")
 
 
 def _report(started: Run, result, config: TrainConfig, job: TrainOptions,
             run: ExecutorOptions) -> None:
-    """Rank 0 after training: test accuracy, the summary line, the model and metrics files."""
+    """Rank 0 after training: test metrics, the summary line, the model and metrics files."""
     data, network, echo = started.data, started.network, started.echo
-    result.test_accuracy = evaluate(network, result.params, data.x_test, data.y_test)
+    score = _test_score(started, result)
     summary = result.summary(network, config)
     summary["dataset"] = data.name
     summary.update(n_train=len(data.x_train), n_val=len(data.x_val), n_test=len(data.x_test))
     if run.distributed:
         summary["ranks"] = started.n_ranks
-    echo(f"test accuracy {result.test_accuracy:.4f}  "
-         f"({summary['samples_per_s']:,.0f} samples/s, {summary['epoch_s']:.2f} s/epoch)")
+    echo(f"{score}  ({summary['samples_per_s']:,.0f} samples/s, "
+         f"{summary['epoch_s']:.2f} s/epoch)")
     if job.save is not None:
         with labelled("--save"):
             save_model(job.save, Model(network, result.params, data.preprocessor,
@@ -177,3 +182,17 @@ def _report(started: Run, result, config: TrainConfig, job: TrainOptions,
     if job.metrics_json is not None:
         write_json(job.metrics_json, summary, indent=2, what="--metrics-json")
 
+
+
+def _test_score(started: Run, result) -> str:
+    """Score the test split into ``result`` and say it: accuracy, or R², RMSE and MAE in the
+    targets' original units (through the table preprocessor's ``inverse_targets``)."""
+    data, network = started.data, started.network
+    if result.task != "regress":
+        result.test_accuracy = evaluate(network, result.params, data.x_test, data.y_test)
+        return f"test accuracy {result.test_accuracy:.4f}"
+    inverse = getattr(data.preprocessor, "inverse_targets", None)
+    result.test_metrics = evaluate_regression(network, result.params, data.x_test,
+                                              data.y_test, inverse)
+    m = result.test_metrics
+    return f"test R² {m['r2']:.4f}  RMSE {m['rmse']:.4g}  MAE {m['mae']:.4g}"

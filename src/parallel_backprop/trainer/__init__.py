@@ -18,16 +18,20 @@ format is :mod:`..checkpoint`'s business, not the trainer's.
 Modules: :mod:`.config` (how to train), :mod:`.results` (states, metrics,
 results), :mod:`.loop` (the epochs and :func:`train`), :mod:`.checkpointing`
 (checkpoints, Ctrl-C, resume), :mod:`.divergence` (the finiteness check),
-:mod:`.evaluation` (accuracy and outputs).
+:mod:`.evaluation` (accuracy, R², RMSE, MAE and outputs; the task).
 """
 
 from .checkpointing import TrainingInterrupted
 from .config import LR_SCHEDULES, MAX_THREADS, TrainConfig, seed_streams
 from .divergence import TrainingDiverged
-from .evaluation import accuracy, evaluate, predict_outputs
+from .evaluation import (TASKS, accuracy, class_probabilities, evaluate, evaluate_regression, mae,
+                         predict_outputs, r2_score, regression_metrics, rmse, task_of)
 from .loop import train
 from .results import EpochMetrics, TrainResult, TrainState, steady_throughput
 
-__all__ = ["LR_SCHEDULES", "MAX_THREADS", "EpochMetrics", "TrainConfig", "TrainResult",
-           "TrainState", "TrainingDiverged", "TrainingInterrupted", "accuracy", "evaluate",
-           "predict_outputs", "seed_streams", "steady_throughput", "train"]
+__all__ = ["LR_SCHEDULES", "MAX_THREADS", "TASKS", "EpochMetrics", "TrainConfig",
+           "TrainResult", "TrainState", "TrainingDiverged", "TrainingInterrupted", "accuracy",
+           "class_probabilities",
+           "evaluate", "evaluate_regression", "mae", "predict_outputs", "r2_score",
+           "regression_metrics", "rmse", "seed_streams", "steady_throughput", "task_of",
+           "train"]

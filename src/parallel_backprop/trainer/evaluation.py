@@ -1,13 +1,83 @@
-"""Accuracy and outputs of trained parameters."""
+"""Accuracy, the regression metrics (R², RMSE, MAE) and outputs of trained parameters.
+
+A run's task is "classify" (targets are class indices, scored by accuracy)
+or "regress" (float targets (n, k), scored by R², RMSE and MAE); each
+metric is defined once, here.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..executors import BASELINE, Executor, make_executor
 from ..network import Network
 from ..resources import check_allocation, prediction_batch, prediction_bytes
+
+TASKS = ("classify", "regress")
+REGRESSION_METRICS = ("r2", "rmse", "mae")
+
+
+def infer_task(y: np.ndarray | None) -> str:
+    """"regress" for float targets (n, k), else "classify" (class indices, or no targets)."""
+    if y is not None and y.ndim == 2 and np.issubdtype(y.dtype, np.floating):
+        return "regress"
+    return "classify"
+
+
+def task_of(task: str | None, y_train: np.ndarray, y_val: np.ndarray | None = None) -> str:
+    """``task`` checked; None: inferred from ``y_val``'s kind (without one, ``y_train``'s).
+
+    The validation targets decide, since they are what is scored: class
+    indices with float training targets (given as outputs) still classify.
+    """
+    if task is None:
+        return infer_task(y_val if y_val is not None else y_train)
+    if task not in TASKS:
+        raise ConfigError(f"task {task!r}: expected one of {', '.join(TASKS)}")
+    return task
+
+
+def r2_score(predicted: np.ndarray, targets: np.ndarray) -> float:
+    """R² = 1 - SS_res / SS_tot per output column, averaged over the columns.
+
+    Both (n, k) (or (n,)). A column whose targets are all equal has no
+    variance to explain: it is left out of the average; NaN when every
+    column is so (one validation sample) or there are no rows.
+    """
+    predicted, targets = _columns(predicted), _columns(targets)
+    if targets.shape[0] == 0:
+        return float("nan")
+    ss_res = np.sum((targets - predicted) ** 2, axis=0)
+    ss_tot = np.sum((targets - targets.mean(axis=0)) ** 2, axis=0)
+    varies = ss_tot > 0
+    if not varies.any():
+        return float("nan")
+    return float(np.mean(1.0 - ss_res[varies] / ss_tot[varies]))
+
+
+def rmse(predicted: np.ndarray, targets: np.ndarray) -> float:
+    """Root mean squared error over every value of (n, k); NaN for no rows."""
+    diff = _columns(predicted) - _columns(targets)
+    return float(np.sqrt(np.mean(diff ** 2))) if diff.size else float("nan")
+
+
+def mae(predicted: np.ndarray, targets: np.ndarray) -> float:
+    """Mean absolute error over every value of (n, k); NaN for no rows."""
+    diff = _columns(predicted) - _columns(targets)
+    return float(np.mean(np.abs(diff))) if diff.size else float("nan")
+
+
+def regression_metrics(predicted: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    """``{"r2", "rmse", "mae"}`` of ``predicted`` against ``targets``, both (n, k)."""
+    return {"r2": r2_score(predicted, targets), "rmse": rmse(predicted, targets),
+            "mae": mae(predicted, targets)}
+
+
+def _columns(values: np.ndarray) -> np.ndarray:
+    """(n, k) float64: a 1-D array is one column; float64 so that sums do not lose digits."""
+    values = np.asarray(values, dtype=np.float64)
+    return values.reshape(-1, 1) if values.ndim == 1 else values
 
 
 def accuracy(executor: Executor, network: Network, x: np.ndarray, labels: np.ndarray) -> float:
@@ -17,6 +87,22 @@ def accuracy(executor: Executor, network: Network, x: np.ndarray, labels: np.nda
     return float(np.mean(network.classify(executor.predict(x)) == labels))
 
 
+def evaluate_regression(network: Network, params: np.ndarray, x: np.ndarray,
+                        targets: np.ndarray, inverse=None) -> dict[str, float]:
+    """R², RMSE and MAE of ``params`` on ``x`` against ``targets`` (n, k), on the baseline.
+
+    ``inverse``: maps standardised values (n, k) back to the original units
+    (a table preprocessor's ``inverse_targets``); both the outputs and the
+    targets pass through it, so the errors are in those units.
+    """
+    if x.shape[0] == 0:
+        return dict.fromkeys(REGRESSION_METRICS, float("nan"))
+    outputs = predict_outputs(network, params, x)
+    if inverse is not None:
+        outputs, targets = inverse(outputs), inverse(targets)
+    return regression_metrics(outputs, targets)
+
+
 def evaluate(network: Network, params: np.ndarray, x: np.ndarray, labels: np.ndarray,
              batch_size: int = 1024) -> float:
     """Accuracy of ``params`` on ``x`` (n, n_in) against ``labels`` (n,), on the baseline."""
@@ -24,6 +110,24 @@ def evaluate(network: Network, params: np.ndarray, x: np.ndarray, labels: np.nda
         return float("nan")
     outputs = predict_outputs(network, params, x, batch_size)
     return float(np.mean(network.classify(outputs) == labels))
+
+
+def class_probabilities(outputs: np.ndarray) -> np.ndarray:
+    """Class probabilities, float64 (n, n_classes) with rows summing to 1, from outputs.
+
+    One output unit (two classes, a sigmoid): ``[1 - p, p]``. Several:
+    softmax outputs already sum to 1; sigmoid units (mse) are normalised,
+    and a row with no positive output is uniform.
+    """
+    out = np.asarray(outputs, dtype=np.float64)
+    if out.shape[1] == 1:
+        p = np.clip(out[:, 0], 0.0, 1.0)
+        return np.column_stack([1.0 - p, p])
+    out = np.clip(out, 0.0, None)
+    total = out.sum(axis=1, keepdims=True)
+    uniform = total[:, 0] <= 0
+    out[uniform], total[uniform] = 1.0, out.shape[1]
+    return out / total
 
 
 def predict_outputs(network: Network, params: np.ndarray, x: np.ndarray,

@@ -24,7 +24,7 @@ from ..resources import check_fits_in_memory
 from .checkpointing import Checkpointer, first_state
 from .config import TrainConfig
 from .divergence import check_finite
-from .evaluation import accuracy
+from .evaluation import REGRESSION_METRICS, accuracy, regression_metrics, task_of
 from .results import EpochMetrics, TrainResult, TrainState
 
 # What ``log`` may be: a callable taking a line, None (the default line) or False (none).
@@ -99,10 +99,12 @@ def epoch_logger(progress: bool, log: EpochLog) -> Callable[[str], None] | None:
     return log or None
 
 
-def epoch_line(metrics: EpochMetrics) -> str:
-    return (f"epoch {metrics.epoch:3d}  loss {metrics.loss:.5f}  "
-            f"val acc {metrics.val_accuracy:.4f}  {metrics.epoch_s:.2f} s  "
-            f"{metrics.samples_per_s:,.0f} samples/s")
+def epoch_line(metrics: EpochMetrics, task: str = "classify") -> str:
+    """The line after an epoch: loss, validation R² (regression) or accuracy, speed."""
+    score = (f"val R² {metrics.val_r2:.4f}" if task == "regress"
+             else f"val acc {metrics.val_accuracy:.4f}")
+    return (f"epoch {metrics.epoch:3d}  loss {metrics.loss:.5f}  {score}  "
+            f"{metrics.epoch_s:.2f} s  {metrics.samples_per_s:,.0f} samples/s")
 
 
 class EpochLoop:
@@ -110,8 +112,10 @@ class EpochLoop:
 
     def __init__(self, network: Network, config: TrainConfig, executor: Executor,
                  data: TrainingSet, shuffle_rng: np.random.Generator,
-                 checkpointer: Checkpointer, progress: bool, log: EpochLog):
+                 checkpointer: Checkpointer, progress: bool, log: EpochLog,
+                 task: str = "classify"):
         self.network, self.config, self.executor, self.data = network, config, executor, data
+        self.task = task
         self.shuffle_rng, self.checkpointer = shuffle_rng, checkpointer
         self.progress, self.log = progress, epoch_logger(progress, log)
         self.epochs: list[EpochMetrics] = []
@@ -123,12 +127,17 @@ class EpochLoop:
 
     def run(self, start: TrainState, x_val: np.ndarray | None,
             y_val: np.ndarray | None) -> TrainResult:
-        """Train from ``start`` to the last epoch; the result without its final state."""
+        """Train from ``start`` to the last epoch; the result and its final state."""
         self.epochs = list(start.epochs)
         for epoch in range(start.epoch, self.config.epochs + 1):
             resumed = start if epoch == start.epoch else None
             self.epochs.append(self.run_epoch(epoch, resumed, x_val, y_val))
-        return TrainResult(params=self.executor.params(), epochs=list(self.epochs))
+        params = self.executor.params()
+        state = TrainState(params, self.config.epochs + 1, 0,
+                           self.shuffle_rng.bit_generator.state, epochs=list(self.epochs),
+                           steps_per_epoch=self.data.steps)
+        return TrainResult(params=params, epochs=list(self.epochs), state=state,
+                           task=self.task)
 
     def run_epoch(self, epoch: int, resumed: TrainState | None, x_val: np.ndarray | None,
                   y_val: np.ndarray | None) -> EpochMetrics:
@@ -153,7 +162,7 @@ class EpochLoop:
         params = self.checked_params(epoch, loss_total)
         metrics = self.evaluate(epoch, loss_total, train_s, x_val, y_val)
         if self.log is not None:
-            self.log(epoch_line(metrics))
+            self.log(epoch_line(metrics, self.task))
         self.checkpointer.epoch_done(params, epoch, self.shuffle_rng.bit_generator.state,
                                      self.epochs + [metrics])
         return metrics
@@ -177,13 +186,22 @@ class EpochLoop:
 
     def evaluate(self, epoch: int, loss_total: float, train_s: float,
                  x_val: np.ndarray | None, y_val: np.ndarray | None) -> EpochMetrics:
-        """The epoch's metrics, the validation accuracy measured now (NaN without a set)."""
+        """The epoch's metrics, the validation ones measured now (NaN without a set).
+
+        Classification: the accuracy; regression: R², RMSE and MAE against
+        the validation targets as given (standardised ones for a table).
+        """
         eval_start = time.perf_counter()
-        val_acc = (accuracy(self.executor, self.network, x_val, y_val)
-                   if x_val is not None else float("nan"))
+        val_acc, scores = float("nan"), dict.fromkeys(REGRESSION_METRICS, float("nan"))
+        if x_val is not None and self.task == "regress":
+            if x_val.shape[0]:
+                scores = regression_metrics(self.executor.predict(x_val), y_val)
+        elif x_val is not None:
+            val_acc = accuracy(self.executor, self.network, x_val, y_val)
         n = self.data.n
         return EpochMetrics(epoch, loss_total / n, val_acc, train_s, n / train_s,
-                            time.perf_counter() - eval_start)
+                            time.perf_counter() - eval_start,
+                            **{f"val_{name}": value for name, value in scores.items()})
 
 
 def train(network: Network, config: TrainConfig,
@@ -191,7 +209,7 @@ def train(network: Network, config: TrainConfig,
           x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
           *, params: np.ndarray | None = None, progress: bool = True, log: EpochLog = None,
           resume: TrainState | None = None, checkpoint: Callable[[TrainState], None] | None = None,
-          checkpoint_every: int | None = None) -> TrainResult:
+          checkpoint_every: int | None = None, task: str | None = None) -> TrainResult:
     """Train ``network`` with mini-batch SGD.
 
     Parameters
@@ -200,7 +218,7 @@ def train(network: Network, config: TrainConfig,
     config : TrainConfig
     x_train : float32 (n, n_in)
     y_train : int (n,) class indices, or float32 (n, n_out) targets as they are
-    x_val, y_val : optional validation set (class indices), evaluated after each epoch
+    x_val, y_val : optional validation set (class indices or float targets), scored each epoch
     params : float32 (n_params,), optional
         Starting parameters; default Glorot-uniform from ``config.seed``.
     progress : bool
@@ -222,7 +240,10 @@ def train(network: Network, config: TrainConfig,
         boundary, after a checkpoint, with :class:`TrainingInterrupted`.
     checkpoint_every : int, optional
         Steps between checkpoints; default: only at epoch ends.
+    task : "classify", "regress" or None (inferred: see :func:`.evaluation.task_of`)
+        Validation scored by accuracy, or by R², RMSE and MAE.
     """
+    task = task_of(task, y_train, y_val)
     n = x_train.shape[0]
     if n == 0:
         raise ConfigError("training set is empty: expected at least one sample")
@@ -240,9 +261,5 @@ def train(network: Network, config: TrainConfig,
                        precision=config.precision) as executor, checkpointer, \
             np.errstate(over="ignore", invalid="ignore"):
         loop = EpochLoop(network, config, executor, data, shuffle_rng, checkpointer,
-                         progress, log)
-        result = loop.run(start, x_val, y_val)
-    result.state = TrainState(result.params, config.epochs + 1, 0,
-                              shuffle_rng.bit_generator.state, epochs=list(result.epochs),
-                              steps_per_epoch=steps)
-    return result
+                         progress, log, task)
+        return loop.run(start, x_val, y_val)

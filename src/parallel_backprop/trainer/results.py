@@ -14,12 +14,21 @@ from .config import TrainConfig
 
 @dataclass
 class EpochMetrics:
+    """One epoch's numbers; the validation metrics of the other task are NaN.
+
+    Classification: ``val_accuracy``. Regression: ``val_r2``, ``val_rmse``,
+    ``val_mae`` on the targets as trained (standardised for a table).
+    """
+
     epoch: int
     loss: float            # mean training loss per sample over the epoch
     val_accuracy: float
     epoch_s: float         # training time only: no evaluation, data loading or checkpoints
     samples_per_s: float
     eval_s: float
+    val_r2: float = math.nan
+    val_rmse: float = math.nan
+    val_mae: float = math.nan
 
 
 @dataclass
@@ -71,14 +80,31 @@ class TrainResult:
     epochs: list[EpochMetrics] = field(default_factory=list)
     test_accuracy: float | None = None
     state: TrainState | None = None   # the final state: resume from it to train on
+    task: str = "classify"            # or "regress"
+    test_metrics: dict = field(default_factory=dict)  # regression: test r2, rmse, mae
+
+    def task_metrics(self) -> dict:
+        """The test and last validation metrics of the run's task, as ``--metrics-json`` keys.
+
+        Classification: ``test_accuracy``, ``val_accuracy``. Regression:
+        ``test_r2``, ``test_rmse``, ``test_mae`` (in the targets' original
+        units when the caller measured them so) and ``val_r2``, ``val_rmse``,
+        ``val_mae`` (as trained).
+        """
+        last = self.epochs[-1]
+        if self.task != "regress":
+            return {"test_accuracy": self.test_accuracy, "val_accuracy": last.val_accuracy}
+        names = ("r2", "rmse", "mae")
+        return {**{f"test_{name}": self.test_metrics.get(name) for name in names},
+                **{f"val_{name}": getattr(last, f"val_{name}") for name in names}}
 
     def summary(self, network: Network, config: TrainConfig) -> dict:
         """The metrics record written by ``--metrics-json``."""
         epochs = self.epochs
         samples_per_s, epoch_s = steady_throughput(epochs)
         return {
-            "test_accuracy": self.test_accuracy,
-            "val_accuracy": epochs[-1].val_accuracy,
+            "task": self.task,
+            **self.task_metrics(),
             "samples_per_s": samples_per_s,
             "epoch_s": epoch_s,
             "final_loss": epochs[-1].loss,
