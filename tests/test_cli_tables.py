@@ -7,12 +7,8 @@ import numpy as np
 import pytest
 
 from parallel_backprop.checkpoint import latest_checkpoint
-from parallel_backprop.data import DATASETS
 
 from helpers import one_clear_line, run
-
-pytestmark = pytest.mark.skipif("file" not in DATASETS,
-                                reason="the table data set 'file' is not registered")
 
 COLORS = ("red", "green", "blue")
 

@@ -191,9 +191,6 @@ def load_fake_regression(request, rng):
 
 @pytest.fixture
 def fake_regression(monkeypatch):
-    if "file" not in DATASETS:   # before the table data set, splits were checked as labels only
-        import parallel_backprop.data.datasets as datasets
-        monkeypatch.setattr(datasets, "check_xy", lambda *args, **kwargs: None)
     spec = DatasetSpec("fake-regress", "a regression data set", load_fake_regression,
                        "identity", lambda request: Located((), where="memory"), generated=True)
     register_dataset(spec)

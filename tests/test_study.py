@@ -333,8 +333,6 @@ def test_the_executors_of_a_study_come_from_the_registry():
     assert executor_settings("mpi", 1)["ranks"] == 2      # one rank would show nothing
 
 
-@pytest.mark.skipif("file" not in DATASETS,
-                    reason="the data set 'file' (a user's table) is not registered")
 def test_a_users_table_joins_the_training_parts(tmp_path):
     from parallel_backprop.errors import DataError
     from parallel_backprop.study.config import StudyConfig

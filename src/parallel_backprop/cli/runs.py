@@ -37,7 +37,7 @@ class NetOptions(OptionGroup):
         """The network for ``data``; a regression's has linear outputs, one per target, and
         mse (whatever the hidden activation), the only output and loss that fit targets
         standardised to any real value."""
-        if getattr(data, "task", "classify") != "regress":
+        if data.task != "regress":
             return Network.from_spec(self.net, data.n_features, data.n_classes,
                                      activation=self.activation,
                                      output_activation=self.output_activation, loss=self.loss)

@@ -130,7 +130,7 @@ def train_command(ctx: click.Context, **params):
                        progress=started.root and not job.quiet, log=started.echo,
                        resume=resume_state, checkpoint=writer,
                        checkpoint_every=saving.checkpoint_every,
-                       task=getattr(started.data, "task", "classify"))
+                       task=started.data.task)
         if started.root:
             _report(started, result, config, job, run)
     except TrainingInterrupted as exc:
@@ -156,7 +156,7 @@ def _header(started: Run, run: ExecutorOptions) -> str:
     where = (f" ({started.n_ranks} ranks x {run.threads} thread{'s' if run.threads > 1 else ''})"
              if run.distributed else "")
     task = (f"; regression of {', '.join(data.class_names)} (linear output, mse)"
-            if getattr(data, "task", "classify") == "regress" else "")
+            if data.task == "regress" else "")
     return (f"{data.name}: {len(data.x_train)} train, {len(data.x_val)} validation, "
             f"{len(data.x_test)} test samples{task}; net {network.spec} "
             f"({', '.join(network.activations)}; {network.loss}); executor {run.executor}{where}")
