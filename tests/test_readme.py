@@ -55,6 +55,21 @@ COMMANDS = {
         Run(makes=("images.npy",)),
     "pbp predict fashion.npz --input images.npy --output predictions.csv":
         Run(makes=("predictions.csv",)),
+    "python -c \"import numpy as np; from sklearn.datasets import load_diabetes; "
+    "d = load_diabetes(scaled=False); np.savetxt('diabetes.csv', "
+    "np.column_stack([d.data, d.target]), delimiter=',', fmt='%g', "
+    "header=','.join(d.feature_names + ['progression']), comments='')\"":
+        Run(makes=("diabetes.csv",)),
+    "pbp train --train-file diabetes.csv --target progression --net 10-64-64-1 --activation relu "
+    "--lr 0.01 --batch-size 32 --epochs 100 --save diabetes.npz":
+        Run(("--epochs", "2"), makes=("diabetes.npz",)),
+    "pbp predict diabetes.npz --input diabetes.csv --output progression.csv":
+        Run(makes=("progression.csv",)),
+    "python -c \"import pyarrow.csv as csv, pyarrow.parquet as pq; "
+    "pq.write_table(csv.read_csv('diabetes.csv'), 'diabetes.parquet')\"":
+        Run(makes=("diabetes.parquet",)),
+    "pbp train --train-file diabetes.parquet --target progression --net 10-64-64-1 "
+    "--activation relu --lr 0.01 --batch-size 32 --epochs 100": Run(("--epochs", "2")),
     "pbp --plugin my_activations.py train --dataset fashion-mnist --activation softsign "
     "--output-activation sigmoid --epochs 5": Run(SHORT),
     "pbp bench --quick --out bench-results": Run((*TINY_GRID, "--no-plots"),
