@@ -91,6 +91,7 @@ TEST_MARKS = {
         {"slow", "subprocess"},
     "test_extending.py::test_toy_executor_is_measured_by_pbp_bench": {"slow", "subprocess"},
     "test_hostile_files.py::test_two_runs_started_together_on_one_folder": {"slow", "subprocess"},
+    "test_tables.py::test_a_million_distinct_categories_are_capped": {"slow"},
     "test_hostile_signals.py::test_a_stopped_launcher_stops_every_rank": {"mpi"},
     "test_hostile_signals.py::test_a_killed_launcher_leaves_no_rank": {"mpi"},
     "test_hostile_signals.py::test_a_stalled_rank_ends_the_job_with_one_line": {"mpi"},
