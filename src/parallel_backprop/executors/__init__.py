@@ -16,7 +16,8 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..network import Network
-from .base import Executor, Layout
+from ..optim import OptimizerConfig
+from .base import Executor, Layout, OptimizerState
 from .blas import BlasExecutor
 from .gpu import GpuExecutor
 from .hybrid import HybridExecutor
@@ -56,7 +57,8 @@ def executor_class(name: str) -> type[Executor]:
 
 
 def check_options(name: str, *, threads: int = 1, blas_threads: int = 1,
-                  precision: str = "fp32") -> type[Executor]:
+                  precision: str = "fp32",
+                  optimizer: OptimizerConfig | None = None) -> type[Executor]:
     """Validate what the executor ``name`` is asked for; returns its class.
 
     The one place these combinations are checked: the command line, the
@@ -69,6 +71,9 @@ def check_options(name: str, *, threads: int = 1, blas_threads: int = 1,
     if precision not in cls.precisions:
         raise ConfigError(f"precision {precision!r}: expected one of "
                           f"{', '.join(cls.precisions)} for executor {name!r}")
+    if optimizer is not None and optimizer.name not in cls.optimizers:
+        raise ConfigError(f"--optimizer {optimizer.name}: executor {name!r} applies "
+                          f"{', '.join(cls.optimizers)}")
     if blas_threads != 1 and not cls.nested_blas:
         nested = [n for n, c in EXECUTORS.items() if c.nested_blas]
         raise ConfigError(
@@ -78,8 +83,9 @@ def check_options(name: str, *, threads: int = 1, blas_threads: int = 1,
 
 
 def make_executor(name: str, network: Network, params: np.ndarray, *, batch_size: int,
-                  threads: int = 1, blas_threads: int = 1,
-                  precision: str = "fp32") -> Executor:
+                  threads: int = 1, blas_threads: int = 1, precision: str = "fp32",
+                  optimizer: OptimizerConfig | None = None,
+                  optimizer_state: OptimizerState | None = None) -> Executor:
     """Create the executor ``name``, holding a copy of ``params``.
 
     ``threads`` is the executor's degree of parallelism (workers for
@@ -87,8 +93,11 @@ def make_executor(name: str, network: Network, params: np.ndarray, *, batch_size
     ``blas``); ``blas_threads`` is the BLAS threads inside each worker of an
     executor that nests them (``hybrid``). ``precision`` is one of the
     executor's ``precisions``; the CPU executors compute in the dtype of ``params``.
+    ``optimizer`` (default plain SGD) is one of the executor's ``optimizers``,
+    continued from ``optimizer_state`` when given.
     """
-    cls = check_options(name, threads=threads, blas_threads=blas_threads, precision=precision)
+    cls = check_options(name, threads=threads, blas_threads=blas_threads, precision=precision,
+                        optimizer=optimizer)
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise ConfigError(f"batch size {batch_size!r}: expected a positive integer")
     options = {}
@@ -96,9 +105,11 @@ def make_executor(name: str, network: Network, params: np.ndarray, *, batch_size
         options["blas_threads"] = blas_threads
     if len(cls.precisions) > 1:
         options["precision"] = precision
+    if optimizer is not None and not optimizer.is_plain_sgd:
+        options.update(optimizer=optimizer, optimizer_state=optimizer_state)
     return cls(network, params, batch_size=batch_size, threads=threads, **options)
 
 
 __all__ = ["BASELINE", "EXECUTORS", "BlasExecutor", "Executor", "GpuExecutor", "HybridExecutor",
-           "Layout", "MPIExecutor", "SerialExecutor", "ThreadsExecutor", "all_precisions",
+           "Layout", "MPIExecutor", "OptimizerState", "SerialExecutor", "ThreadsExecutor", "all_precisions",
            "check_options", "executor_class", "make_executor", "register_executor"]

@@ -33,6 +33,14 @@ from ..network import Network
 
 
 @dataclass(frozen=True)
+class OptimizerState:
+    """Where an optimizer stands: its buffers (k, n_params) and the steps it has taken."""
+
+    buffers: np.ndarray
+    step: int
+
+
+@dataclass(frozen=True)
 class Layout:
     """How an executor uses ``cores`` cores of a machine.
 
@@ -72,6 +80,10 @@ class Executor:
     resident_data = False
     # Takes ``blas_threads=``: BLAS threads inside each of its workers.
     nested_blas = False
+    # Update rules it applies (see ..optim); an executor offering more than plain SGD
+    # takes ``optimizer=`` (an OptimizerConfig) and ``optimizer_state=`` (a saved
+    # OptimizerState to continue from) and implements ``optimizer_state()``.
+    optimizers: tuple[str, ...] = ("sgd",)
 
     def __init__(self, network: Network, params: np.ndarray, *, batch_size: int,
                  threads: int = 1):
@@ -142,6 +154,10 @@ class Executor:
     def params(self) -> np.ndarray:
         """A host copy of the flat parameters (n_params,)."""
         raise NotImplementedError
+
+    def optimizer_state(self) -> OptimizerState:
+        """A host copy of the optimizer's state buffers (k, n_params) and the steps taken."""
+        return OptimizerState(np.zeros((0, self.network.n_params), np.float32), 0)
 
     def load_data(self, x: np.ndarray, targets: np.ndarray) -> bool:
         """Resident data: keep ``x`` (n, n_in) and ``targets`` (n, n_out); True if they fit."""

@@ -1,0 +1,171 @@
+"""Update rules over flat buffers laid out like the parameters: SGD, momentum, Nesterov, Adam, AdamW.
+
+A step's gradient ``g`` is the batch MEAN of the per-sample gradients. The
+optimizer's state is ``k`` buffers of the parameters' shape (one flat array
+(k, n_params), so a checkpoint or an Allreduce stays one call), viewed per
+layer like the parameters (``Network.layers(state[i])``). :func:`apply`
+updates any slice of the parameters from the same slice of ``g`` and of the
+state, so each worker updates the columns it owns and every MPI rank applies
+the same update to its replica, with no other coordination.
+
+    sgd        p -= lr * g'                              g' = g + wd * p  (weights only)
+    momentum   v = mu * v + g';  p -= lr * v             (PyTorch's convention)
+    nesterov   v = mu * v + g';  p -= lr * (g' + mu * v)
+    adam       m = b1 m + (1 - b1) g';  s = b2 s + (1 - b2) g'^2
+               p -= lr / (1 - b1^t) * m / (sqrt(s) / sqrt(1 - b2^t) + eps)
+    adamw      p *= 1 - lr * wd (decoupled), then adam on g (no L2 term)
+
+``t`` counts the steps taken, from 1. Weight decay applies to weights only,
+never to biases (scikit-learn's ``alpha`` and common practice). Plain SGD
+keeps no state; the executors fold it into the gradient product (see
+:func:`..backprop.update`), so it costs nothing over the seed's method.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ConfigError
+
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
+# State buffers each keeps: velocity; first and second moments.
+STATE_BUFFERS = {"sgd": 0, "momentum": 1, "nesterov": 1, "adam": 2, "adamw": 2}
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """An update rule and its settings; validated when made (one line naming the option)."""
+
+    name: str = "sgd"
+    momentum: float = 0.9       # momentum, nesterov
+    weight_decay: float = 0.0   # L2 on the weights; decoupled for adamw
+    beta1: float = 0.9          # adam, adamw
+    beta2: float = 0.999
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        if self.name not in OPTIMIZERS:
+            raise ConfigError(f"--optimizer {self.name!r}: expected one of "
+                              f"{', '.join(OPTIMIZERS)}")
+        for option, value, low, high in (("--momentum", self.momentum, 0.0, 1.0),
+                                         ("--beta1", self.beta1, 0.0, 1.0),
+                                         ("--beta2", self.beta2, 0.0, 1.0)):
+            if not (_number(value) and low <= value < high):
+                raise ConfigError(f"{option} {value!r}: expected a number in [0, 1)")
+        if not (_number(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"--weight-decay {self.weight_decay!r}: expected a number >= 0")
+        if not (_number(self.eps) and self.eps > 0):
+            raise ConfigError(f"--eps {self.eps!r}: expected a positive number")
+        if self.name == "nesterov" and self.momentum == 0:
+            raise ConfigError("--optimizer nesterov: needs --momentum above 0 (Nesterov's "
+                              "look-ahead is along the velocity)")
+
+    @property
+    def n_buffers(self) -> int:
+        """State buffers of the parameters' shape this optimizer keeps."""
+        return STATE_BUFFERS[self.name]
+
+    @property
+    def is_plain_sgd(self) -> bool:
+        """SGD without weight decay: the seed's update, folded into the gradient product."""
+        return self.name == "sgd" and self.weight_decay == 0
+
+    def new_state(self, n_params: int, dtype=np.float32) -> np.ndarray:
+        """Zeroed state, (n_buffers, n_params)."""
+        return np.zeros((self.n_buffers, n_params), dtype)
+
+
+def _number(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def apply(config: OptimizerConfig, p: np.ndarray, g: np.ndarray, state: list[np.ndarray],
+          lr: float, t: int, *, decay: bool, scratch: np.ndarray) -> None:
+    """One update of ``p`` in place from the mean gradient ``g``; ``g`` is overwritten.
+
+    ``p``, ``g``, each of ``state`` (the optimizer's buffers) and ``scratch``
+    are arrays of one shape: the same slice of the flat layout (a layer's W
+    or b, or a block of their columns). ``t`` is this step's number, from 1;
+    ``decay``: whether ``p`` holds weights (weight decay applies) or biases.
+    No array is allocated.
+    """
+    wd = config.weight_decay if decay else 0.0
+    if config.name == "adamw":
+        if wd:
+            p *= 1.0 - lr * wd
+    elif wd:
+        np.multiply(p, wd, out=scratch)
+        g += scratch                                   # g' = g + wd * p
+    if config.name == "sgd":
+        g *= lr
+        p -= g
+    elif config.name in ("momentum", "nesterov"):
+        (velocity,) = state
+        velocity *= config.momentum
+        velocity += g
+        if config.name == "nesterov":
+            np.multiply(velocity, config.momentum, out=scratch)
+            g += scratch                               # g' + mu * v
+            g *= lr
+            p -= g
+        else:
+            np.multiply(velocity, lr, out=scratch)
+            p -= scratch
+    else:
+        _adam(config, p, g, state, lr, t, scratch)
+
+
+def _adam(config: OptimizerConfig, p: np.ndarray, g: np.ndarray, state: list[np.ndarray],
+          lr: float, t: int, scratch: np.ndarray) -> None:
+    """Adam's moments and step, with PyTorch's placement of eps and bias corrections."""
+    first, second = state
+    b1, b2 = config.beta1, config.beta2
+    first *= b1
+    np.multiply(g, 1.0 - b1, out=scratch)
+    first += scratch
+    second *= b2
+    np.multiply(g, g, out=scratch)
+    scratch *= 1.0 - b2
+    second += scratch
+    np.sqrt(second, out=scratch)
+    scratch *= 1.0 / math.sqrt(1.0 - b2 ** t)
+    scratch += config.eps
+    np.divide(first, scratch, out=scratch)
+    scratch *= lr / (1.0 - b1 ** t)
+    p -= scratch
+
+
+def reference_step(config: OptimizerConfig, params: np.ndarray, grad: np.ndarray,
+                   state: np.ndarray, lr: float, t: int, weight_mask: np.ndarray) -> None:
+    """The whole flat update in float64, written from the formulas above (for tests).
+
+    ``params`` (P,), ``grad`` (P,) the mean gradient, ``state`` (k, P), all
+    updated in place; ``weight_mask`` (P,) bool: which entries are weights.
+    """
+    wd = np.where(weight_mask, config.weight_decay, 0.0)
+    if config.name == "adamw":
+        params *= 1.0 - lr * wd
+        g = grad.copy()
+    else:
+        g = grad + wd * params
+    if config.name == "sgd":
+        params -= lr * g
+    elif config.name == "momentum":
+        state[0] = config.momentum * state[0] + g
+        params -= lr * state[0]
+    elif config.name == "nesterov":
+        state[0] = config.momentum * state[0] + g
+        params -= lr * (g + config.momentum * state[0])
+    else:
+        state[0] = config.beta1 * state[0] + (1 - config.beta1) * g
+        state[1] = config.beta2 * state[1] + (1 - config.beta2) * g * g
+        m_hat = state[0] / (1 - config.beta1 ** t)
+        s_hat = state[1] / (1 - config.beta2 ** t)
+        params -= lr * m_hat / (np.sqrt(s_hat) + config.eps)
+
+
+__all__ = ["OPTIMIZERS", "OptimizerConfig", "apply", "reference_step"]
