@@ -53,10 +53,15 @@ import torch
 import triton
 import triton.language as tl
 
+from ..optim import OptimizerConfig
+
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "linear")   # hidden and output
 OUTPUT_ACTIVATIONS = (*ACTIVATIONS, "softmax")
 LOSSES = ("mse", "cross-entropy")
 PRECISIONS = {"fp32": "ieee", "tf32": "tf32"}
+# The weight update kernel's epilogues, and the rules the optimizer step kernel applies.
+UPDATES = ("sgd", "sgd-decay", "gradient")
+STEP_RULES = ("momentum", "nesterov", "adam", "adamw")
 
 # Widest softmax output one program holds: a row of fp32 accumulators per row
 # of the block (256 units x 16 rows: 32 registers per thread at 4 warps), and
@@ -227,13 +232,17 @@ def _hidden_delta_kernel(
 
 @triton.jit
 def _weight_update_kernel(
-    A_prev, D, W, B, Scale,           # A_prev (M, K), D (M, N), W (K, N), b (N,), Scale (1,)
+    A_prev, D, W, B, Scalars,         # A_prev (M, K), D (M, N), W (K, N), b (N,), Scalars (2,)
     M, N, K, stride_am, stride_dm, stride_wk,
-    PRECISION: tl.constexpr,
+    UPDATE: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
 ):
-    # W -= s * A_prev^T @ D, summed over the batch in the accumulator; b -= s * colsum(D);
-    # s = lr / M read from memory, so a captured CUDA graph follows a new learning rate.
+    # G = A_prev^T @ D summed over the batch in the accumulator, c = colsum(D); then
+    #   UPDATE "sgd":       W -= s * G;                b -= s * c     (s = lr / M)
+    #   UPDATE "sgd-decay": W = keep * W - s * G;     b -= s * c     (keep = 1 - lr * wd)
+    #   UPDATE "gradient":  W = s * G;                b = s * c      (s = 1 / M: W, b are
+    #                       the flat gradient buffer's views; the optimizer step follows)
+    # s and keep are read from memory, so a captured CUDA graph follows a new learning rate.
     pid_k = tl.program_id(0)
     rk = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
     rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -249,14 +258,66 @@ def _weight_update_kernel(
                     mask=(mm[:, None] < M) & (rn[None, :] < N), other=0.0)
         acc = tl.dot(a_t, d, acc, input_precision=PRECISION)
         col_sum += tl.sum(d, axis=0)     # cheap next to the product; stored by one row of programs
-    scale = tl.load(Scale)
+    scale = tl.load(Scalars)
     mask = (rk[:, None] < K) & (rn[None, :] < N)
     w_ptrs = W + rk[:, None] * stride_wk + rn[None, :]
-    w = tl.load(w_ptrs, mask=mask, other=0.0)
-    tl.store(w_ptrs, w - scale * acc, mask=mask)
+    if UPDATE == "gradient":             # a store only: W is not read
+        tl.store(w_ptrs, scale * acc, mask=mask)
+    else:
+        w = tl.load(w_ptrs, mask=mask, other=0.0)
+        if UPDATE == "sgd-decay":
+            w = tl.load(Scalars + 1) * w
+        tl.store(w_ptrs, w - scale * acc, mask=mask)
     if pid_k == 0:
-        b = tl.load(B + rn, mask=rn < N, other=0.0)
-        tl.store(B + rn, b - scale * col_sum, mask=rn < N)
+        if UPDATE == "gradient":
+            tl.store(B + rn, scale * col_sum, mask=rn < N)
+        else:
+            b = tl.load(B + rn, mask=rn < N, other=0.0)
+            tl.store(B + rn, b - scale * col_sum, mask=rn < N)
+
+
+# ---- 5. optimizer step, after every layer's gradient -----------------------------
+
+@triton.jit
+def _optimizer_step_kernel(
+    P, G, S0, S1, IsWeight, Scalars,  # flat (n,): params, mean gradient, state buffers,
+    n,                                # uint8 1 on weights; Scalars: this step's factors
+    wd, mu, b1, one_minus_b1, b2, one_minus_b2, eps,
+    RULE: tl.constexpr, DECAY: tl.constexpr, BLOCK: tl.constexpr,
+):
+    # The rules of optim.py, element by element (g' = g + wd * p on weights, not for adamw):
+    #   momentum  v = mu v + g';  p -= lr v                  Scalars[2] = lr
+    #   nesterov  v = mu v + g';  p -= lr (g' + mu v)
+    #   adam      m = b1 m + (1 - b1) g';  s = b2 s + (1 - b2) g'^2;
+    #             p -= m / (sqrt(s) c2 + eps) * c1          c1 = lr / (1 - b1^t) = Scalars[2],
+    #                                                       c2 = 1 / sqrt(1 - b2^t) = Scalars[3]
+    #   adamw     p *= keep on weights (keep = 1 - lr wd = Scalars[1]), then adam on g
+    # The factors are read from memory, so a CUDA graph's replays follow lr and t.
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    inside = offs < n
+    p = tl.load(P + offs, mask=inside, other=0.0)
+    g = tl.load(G + offs, mask=inside, other=0.0)
+    if DECAY:
+        is_weight = tl.load(IsWeight + offs, mask=inside, other=0) != 0
+        if RULE == "adamw":
+            p = tl.where(is_weight, tl.load(Scalars + 1) * p, p)
+        else:
+            g = tl.where(is_weight, g + wd * p, g)
+    if RULE == "momentum" or RULE == "nesterov":
+        v = mu * tl.load(S0 + offs, mask=inside, other=0.0) + g
+        tl.store(S0 + offs, v, mask=inside)
+        if RULE == "nesterov":
+            g = g + mu * v
+        else:
+            g = v
+        p = p - tl.load(Scalars + 2) * g
+    else:                                # adam, adamw
+        m = b1 * tl.load(S0 + offs, mask=inside, other=0.0) + one_minus_b1 * g
+        s = b2 * tl.load(S1 + offs, mask=inside, other=0.0) + one_minus_b2 * (g * g)
+        tl.store(S0 + offs, m, mask=inside)
+        tl.store(S1 + offs, s, mask=inside)
+        p = p - m / (tl.sqrt(s) * tl.load(Scalars + 3) + eps) * tl.load(Scalars + 2)
+    tl.store(P + offs, p, mask=inside)
 
 
 # ---- host launchers: check, pick blocks, launch --------------------------------
@@ -414,13 +475,18 @@ def hidden_delta(delta: torch.Tensor, w: torch.Tensor, a_prev: torch.Tensor,
 
 
 def weight_update(a_prev: torch.Tensor, delta: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
-                  scale: torch.Tensor, precision: str = "ieee",
-                  blocks: tuple[int, int, int] | None = None) -> None:
-    """``w -= scale * a_prev^T @ delta``, ``b -= scale * delta.sum(0)`` in place.
+                  scalars: torch.Tensor, precision: str = "ieee",
+                  blocks: tuple[int, int, int] | None = None, update: str = "sgd") -> None:
+    """The gradient product of one layer and, fused into it, SGD's update in place.
 
-    a_prev (M, K), delta (M, N), w (K, N), b (N,), scale a 1-element tensor (lr / M).
+    a_prev (M, K), delta (M, N), w (K, N), b (N,); ``scalars`` holds
+    s = lr / M and, for ``update="sgd-decay"``, keep = 1 - lr * wd:
+    ``w = keep * w - s * a_prev^T @ delta``, ``b -= s * delta.sum(0)``.
+    ``update="gradient"`` (see :func:`weight_gradient`) stores instead.
     ``blocks`` is (BLOCK_K, BLOCK_N, BLOCK_M), M the reduction.
     """
+    if update not in UPDATES:
+        raise ValueError(f"update {update!r}: expected one of {', '.join(UPDATES)}")
     M, K = a_prev.shape
     N = delta.shape[1]
     for name, t, shape in (("a_prev", a_prev, (M, K)), ("delta", delta, (M, N)),
@@ -428,6 +494,44 @@ def weight_update(a_prev: torch.Tensor, delta: torch.Tensor, w: torch.Tensor, b:
         _check(name, t, shape)
     bk, bn, bm = blocks or _tile_for(w, K, N, M)
     grid = (triton.cdiv(K, bk), triton.cdiv(N, bn))
-    _weight_update_kernel[grid](a_prev, delta, w, b, scale, M, N, K,
+    _weight_update_kernel[grid](a_prev, delta, w, b, scalars, M, N, K,
                                 a_prev.stride(0), delta.stride(0), w.stride(0),
-                                PRECISION=precision, BLOCK_K=bk, BLOCK_N=bn, BLOCK_M=bm)
+                                UPDATE=update, PRECISION=precision,
+                                BLOCK_K=bk, BLOCK_N=bn, BLOCK_M=bm)
+
+
+def weight_gradient(a_prev: torch.Tensor, delta: torch.Tensor, grad_w: torch.Tensor,
+                    grad_b: torch.Tensor, scalars: torch.Tensor, precision: str = "ieee",
+                    blocks: tuple[int, int, int] | None = None) -> None:
+    """The layer's MEAN gradient into the gradient buffer: ``grad_w = s * a_prev^T @ delta``,
+    ``grad_b = s * delta.sum(0)`` with s = scalars[0] = 1 / M (the update kernel, storing)."""
+    weight_update(a_prev, delta, grad_w, grad_b, scalars, precision, blocks, update="gradient")
+
+
+def optimizer_step(config: OptimizerConfig, params: torch.Tensor, grad: torch.Tensor,
+                   state: torch.Tensor, is_weight: torch.Tensor | None,
+                   scalars: torch.Tensor, block: int | None = None) -> None:
+    """One update of the flat ``params`` (n,) from the mean gradient ``grad`` (n,), in place.
+
+    ``state`` (k, n) the optimizer's buffers, updated; ``is_weight`` (n,) uint8,
+    1 on weights (weight decay applies; None when ``config.weight_decay`` is 0);
+    ``scalars``: [_, keep = 1 - lr * wd, lr or lr / (1 - b1^t), 1 / sqrt(1 - b2^t)].
+    Momentum, Nesterov, Adam and AdamW; plain SGD is folded into :func:`weight_update`.
+    """
+    if config.name not in STEP_RULES:
+        raise ValueError(f"optimizer {config.name!r}: the step kernel applies "
+                         f"{', '.join(STEP_RULES)}")
+    n = params.numel()
+    for name, t, shape in (("params", params, (n,)), ("grad", grad, (n,)),
+                           ("state", state, (config.n_buffers, n))):
+        _check(name, t, shape)
+    decay = config.weight_decay != 0
+    if decay and (is_weight is None or tuple(is_weight.shape) != (n,)
+                  or is_weight.dtype != torch.uint8):
+        raise ValueError(f"is_weight: expected uint8 ({n},) with weight decay")
+    block = block or (_pow2(n, hi=4096) if INTERPRETED else 1024)
+    _optimizer_step_kernel[(triton.cdiv(n, block),)](
+        params, grad, state[0], state[-1], is_weight if decay else params, scalars, n,
+        config.weight_decay, config.momentum, config.beta1, 1.0 - config.beta1,
+        config.beta2, 1.0 - config.beta2, config.eps,
+        RULE=config.name, DECAY=decay, BLOCK=block)
