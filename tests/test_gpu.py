@@ -671,3 +671,47 @@ TF32_CHECK = textwrap.dedent("""
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_tf32_rounds_on_a_gpu_within_tf32_tolerance():
     run_compiled(TF32_CHECK)
+
+
+OPTIMIZER_GRAPH_CHECK = textwrap.dedent("""
+    # Graph replays follow a new rate and t: captured and plain launches, steps and
+    # resident epochs give the same bits, for a rule with and one without t.
+    import numpy as np
+    from parallel_backprop.executors.gpu import GpuExecutor
+    from parallel_backprop.network import Network
+    from parallel_backprop.optim import OptimizerConfig
+    net = Network((50, 37, 29, 10), ("sigmoid", "tanh", "softmax"), "cross-entropy")
+    rng = np.random.default_rng(0)
+    params = net.init_params(rng)
+    x = rng.standard_normal((300, 50)).astype(np.float32)
+    y = net.targets(rng.integers(0, 10, 300))
+    order = rng.permutation(300)
+    for config in (OptimizerConfig("adamw", weight_decay=0.01),
+                   OptimizerConfig("momentum", weight_decay=0.01)):
+        out = {}
+        for graphs in (False, True):
+            with GpuExecutor(net, params, batch_size=64, cuda_graphs=graphs,
+                             optimizer=config) as ex:
+                for lr in (0.01, 0.005):
+                    for k in range(0, 300, 64):
+                        ex.step(x[order[k:k + 64]], y[order[k:k + 64]], lr)
+                out["steps", graphs] = ex.params(), ex.optimizer_state()
+            with GpuExecutor(net, params, batch_size=64, cuda_graphs=graphs,
+                             optimizer=config) as ex:
+                assert ex.load_data(x, y)
+                for lr in (0.01, 0.005):
+                    ex.train_epoch(order, lr)
+                out["epoch", graphs] = ex.params(), ex.optimizer_state()
+        first, first_state = out["steps", False]
+        assert not np.array_equal(first, params)
+        for key, (p, state) in out.items():
+            assert np.array_equal(p, first), (config.name, key)
+            assert np.array_equal(state.buffers, first_state.buffers), (config.name, key)
+            assert state.step == 10, (config.name, key, state.step)
+    print("ok")
+""")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_optimizers_in_cuda_graphs_follow_the_rate_and_step_count_on_a_gpu():
+    run_compiled(OPTIMIZER_GRAPH_CHECK)

@@ -9,18 +9,24 @@ The step is the seed's decomposition, one kernel per step (see
     for l = L..1:
       hidden delta     delta[l-1] = (delta[l] @ W_l^T) * f'(a[l-1])   (l > 1, old W_l)
       weight update    W_l -= lr/n * a[l-1]^T @ delta[l]; b_l -= lr/n * colsum(delta[l])
+                       (SGD; any other optimizer: the mean gradient into a flat buffer)
+    optimizer step     momentum, Nesterov, Adam or AdamW over the flat buffers
 
 Everything a step touches lives on the device for the executor's lifetime,
 allocated once: the parameters as ONE flat float32 tensor with per-layer
 views (the layout of :class:`~parallel_backprop.network.Network`), the
-activations, the deltas, the loss partials and a one-element ``lr / n``
-(read by the update kernel from memory, so a captured graph follows a
-change of learning rate or of the number of rows).
+activations, the deltas, the loss partials, the optimizer's state (and a
+flat gradient), and a few per-step factors (:func:`step_scalars`: ``lr / n``,
+Adam's bias corrections from t, ...) that the kernels read from memory, so
+a captured graph follows a change of learning rate, of the number of rows
+and of the optimizer's step count. ``optimizer_state()`` copies the state
+back; ``optimizer_state=`` uploads a saved one.
 
 CUDA graphs: the first step with a given number of rows runs as plain
 launches (which also compiles the kernels), then the same 2L + 1 launches
-are captured once in a ``torch.cuda.CUDAGraph`` and every later step of
-that size is one ``replay``. A step otherwise costs 2L + 1 Triton launches
+(2L + 2 with an optimizer step, captured with the rest) are captured once
+in a ``torch.cuda.CUDAGraph`` and every later step of that size is one
+``replay``. A step otherwise costs 2L + 1 Triton launches
 of ~10-20 us of Python each, more than the GPU work of a Net-1h step at
 batch 128 (~0.42 GFLOP). A trainer's run needs two graphs: the batch size
 and the epoch's last, smaller batch.
@@ -35,7 +41,10 @@ Two ways to feed it:
   copied to the device once, each epoch uploads only its shuffled order
   (8 bytes per sample), the gather of a batch's rows is part of the graph,
   and the loss is summed on the device and read once per epoch. The host
-  only enqueues work: a D2D copy of the batch's indices and a graph replay.
+  only enqueues work: a D2D copy of the batch's indices, one of the step's
+  factors when they change (every step for Adam, whose corrections follow
+  t; else at a new rate or the epoch's last, smaller batch) from a table
+  uploaded with the order, and a graph replay.
 
 Without a GPU the kernels run on CPU tensors under Triton's interpreter
 when the program was started with ``TRITON_INTERPRET=1`` (tests, and anyone
