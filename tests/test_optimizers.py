@@ -255,3 +255,45 @@ def test_mpi_ranks_take_the_serial_steps(ranks, tmp_path):
     assert code == 0, err
     assert sorted(re.findall(rf"rank (\d) of {ranks}: ok", out)) == [
         str(r) for r in range(ranks)], out
+
+
+def test_bench_times_each_optimizer_and_skips_peers_without_it():
+    from parallel_backprop.bench import BenchConfig
+    from parallel_backprop.bench.runner import plan
+
+    config = BenchConfig(systems=("serial", "threads", "numpy", "sklearn", "gemm"),
+                         nets=("20-16-3",), batch_sizes=(8,), threads=(2,),
+                         optimizers=("sgd", "adamw"))
+    runs = {(run.system, run.optimizer): run for run in plan(config)}
+    assert runs[("gemm", None)].skip is None
+    for system in ("serial", "threads"):
+        assert runs[(system, "sgd")].skip is None and runs[(system, "adamw")].skip is None
+    assert "numpy is timed with sgd only, not adamw" in runs[("numpy", "adamw")].skip
+    assert "not adamw" in runs[("sklearn", "adamw")].skip
+    assert runs[("sklearn", "sgd")].spec(config)["optimizer"] == "sgd"
+    assert runs[("threads", "adamw")].record().optimizer == "adamw"
+    with pytest.raises(ConfigError, match=r"--optimizers 'lbfgs': expected some of sgd, "):
+        BenchConfig(optimizers=("lbfgs",))
+
+
+def test_bench_executor_workload_steps_with_the_optimizer(monkeypatch):
+    from parallel_backprop.bench import systems
+
+    made = []
+
+    def recording(*args, **kwargs):
+        made.append(make_executor(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(systems, "make_executor", recording)
+    network = Network((20, 16, 3), ("sigmoid", "sigmoid"), "mse")
+    setup = systems.Setup(system="threads", network=network, n_classes=3, batch_size=8,
+                          threads=2, executor_threads=2, executor_blas_threads=1, lr=0.1,
+                          seed=0, pool_samples=16, gemm_size=8, optimizer="adam")
+    workload = systems.build(setup)
+    try:
+        workload.run(3)
+        state = made[0].optimizer_state()
+    finally:
+        workload.close()
+    assert state.step == 3 and state.buffers.shape == (2, network.n_params)
