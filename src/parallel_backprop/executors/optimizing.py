@@ -25,6 +25,13 @@ from ..network import Network
 from ..optim import OptimizerConfig
 from .base import OptimizerState
 
+# optim.apply makes ~13 passes over its slice (Adam); in blocks of this many
+# entries the five arrays a block touches (256 KB each in float32) stay in
+# the L2 cache between passes. Measured on 2 cores (Xeon, 2 MB L2 per core),
+# Adam over Net-1h's 814,090 parameters: 2.7 ms in one call, 1.75 ms in
+# blocks of 65,536 (1.97 ms at 16,384, where the calls' overhead shows).
+BLOCK = 65536
+
 
 def check_weights(weights: np.ndarray | None, n: int) -> np.ndarray | None:
     """Per-row sample weights (n,) as given, or a one-line error naming the shape."""
@@ -96,10 +103,8 @@ class HostOptimizer:
         grad_weights, grad_bias = self.grad_layers[l]
         layer_gradient(a_prev, delta, grad_weights[:, c0:c1], grad_bias[c0:c1], 1.0 / batch)
         for part, decay in ((0, True), (1, False)):
-            p, g, scratch, *state = (views[part] for views in self._views[l])
             cols = (slice(None), slice(c0, c1)) if decay else slice(c0, c1)
-            optim.apply(self.config, p[cols], g[cols], [s[cols] for s in state], lr, t,
-                        decay=decay, scratch=scratch[cols])
+            self._apply_blocks([views[part][cols] for views in self._views[l]], lr, t, decay)
 
     def segments(self, lo: int, hi: int) -> list[tuple[int, int, bool]]:
         """Flat range [lo, hi) cut at weight/bias boundaries: ``(start, stop, is_weights)``."""
@@ -109,9 +114,16 @@ class HostOptimizer:
     def apply_flat(self, segments: list[tuple[int, int, bool]], lr: float, t: int) -> None:
         """:func:`..optim.apply` on flat ranges of the parameters from :attr:`grad` (the mean)."""
         for lo, hi, decay in segments:
-            optim.apply(self.config, self._params[lo:hi], self.grad[lo:hi],
-                        [buffer[lo:hi] for buffer in self.state], lr, t, decay=decay,
-                        scratch=self.scratch[lo:hi])
+            arrays = [self._params, self.grad, self.scratch, *self.state]
+            self._apply_blocks([array[lo:hi] for array in arrays], lr, t, decay)
+
+    def _apply_blocks(self, arrays: list[np.ndarray], lr: float, t: int, decay: bool) -> None:
+        """:func:`..optim.apply` on ``arrays`` = [p, g, scratch, *state] of one shape,
+        in blocks of rows of about ``BLOCK`` entries (see there)."""
+        rows = max(1, BLOCK // max(1, arrays[0][:1].size))
+        for r0 in range(0, arrays[0].shape[0], rows):
+            p, g, scratch, *state = (array[r0:r0 + rows] for array in arrays)
+            optim.apply(self.config, p, g, state, lr, t, decay=decay, scratch=scratch)
 
 
 def _weight_bias_bounds(network: Network) -> list[tuple[int, int, bool]]:
