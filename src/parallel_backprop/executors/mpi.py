@@ -94,7 +94,7 @@ from ..network import Network
 from ..optim import OptimizerConfig
 from .base import Layout, OptimizerState
 from .optimizing import HostOptimizer, check_weights
-from .threads import COLUMN_ALIGN, ThreadsExecutor, shard_bounds
+from .threads import ThreadsExecutor, shard_bounds
 
 INSTALL_HINT = install_hint("mpi")
 
@@ -341,13 +341,10 @@ class MPIExecutor(ThreadsExecutor):
             if replicated.size:
                 wait_for(comm.Ibcast(replicated, root=0), self.timeout_s,
                          "no starting parameters from rank 0")
-        T = self._workers
         # Worker k applies flat slice [cut_k, cut_k+1) of the reduced step.
-        cuts = [min(P, round(k * P / T / COLUMN_ALIGN) * COLUMN_ALIGN) for k in range(T)] + [P]
-        self._update_params = [self._params[cuts[k]:cuts[k + 1]] for k in range(T)]
-        self._update_steps = [self._step[cuts[k]:cuts[k + 1]] for k in range(T)]
-        self._update_segments = [self._optimizer.segments(cuts[k], cuts[k + 1])
-                                 for k in range(T)]
+        cuts = self._flat_cuts
+        self._update_params = [self._params[cuts[k]:cuts[k + 1]] for k in range(self._workers)]
+        self._update_steps = [self._step[cuts[k]:cuts[k + 1]] for k in range(self._workers)]
         self._mpi_type = MPI.DOUBLE if self._params.dtype == np.float64 else MPI.FLOAT
 
     @property

@@ -31,6 +31,7 @@ class SerialExecutor(Executor):
         self._layers = network.layers(self._params)
         self._ws = Workspace(network, batch_size, self._params.dtype)
         self._optimizer = HostOptimizer(network, self._params, optimizer, optimizer_state)
+        self._everything = self._optimizer.segments(0, self._params.size)
         self._blas_limit = threadpool_limits(limits=1, user_api="blas")
 
     def step(self, x: np.ndarray, y: np.ndarray, lr: float,
@@ -40,11 +41,14 @@ class SerialExecutor(Executor):
         t = self._optimizer.next_step()
         forward(self._layers, x, ws)
         loss = deltas(self._layers, x, y, ws, weights)
-        # Plain SGD: W -= lr/n * dW folded into the gradient GEMM (backprop.update).
+        # SGD: W -= lr/n * dW folded into the gradient GEMM (backprop.update);
+        # the other rules: the gradient mean, then the rule over every parameter.
         for l, (_, bias) in enumerate(self._layers):
             a_prev = x if l == 0 else ws.a[l - 1][:n]
-            self._optimizer.update_columns(l, 0, bias.shape[0], a_prev, ws.delta[l][:n],
-                                           lr, n, t, ws.bias_step[l])
+            self._optimizer.columns(l, 0, bias.shape[0], a_prev, ws.delta[l][:n], lr, n,
+                                    ws.bias_step[l])
+        if not self._optimizer.folded:
+            self._optimizer.apply_flat(self._everything, lr, t)
         return loss
 
     def predict(self, x: np.ndarray) -> np.ndarray:

@@ -12,8 +12,8 @@ sharing one full-batch workspace::
                   W_l[:, C_k] -= lr/n * a_{l-1}^T @ delta_l[:, C_k]   (one GEMM, beta = 1)
                   b_l[C_k]    -= lr/n * column sums of delta_l[:, C_k]
                   (other update rules: the gradient mean of those columns into a
-                  flat buffer, GEMM with beta = 0, then the rule on the same
-                  columns of the parameters and state; see .optimizing)
+                  flat buffer, GEMM with beta = 0; a third barrier; then the rule
+                  on worker k's flat range of the parameters; see .optimizing)
 
 Per-row sample weights are sharded with the rows and scale each worker's
 output deltas (:func:`..backprop.deltas`).
@@ -160,6 +160,13 @@ class ThreadsExecutor(Executor):
             cuts[0] = 0
             cuts.append(width)
             self._columns.append([(cuts[k], cuts[k + 1]) for k in range(T)])
+        # Worker k's flat range [cut_k, cut_k+1) of the parameters, for updates that
+        # come after every gradient column is written (mpi; the rules other than SGD).
+        P = self._params.size
+        self._flat_cuts = [min(P, round(k * P / T / COLUMN_ALIGN) * COLUMN_ALIGN)
+                           for k in range(T)] + [P]
+        self._update_segments = [self._optimizer.segments(*self._flat_cuts[k:k + 2])
+                                 for k in range(T)]
         self._losses = [0.0] * T
 
         self._job: tuple = (_SYNC,)
@@ -309,12 +316,15 @@ class ThreadsExecutor(Executor):
         return shards
 
     def _update(self, k: int, x: np.ndarray, n: int, lr: float, batch: int, t: int) -> None:
-        """Worker k's columns of every layer: W -= lr/batch * a_prev^T @ delta, b likewise
-        (or the optimizer's rule on those columns of the gradient mean)."""
-        ws = self._ws
+        """Worker k's columns of every layer: W -= lr/batch * a_prev^T @ delta, b likewise;
+        or those columns of the gradient mean, then the rule on its flat range."""
+        ws, optimizer = self._ws, self._optimizer
         for l in range(len(self._layers)):
             c0, c1 = self._columns[l][k]
             if c0 < c1:
                 a_prev = x if l == 0 else ws.a[l - 1][:n]
-                self._optimizer.update_columns(l, c0, c1, a_prev, ws.delta[l][:n, c0:c1],
-                                               lr, batch, t, ws.bias_step[l][c0:c1])
+                optimizer.columns(l, c0, c1, a_prev, ws.delta[l][:n, c0:c1], lr, batch,
+                                  ws.bias_step[l][c0:c1])
+        if not optimizer.folded:
+            self._barrier.wait()             # every column of the gradient mean is written
+            optimizer.apply_flat(self._update_segments[k], lr, t)
