@@ -12,7 +12,7 @@ from parallel_backprop.cli import main
 from parallel_backprop.modelio import load_model
 from parallel_backprop.trainer import predict_outputs
 
-SMALL = ["--dataset", "synthetic", "--samples", "600", "--features", "12", "--classes", "3",
+SMALL = ["--preset", "seed", "--dataset", "synthetic", "--samples", "600", "--features", "12", "--classes", "3",
          "--net", "12-16-3", "--batch-size", "32", "--epochs", "3", "--lr", "0.5", "--quiet"]
 
 
@@ -133,7 +133,7 @@ def test_bad_train_input_gives_one_clear_line(case, tmp_path, capsys, monkeypatc
     (tmp_path / "bad.csv").write_text("0,tcp,http,SF,181,5450\n")
     argv, expected = BAD_TRAIN[case]
     argv = [str(a).replace("{tmp}", str(tmp_path)) for a in argv]
-    code, _, err = run(["train", *argv], capsys)
+    code, _, err = run(["train", "--preset", "seed", *argv], capsys)   # bad input, any method
     assert code != 0
     assert err.startswith("pbp: error:") and err.strip().count("\n") == 0, err
     assert expected.lower() in err.lower(), err
@@ -201,8 +201,8 @@ def test_kdd_predict_by_name_uses_the_models_encoding(tmp_path, capsys):
     kdd_file = tmp_path / "kdd.csv"
     kdd_file.write_text("\n".join(lines) + "\n")
     model, metrics = tmp_path / "kdd.npz", tmp_path / "kdd.json"
-    code, _, err = run(["train", "--dataset", "kdd99", "--kdd-file", kdd_file, "--net", "1h",
-                        "--batch-size", "8", "--epochs", "2", "--quiet", "--save", model,
+    code, _, err = run(["train", "--preset", "seed", "--dataset", "kdd99", "--kdd-file",
+                        kdd_file, "--net", "1h", "--batch-size", "8", "--epochs", "2", "--quiet", "--save", model,
                         "--metrics-json", metrics], capsys)
     assert code == 0, err
     test_accuracy = json.loads(metrics.read_text())["test_accuracy"]
@@ -248,8 +248,8 @@ def test_image_scaling_is_saved_with_the_model(tmp_path, capsys, scaling):
 
     folder = make_image_set(tmp_path / "d")
     model = tmp_path / "m.npz"
-    code, _, err = run(["train", "--dataset", "mnist", "--data-dir", folder, "--net",
-                        "784-8-10", "--epochs", "1", "--batch-size", "16", "--quiet",
+    code, _, err = run(["train", "--preset", "seed", "--dataset", "mnist", "--data-dir",
+                        folder, "--net", "784-8-10", "--epochs", "1", "--batch-size", "16", "--quiet",
                         "--image-scaling", scaling, "--save", model], capsys)
     assert code == 0, err
     scaler = load_model(model).preprocessor
@@ -284,7 +284,7 @@ from parallel_backprop.activations import register_activation
 
 register_activation("{name}", lambda z: z / (1 + np.abs(z)), lambda a: (1 - np.abs(a)) ** 2)
 """
-PLUGIN_RUN = ["--dataset", "synthetic", "--samples", "600", "--features", "12", "--classes",
+PLUGIN_RUN = ["--preset", "seed", "--dataset", "synthetic", "--samples", "600", "--features", "12", "--classes",
               "3", "--net", "12-16-3", "--batch-size", "32", "--epochs", "2", "--lr", "0.5"]
 
 
