@@ -99,7 +99,8 @@ class TrainConfig:
         if not (_integer(self.patience) and self.patience >= 1):
             raise ConfigError(f"--patience {self.patience!r}: expected a positive integer")
         if not (_real(self.min_delta) and self.min_delta >= 0):
-            raise ConfigError(f"--min-delta {self.min_delta!r}: expected >= 0")
+            said = f"{self.min_delta:g}" if _real(self.min_delta) else repr(self.min_delta)
+            raise ConfigError(f"--min-delta {said}: expected >= 0")
         for option, value, default in (("--patience", self.patience, 10),
                                        ("--min-delta", self.min_delta, 0.0)):
             if value != default and not self.early_stopping:
