@@ -9,9 +9,18 @@ import click
 from ..fileio import write_json
 from .methods import MethodOptions, apply_preset, method_options
 from .options import (dataset_choice, dataset_options, epochs_option, executor_options,
-                      network_options, out_option, quiet_option, seed_option)
+                      network_options, out_option, quiet_option, seed_option, stack)
 from .runs import (DataOptions, ExecutorOptions, NetOptions, command_argv, command_plugins,
                    launch_ranks, start_run)
+
+# The update rules searched: each list's default is the single value of its option.
+OPTIMIZER_GRID = (("--optimizers", "update rules, each tried with every other setting",
+                   "--optimizer"),
+                  ("--momentums", "momentums for momentum and nesterov", "--momentum"),
+                  ("--weight-decays", "weight decays", "--weight-decay"))
+optimizer_grid_options = stack(*(
+    click.option(flag, help=f"Comma-separated {what} (default: {default}).")
+    for flag, what, default in OPTIMIZER_GRID))
 
 
 @click.command("tune")
@@ -22,12 +31,7 @@ from .runs import (DataOptions, ExecutorOptions, NetOptions, command_argv, comma
                             "seed preset: the seed's grid, 0.001,0.002,0.01,0.1,0.5,1).")
 @click.option("--batch-sizes", help="Comma-separated batch sizes, each tried with every "
                                     "learning rate (default: 128).")
-@click.option("--optimizers", help="Comma-separated update rules, each tried with every "
-                                   "other setting (default: --optimizer).")
-@click.option("--momentums", help="Comma-separated momentums for momentum and nesterov "
-                                  "(default: --momentum).")
-@click.option("--weight-decays", help="Comma-separated weight decays (default: "
-                                      "--weight-decay).")
+@optimizer_grid_options
 @epochs_option(5)
 @method_options
 @executor_options
