@@ -33,11 +33,16 @@ DEFAULT_PRESET = "default"
 def apply_preset(params: dict) -> dict:
     """Fill the options left unset (None) in ``params`` from its ``preset``, in place.
 
-    Only the options the command has are filled; returns ``params``.
+    Only the options the command has are filled; returns ``params``. The
+    loss is left unset and the preset's given as ``preset_loss``: a
+    regression trains with mse whatever the preset (see :class:`.runs.NetOptions`).
     """
-    for name, value in PRESETS[params.get("preset") or DEFAULT_PRESET].items():
-        if name in params and params[name] is None:
+    preset = PRESETS[params.get("preset") or DEFAULT_PRESET]
+    for name, value in preset.items():
+        if name in params and params[name] is None and name != "loss":
             params[name] = value
+    if "loss" in params:
+        params["preset_loss"] = preset["loss"]
     return params
 
 
