@@ -274,6 +274,15 @@ class EpochLoop:
                             **{f"val_{name}": value for name, value in scores.items()})
 
 
+def check_splits(config: TrainConfig, n_train: int, x_val: np.ndarray | None) -> None:
+    """Refuse an empty training set, and a missing validation split that the run watches."""
+    if n_train == 0:
+        raise ConfigError("training set is empty: expected at least one sample")
+    if config.watches_validation and (x_val is None or not len(x_val)):
+        option = "--early-stopping" if config.early_stopping else "--lr-schedule plateau"
+        raise ConfigError(f"{option}: needs a validation split to watch")
+
+
 def train(network: Network, config: TrainConfig,
           x_train: np.ndarray, y_train: np.ndarray,
           x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
@@ -320,15 +329,11 @@ def train(network: Network, config: TrainConfig,
     """
     task = task_of(task, y_train, y_val)
     n = x_train.shape[0]
-    if n == 0:
-        raise ConfigError("training set is empty: expected at least one sample")
+    check_splits(config, n, x_val)
     batch = min(config.batch_size, n)
     steps = math.ceil(n / batch)
     checkpointer = Checkpointer(checkpoint, checkpoint_every, steps, config.epochs)
     check_fits_in_memory(network, batch, config.threads)
-    if config.watches_validation and (x_val is None or not len(x_val)):
-        raise ConfigError(f"{'--early-stopping' if config.early_stopping else '--lr-schedule plateau'}"
-                          ": needs a validation split to watch")
     start, shuffle_rng = first_state(network, config, steps, params, resume)
     # Targets (n, n_out), built once: one-hot (or 0/1) from class indices.
     targets = y_train if y_train.ndim == 2 else network.targets(y_train)
