@@ -241,8 +241,10 @@ def train_candidate(network: Network, config: TrainConfig, x_train, y_train, x_v
                       params=None)
         return record
     epochs = result.epochs
+    kept = epochs[(result.best_epoch or len(epochs)) - 1]   # early stopping keeps the best
     record.update(
-        val_accuracy=epochs[-1].val_accuracy, final_loss=epochs[-1].loss,
+        val_accuracy=kept.val_accuracy, final_loss=epochs[-1].loss,
+        best_epoch=result.best_epoch, stopped_early=result.stopped_early,
         train_s=sum(e.epoch_s for e in epochs),
         samples_per_s=steady_throughput(result.epochs)[0],
         val_accuracy_per_epoch=[e.val_accuracy for e in epochs], params=result.params)
