@@ -14,7 +14,8 @@ from parallel_backprop.modelio import load_model
 from parallel_backprop.trainer import predict_outputs
 
 SMALL = ["--preset", "seed", "--dataset", "synthetic", "--samples", "600", "--features", "12",
-         "--classes", "3", "--net", "12-16-3", "--batch-size", "32", "--epochs", "3", "--lr", "0.5", "--quiet"]
+         "--classes", "3", "--net", "12-16-3", "--batch-size", "32", "--epochs", "3", "--lr", "0.5",
+         "--quiet"]
 
 
 def run(argv, capsys):
@@ -203,7 +204,8 @@ def test_kdd_predict_by_name_uses_the_models_encoding(tmp_path, capsys):
     kdd_file.write_text("\n".join(lines) + "\n")
     model, metrics = tmp_path / "kdd.npz", tmp_path / "kdd.json"
     code, _, err = run(["train", "--preset", "seed", "--dataset", "kdd99", "--kdd-file",
-                        kdd_file, "--net", "1h", "--batch-size", "8", "--epochs", "2", "--quiet", "--save", model,
+                        kdd_file, "--net", "1h", "--batch-size", "8", "--epochs", "2", "--quiet",
+                        "--save", model,
                         "--metrics-json", metrics], capsys)
     assert code == 0, err
     test_accuracy = json.loads(metrics.read_text())["test_accuracy"]
@@ -250,7 +252,8 @@ def test_image_scaling_is_saved_with_the_model(tmp_path, capsys, scaling):
     folder = make_image_set(tmp_path / "d")
     model = tmp_path / "m.npz"
     code, _, err = run(["train", "--preset", "seed", "--dataset", "mnist", "--data-dir",
-                        folder, "--net", "784-8-10", "--epochs", "1", "--batch-size", "16", "--quiet",
+                        folder, "--net", "784-8-10", "--epochs", "1", "--batch-size", "16",
+                        "--quiet",
                         "--image-scaling", scaling, "--save", model], capsys)
     assert code == 0, err
     scaler = load_model(model).preprocessor
@@ -285,8 +288,9 @@ from parallel_backprop.activations import register_activation
 
 register_activation("{name}", lambda z: z / (1 + np.abs(z)), lambda a: (1 - np.abs(a)) ** 2)
 """
-PLUGIN_RUN = ["--preset", "seed", "--dataset", "synthetic", "--samples", "600", "--features", "12", "--classes",
-              "3", "--net", "12-16-3", "--batch-size", "32", "--epochs", "2", "--lr", "0.5"]
+PLUGIN_RUN = ["--preset", "seed", "--dataset", "synthetic", "--samples", "600", "--features",
+              "12", "--classes", "3", "--net", "12-16-3", "--batch-size", "32", "--epochs", "2",
+              "--lr", "0.5"]
 
 
 @pytest.fixture
