@@ -26,12 +26,31 @@ from parallel_backprop.checkpoint import (FREE_ON_RESUME, NOT_RECORDED, Checkpoi
 from parallel_backprop.cli import main
 from parallel_backprop.data import Identity
 from parallel_backprop.errors import ConfigError, ModelFileError
+from parallel_backprop.executors import EXECUTORS, OptimizerState
 from parallel_backprop.modelio import load_model
 from parallel_backprop.network import Network
 from parallel_backprop.trainer import TrainConfig, TrainingDiverged, train
 
 RUN = ["--dataset", "synthetic", "--samples", "6000", "--features", "20", "--classes", "3",
-       "--net", "20-32-3", "--batch-size", "8", "--epochs", "3", "--lr", "0.2", "--quiet"]
+       "--net", "20-32-3", "--batch-size", "8", "--epochs", "3", "--lr", "0.2", "--quiet",
+       "--preset", "seed"]
+# The update rules and stopping rules a killed run must resume exactly: their state
+# (velocity, moments and step count; the plateau and early-stopping records) is in
+# every checkpoint.
+METHODS = {
+    "sgd": [],
+    "momentum": ["--optimizer", "momentum", "--lr", "0.05"],
+    "adam": ["--optimizer", "adam", "--lr", "0.005", "--weight-decay", "0.001"],
+    "stopping": ["--early-stopping", "--patience", "1", "--lr-schedule", "plateau",
+                 "--plateau-patience", "1", "--plateau-factor", "0.5"],
+}
+
+
+def needs_optimizer(executor, method):
+    """Skip a method the executor does not apply (yet)."""
+    name = {"momentum": "momentum", "adam": "adam"}.get(method)
+    if name is not None and name not in EXECUTORS[executor].optimizers:
+        pytest.skip(f"executor {executor} does not apply {name}")
 KILL_REPEATS = int(os.environ.get("PBP_KILL_REPEATS", "1"))
 
 
@@ -183,7 +202,9 @@ def test_recorded_options_make_paths_text_and_outputs_absolute(tmp_path, monkeyp
 def test_resume_options_may_change_only_the_free_ones(tmp_path):
     checkpoint = written_checkpoint(tmp_path, {"lr": 0.5, "epochs": 2, "data_dir": None,
                                                "limit": None, "net": "7-9-3"})
-    assert resume_defaults(checkpoint) == {"lr": 0.5, "epochs": 2, "net": "7-9-3"}
+    # A run recorded before presets existed trained with the seed's settings.
+    assert resume_defaults(checkpoint) == {"preset": "seed", "lr": 0.5, "epochs": 2,
+                                           "net": "7-9-3"}
     check_resume_options(checkpoint, {"lr": 0.5, "epochs": 9, "data_dir": tmp_path,
                                       "save": tmp_path / "x.npz"})
     with pytest.raises(ConfigError, match=r"--lr 0.1 \(the run used 0.5\); leave those options"):
@@ -209,27 +230,56 @@ def test_start_checkpointing_fresh_and_resumed(tmp_path):
     assert not idle.enabled and not (tmp_path / "elsewhere").exists()
 
 
+def test_a_checkpoint_file_carries_the_optimizer_and_stopping_state(tmp_path):
+    network, x, y = small_problem()
+    rng = np.random.default_rng(1)
+    x_val, y_val = rng.standard_normal((40, 7)).astype(np.float32), rng.integers(0, 3, 40)
+    config = TrainConfig(batch_size=16, lr=0.3, epochs=6, seed=5, early_stopping=True,
+                         patience=2, lr_schedule="plateau", plateau_patience=1)
+    states = []
+    train(network, config, x, y, x_val, y_val, progress=False, checkpoint=states.append,
+          checkpoint_every=7)
+    state = states[-1]
+    assert state.stopping.best_epoch >= 1 and state.best_params is not None
+    state.optimizer_state = OptimizerState(rng.standard_normal((2, network.n_params)), 17)
+    writer = CheckpointWriter(tmp_path, network, Identity(7), ["a", "b", "c"], "toy", {}, "f")
+    back = load_checkpoint(writer(state)).state
+    assert back.optimizer_state.step == 17
+    assert same_bits(back.optimizer_state.buffers, state.optimizer_state.buffers)
+    assert same_bits(back.best_params, state.best_params)
+    assert (back.lr_scale, back.plateau, back.stopping) == (state.lr_scale, state.plateau,
+                                                            state.stopping)
+    state.optimizer_state, state.best_params = None, None
+    back = load_checkpoint(writer(state)).state
+    assert back.optimizer_state is None and back.best_params is None
+
+
 # ---- the command line: kill, interrupt, resume --------------------------------------
 
 @pytest.fixture(scope="module")
 def references(tmp_path_factory):
-    """Final parameters of unstopped runs, by executor, computed in this process."""
+    """Final parameters of unstopped runs, by (executor, method), computed in this process
+    when first asked for."""
     folder = tmp_path_factory.mktemp("reference")
     params = {}
-    for executor, threads in (("serial", 1), ("threads", 2)):
-        path = folder / f"{executor}.npz"
-        code = main(["train", *RUN, "--executor", executor, "--threads", str(threads),
-                     "--save", str(path)])
-        assert code == 0
-        params[executor] = load_model(path).params
-    return params
+
+    def reference(executor, threads, method="sgd"):
+        if (executor, method) not in params:
+            path = folder / f"{executor}-{method}.npz"
+            code = main(["train", *RUN, *METHODS[method], "--executor", executor,
+                         "--threads", str(threads), "--save", str(path)])
+            assert code == 0
+            params[executor, method] = load_model(path).params
+        return params[executor, method]
+    return reference
 
 
-def start_run(folder, executor, threads, *extra):
+def start_run(folder, executor, threads, *extra, method="sgd"):
     return subprocess.Popen(
-        [sys.executable, "-m", "parallel_backprop.cli", "train", *RUN, "--executor", executor,
-         "--threads", str(threads), "--checkpoint-dir", str(folder), "--checkpoint-every", "5",
-         *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [sys.executable, "-m", "parallel_backprop.cli", "train", *RUN, *METHODS[method],
+         "--executor", executor, "--threads", str(threads), "--checkpoint-dir", str(folder),
+         "--checkpoint-every", "5", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def newest_step(folder):
@@ -246,11 +296,14 @@ def wait_for(condition, timeout=60.0):
 
 
 @pytest.mark.parametrize("repeat", range(KILL_REPEATS))
+@pytest.mark.parametrize("method", list(METHODS))
 @pytest.mark.parametrize("executor,threads", [("serial", 1), ("threads", 2)])
 def test_sigkill_at_a_random_moment_then_resume_gives_the_same_model(
-        executor, threads, repeat, references, tmp_path, capsys):
+        executor, threads, method, repeat, references, tmp_path, capsys):
+    needs_optimizer(executor, method)
     folder = tmp_path / "ckpt"
-    process = start_run(folder, executor, threads, "--save", tmp_path / "killed.npz")
+    process = start_run(folder, executor, threads, "--save", tmp_path / "killed.npz",
+                        method=method)
     # A random moment, whatever the machine's speed: once the run has passed a
     # random step (the folder appears just before step 0; a checkpoint every 5
     # steps; the last at step 1875 is followed by evaluation and saving), then
@@ -269,13 +322,14 @@ def test_sigkill_at_a_random_moment_then_resume_gives_the_same_model(
         code, out, err = run(["train", "--resume", folder, "--save", final, "--quiet"], capsys)
     else:   # killed before the first checkpoint: start again (stale temporaries are fine)
         where = "before the first checkpoint"
-        code, out, err = run(["train", *RUN, "--executor", executor, "--threads", threads,
-                              "--checkpoint-dir", folder, "--save", final], capsys)
+        code, out, err = run(["train", *RUN, *METHODS[method], "--executor", executor,
+                              "--threads", threads, "--checkpoint-dir", folder, "--save", final],
+                             capsys)
     assert code == 0, err
     with capsys.disabled():    # shown with -s: where the kills landed
-        print(f"\n{executor}: exit {process.returncode}, resumed {where}"
+        print(f"\n{executor} {method}: exit {process.returncode}, resumed {where}"
               + (" (a checkpoint write was cut)" if torn else ""), end=" ")
-    assert same_bits(load_model(final).params, references[executor])
+    assert same_bits(load_model(final).params, references(executor, threads, method))
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -297,11 +351,11 @@ def test_ctrl_c_writes_a_checkpoint_and_stops_cleanly(references, tmp_path, caps
     assert f"epoch {stopped.epoch}, step {stopped.step} of" in err
     code, _, err = run(["train", "--resume", folder, "--save", tmp_path / "m.npz"], capsys)
     assert code == 0, err
-    assert same_bits(load_model(tmp_path / "m.npz").params, references["serial"])
+    assert same_bits(load_model(tmp_path / "m.npz").params, references("serial", 1))
 
 
 SMALL = ["--dataset", "synthetic", "--samples", "300", "--features", "6", "--classes", "3",
-         "--net", "6-8-3", "--batch-size", "16", "--epochs", "2", "--quiet"]
+         "--net", "6-8-3", "--batch-size", "16", "--epochs", "2", "--quiet", "--preset", "seed"]
 
 
 @pytest.fixture

@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 
 from parallel_backprop.cli import main
+from parallel_backprop.executors import SerialExecutor
 from parallel_backprop.modelio import load_model
 from parallel_backprop.trainer import predict_outputs
 
-SMALL = ["--dataset", "synthetic", "--samples", "600", "--features", "12", "--classes", "3",
-         "--net", "12-16-3", "--batch-size", "32", "--epochs", "3", "--lr", "0.5", "--quiet"]
+SMALL = ["--preset", "seed", "--dataset", "synthetic", "--samples", "600", "--features", "12",
+         "--classes", "3", "--net", "12-16-3", "--batch-size", "32", "--epochs", "3", "--lr", "0.5",
+         "--quiet"]
 
 
 def run(argv, capsys):
@@ -133,7 +135,7 @@ def test_bad_train_input_gives_one_clear_line(case, tmp_path, capsys, monkeypatc
     (tmp_path / "bad.csv").write_text("0,tcp,http,SF,181,5450\n")
     argv, expected = BAD_TRAIN[case]
     argv = [str(a).replace("{tmp}", str(tmp_path)) for a in argv]
-    code, _, err = run(["train", *argv], capsys)
+    code, _, err = run(["train", "--preset", "seed", *argv], capsys)   # bad input, any method
     assert code != 0
     assert err.startswith("pbp: error:") and err.strip().count("\n") == 0, err
     assert expected.lower() in err.lower(), err
@@ -201,8 +203,9 @@ def test_kdd_predict_by_name_uses_the_models_encoding(tmp_path, capsys):
     kdd_file = tmp_path / "kdd.csv"
     kdd_file.write_text("\n".join(lines) + "\n")
     model, metrics = tmp_path / "kdd.npz", tmp_path / "kdd.json"
-    code, _, err = run(["train", "--dataset", "kdd99", "--kdd-file", kdd_file, "--net", "1h",
-                        "--batch-size", "8", "--epochs", "2", "--quiet", "--save", model,
+    code, _, err = run(["train", "--preset", "seed", "--dataset", "kdd99", "--kdd-file",
+                        kdd_file, "--net", "1h", "--batch-size", "8", "--epochs", "2", "--quiet",
+                        "--save", model,
                         "--metrics-json", metrics], capsys)
     assert code == 0, err
     test_accuracy = json.loads(metrics.read_text())["test_accuracy"]
@@ -248,8 +251,9 @@ def test_image_scaling_is_saved_with_the_model(tmp_path, capsys, scaling):
 
     folder = make_image_set(tmp_path / "d")
     model = tmp_path / "m.npz"
-    code, _, err = run(["train", "--dataset", "mnist", "--data-dir", folder, "--net",
-                        "784-8-10", "--epochs", "1", "--batch-size", "16", "--quiet",
+    code, _, err = run(["train", "--preset", "seed", "--dataset", "mnist", "--data-dir",
+                        folder, "--net", "784-8-10", "--epochs", "1", "--batch-size", "16",
+                        "--quiet",
                         "--image-scaling", scaling, "--save", model], capsys)
     assert code == 0, err
     scaler = load_model(model).preprocessor
@@ -284,8 +288,9 @@ from parallel_backprop.activations import register_activation
 
 register_activation("{name}", lambda z: z / (1 + np.abs(z)), lambda a: (1 - np.abs(a)) ** 2)
 """
-PLUGIN_RUN = ["--dataset", "synthetic", "--samples", "600", "--features", "12", "--classes",
-              "3", "--net", "12-16-3", "--batch-size", "32", "--epochs", "2", "--lr", "0.5"]
+PLUGIN_RUN = ["--preset", "seed", "--dataset", "synthetic", "--samples", "600", "--features",
+              "12", "--classes", "3", "--net", "12-16-3", "--batch-size", "32", "--epochs", "2",
+              "--lr", "0.5"]
 
 
 @pytest.fixture
@@ -364,3 +369,82 @@ def test_plugin_executor_is_a_choice_of_executor(tmp_path):
     assert "executor plugserial" in result.stdout
     without = pbp("train", *PLUGIN_RUN, "--executor", "plugserial")
     assert without.returncode == 2 and "'plugserial' is not one of" in without.stderr
+
+
+# ---- presets, update rules, schedules and early stopping on the command line ------------
+
+def header_of(argv, capsys):
+    """The header line of a one-epoch run of ``argv`` (its network and loss)."""
+    small = [a for a in SMALL if a != "--quiet"][2:]      # SMALL without its preset
+    code, out, err = run(["train", *small, "--epochs", "1", *argv], capsys)
+    assert code == 0, err
+    return out.splitlines()[0]
+
+
+def test_the_seed_preset_is_the_seeds_method_and_options_override_it(capsys, tmp_path):
+    assert "(sigmoid, sigmoid; mse)" in header_of(["--preset", "seed"], capsys)
+    assert "(tanh, softmax; cross-entropy)" in header_of(
+        ["--preset", "seed", "--activation", "tanh", "--loss", "cross-entropy"], capsys)
+    metrics = tmp_path / "m.json"
+    header_of(["--preset", "seed", "--metrics-json", metrics], capsys)
+    record = json.loads(metrics.read_text())
+    assert (record["optimizer"]["name"], record["lr"], record["batch_size"],
+            record["lr_schedule"], record["early_stopping"]) == ("sgd", 0.5, 32, "constant",
+                                                                   False)
+
+
+def test_the_default_preset_trains_relu_cross_entropy_with_adam(capsys, tmp_path):
+    if "adam" not in SerialExecutor.optimizers:
+        pytest.skip("the serial executor does not apply adam yet")
+    metrics = tmp_path / "m.json"
+    small = [a for a in SMALL if a not in ("--lr", "0.5")][2:]
+    code, _, err = run(["train", *small, "--metrics-json", metrics], capsys)
+    assert code == 0, err
+    record = json.loads(metrics.read_text())
+    assert (record["activations"], record["loss"], record["optimizer"]["name"], record["lr"],
+            record["lr_schedule"], record["early_stopping"]) == (
+        ["relu", "softmax"], "cross-entropy", "adam", 0.001, "cosine", True)
+    assert record["best_epoch"] in (1, 2, 3) and record["stopped_early"] is None
+
+
+def test_early_stopping_is_said_and_recorded(capsys, tmp_path):
+    metrics = tmp_path / "m.json"
+    code, out, err = run(["train", *[a for a in SMALL if a != "--quiet"], "--epochs", "30",
+                        "--lr", "3", "--early-stopping", "--patience", "2", "--metrics-json",
+                        metrics], capsys)
+    assert code == 0, err
+    record = json.loads(metrics.read_text())
+    said = [line for line in out.splitlines() if line.startswith("stopped early after")]
+    assert said == [record["stopped_early"]] and len(record["epochs"]) < 30
+    assert f"the model of epoch {record['best_epoch']} (val acc" in said[0]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--preset", "seed", "--patience", "5"], "--patience 5: needs --early-stopping"),
+    (["--early-stopping", "--min-delta", "-1"], "--min-delta -1: expected >= 0"),
+    (["--warmup-epochs", "20", "--epochs", "10"],
+     "--warmup-epochs 20: expected fewer than --epochs 10"),
+    (["--step-gamma", "0.5"], "--step-gamma 0.5: needs --lr-schedule step"),
+    (["--optimizer", "adam", "--beta2", "1"], "--beta2 1.0: expected a number in [0, 1)"),
+    (["--optimizer", "nadam"], "'nadam' is not one of"),
+])
+def test_bad_method_options_give_one_line(argv, message, capsys):
+    code, _, err = run(["train", *SMALL, *argv], capsys)
+    assert code != 0 and err.startswith("pbp: error:") and err.count("\n") == 1, err
+    assert message in err
+
+
+def test_tune_searches_update_rules_with_the_same_seed(tmp_path, capsys):
+    if "momentum" not in SerialExecutor.optimizers:
+        pytest.skip("the serial executor does not apply momentum yet")
+    written = tmp_path / "tune.json"
+    code, out, err = run(["tune", *SMALL[:12], "--epochs", "1", "--lrs", "0.1",
+                          "--optimizers", "sgd,momentum", "--momentums", "0.5,0.9",
+                          "--weight-decays", "0,0.001", "--jobs", "1", "--out", written], capsys)
+    assert code == 0, err
+    doc = json.loads(written.read_text())
+    methods = [(c["optimizer"], c["momentum"], c["weight_decay"]) for c in doc["candidates"]]
+    assert methods == [("sgd", 0.9, 0.0), ("sgd", 0.9, 0.001), ("momentum", 0.5, 0.0),
+                       ("momentum", 0.5, 0.001), ("momentum", 0.9, 0.0),
+                       ("momentum", 0.9, 0.001)]
+    assert "momentum 0.5 wd 0.001" in out and "<- best" in out

@@ -53,8 +53,9 @@ class ToyExecutor(Executor):
         return self._params.copy()
 '''
 
-RUN = ["--dataset", "synthetic", "--samples", "400", "--features", "12", "--classes", "3",
-       "--net", "12-16-3", "--batch-size", "32", "--epochs", "2", "--lr", "0.5", "--quiet"]
+RUN = ["--preset", "seed", "--dataset", "synthetic", "--samples", "400", "--features", "12",
+       "--classes", "3", "--net", "12-16-3", "--batch-size", "32", "--epochs", "2", "--lr", "0.5",
+       "--quiet"]
 
 
 @pytest.fixture

@@ -155,7 +155,8 @@ def test_a_second_stop_signal_is_not_deferred():
 
 
 def test_sigterm_without_checkpoints_is_one_line(tmp_path):
-    job = Job(["train", *SMALL, "--epochs", "5000"], tmp_path)   # minutes: never done
+    job = Job(["train", *SMALL, "--epochs", "5000", "--no-early-stopping"],
+              tmp_path)   # minutes: never done
     try:
         time.sleep(4)            # loading done, training under way
         job.process.send_signal(signal.SIGTERM)

@@ -272,7 +272,8 @@ def test_training_on_inputs_of_absurd_scale_blames_their_scale():
 
 @pytest.mark.parametrize("executor", ["serial", "threads"])
 def test_diverging_run_is_one_line_without_numpy_warnings(executor, tmp_path):
-    code, _, err = pbp(["train", *SMALL, "--activation", "linear", "--lr", "1e3",
+    code, _, err = pbp(["train", *SMALL, "--preset", "seed", "--activation", "linear",
+                        "--lr", "1e3",
                         "--executor", executor, "--threads", "2" if executor == "threads" else "1"],
                        tmp_path)
     one_line(code, err, "training diverged", "in epoch 1 with learning rate 1000.0")

@@ -44,8 +44,8 @@ PBP = [sys.executable, "-m", "parallel_backprop.cli"]
 # 500 training samples in batches of 71: 7 full batches and a last one of 3
 # rows. On 4 ranks a full batch splits 18/18/18/17 and the last 1/1/1/0 (an
 # empty shard); on 2 ranks 36/35 and 2/1.
-TRAIN = ["train", "--dataset", "synthetic", "--samples", "600", "--features", "12",
-         "--classes", "3", "--net", "12-16-3", "--batch-size", "71", "--epochs", "3",
+TRAIN = ["train", "--preset", "seed", "--dataset", "synthetic", "--samples", "600",
+         "--features", "12", "--classes", "3", "--net", "12-16-3", "--batch-size", "71", "--epochs", "3",
          "--lr", "0.5", "--seed", "4"]
 
 

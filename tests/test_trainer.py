@@ -119,8 +119,8 @@ def test_linear_schedule_is_one_constant_rate_per_epoch():
     second = quiet_train(network, TrainConfig(batch_size=16, lr=0.2, epochs=2, seed=1), x, y,
                          resume=first.state)
     assert same_bits(linear.params, second.params)
-    with pytest.raises(ConfigError, match="learning-rate schedule 'cosine': expected one of"):
-        TrainConfig(lr_schedule="cosine")
+    with pytest.raises(ConfigError, match="learning-rate schedule .exponential.: expected one of"):
+        TrainConfig(lr_schedule="exponential")
 
 
 def test_a_network_too_large_for_this_machine_is_refused_before_allocating():
@@ -204,3 +204,136 @@ def test_the_resident_data_path_trains_the_same_model(resident_executor):
                                              executor=resident_executor), x, y,
                         resume=TrainState(**vars(states[0])))
     assert same_bits(again.params, host.params)
+
+
+# ---- schedules, early stopping, sample weights ------------------------------------------
+
+def test_each_schedule_gives_its_formula_after_the_warm_up():
+    cosine = TrainConfig(lr=0.4, epochs=5, lr_schedule="cosine", warmup_epochs=1)
+    assert [cosine.epoch_lr(e) for e in range(1, 6)] == pytest.approx(
+        [0.4, 0.4, 0.2 * (1 + np.cos(np.pi / 4)), 0.2, 0.2 * (1 + np.cos(3 * np.pi / 4))])
+    step = TrainConfig(lr=1.0, epochs=9, lr_schedule="step", step_size=3, step_gamma=0.5)
+    assert [step.epoch_lr(e) for e in range(1, 10)] == [1, 1, 1, .5, .5, .5, .25, .25, .25]
+    warm = TrainConfig(lr=0.3, epochs=6, warmup_epochs=3)
+    assert [warm.epoch_lr(e) for e in range(1, 7)] == pytest.approx([.1, .2, .3, .3, .3, .3])
+    plateau = TrainConfig(lr=0.5, lr_schedule="plateau")
+    assert plateau.epoch_lr(4, plateau_scale=0.01) == pytest.approx(0.005)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"patience": 5}, "--patience 5: needs --early-stopping"),
+    ({"early_stopping": True, "min_delta": -1}, "--min-delta -1: expected >= 0"),
+    ({"warmup_epochs": 20, "epochs": 10}, "--warmup-epochs 20: expected fewer than --epochs 10"),
+    ({"step_size": 3}, "--step-size 3: needs --lr-schedule step"),
+    ({"lr_schedule": "plateau", "plateau_factor": 1.5},
+     r"--plateau-factor 1.5: expected a number in \(0, 1\)"),
+    ({"early_stopping": True, "patience": 0}, "--patience 0: expected a positive integer"),
+])
+def test_schedule_and_stopping_settings_are_checked_in_one_line(settings, message):
+    with pytest.raises(ConfigError, match=f"^{message}"):
+        TrainConfig(**settings)
+
+
+def noisy_validation(n=60, seed=5):
+    """Validation rows whose labels are noise: accuracy wanders, so improvement stops."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, 7)).astype(np.float32), rng.integers(0, 3, n)
+
+
+def test_early_stopping_keeps_the_best_epochs_model_and_says_why():
+    network, x, y = problem()
+    x_val, y_val = noisy_validation()
+    config = TrainConfig(batch_size=16, lr=0.3, epochs=40, seed=1, early_stopping=True,
+                         patience=3)
+    lines = []
+    result = train(network, config, x, y, x_val, y_val, progress=False, log=lines.append)
+    assert result.stopped_early is not None and len(result.epochs) < 40
+    best = result.best_epoch
+    accuracies = [e.val_accuracy for e in result.epochs]
+    assert best == 1 + int(np.argmax(accuracies))        # the first epoch of the best score
+    assert len(result.epochs) == best + 3                  # patience epochs without a gain
+    assert re.fullmatch(rf"stopped early after epoch {best + 3}: no validation improvement > 0 "
+                        rf"for 3 epochs; the model of epoch {best} \(val acc "
+                        rf"{max(accuracies):.4f}\) is kept", lines[-1])
+    plain = quiet_train(network, TrainConfig(batch_size=16, lr=0.3, epochs=best, seed=1),
+                        x, y, x_val, y_val)
+    assert same_bits(result.params, plain.params)          # the best epoch's weights
+    summary = result.summary(network, config)
+    assert summary["stopped_early"] == result.stopped_early and summary["best_epoch"] == best
+
+
+def test_early_stopping_resumes_bit_for_bit_from_any_checkpoint():
+    network, x, y = problem()
+    x_val, y_val = noisy_validation()
+    config = TrainConfig(batch_size=16, lr=0.3, epochs=40, seed=1, early_stopping=True,
+                         patience=3, lr_schedule="plateau", plateau_patience=1)
+    states = []
+    whole = quiet_train(network, config, x, y, x_val, y_val, checkpoint=states.append,
+                        checkpoint_every=5)
+    assert whole.state.lr_scale < 1                        # the plateau schedule cut the rate
+    for state in (states[len(states) // 2], states[-2], states[-1]):
+        resumed = quiet_train(network, config, x, y, x_val, y_val, resume=state)
+        assert same_bits(resumed.params, whole.params)
+        assert (resumed.stopped_early, resumed.best_epoch) == (whole.stopped_early,
+                                                               whole.best_epoch)
+
+
+class RecordingSerial(SerialExecutor):
+    """Serial, recording each step's rate and weights (the interface's ``weights=``)."""
+
+    name = "recording-serial"
+    calls: list = []
+
+    def step(self, x, y, lr, weights=None):
+        RecordingSerial.calls.append((lr, None if weights is None else weights.copy()))
+        return super().step(x, y, lr)
+
+
+@pytest.fixture
+def recording_executor():
+    register_executor(RecordingSerial)
+    RecordingSerial.calls = []
+    yield RecordingSerial
+    del EXECUTORS[RecordingSerial.name]
+
+
+def test_the_plateau_schedule_cuts_the_rate_after_epochs_without_improvement(
+        recording_executor):
+    network, x, y = problem()
+    x_val, y_val = noisy_validation()
+    config = TrainConfig(batch_size=64, lr=0.3, epochs=12, seed=1, lr_schedule="plateau",
+                         plateau_patience=2, plateau_factor=0.5, executor=RecordingSerial.name)
+    result = quiet_train(network, config, x, y, x_val, y_val)
+    rates = [lr for lr, _ in RecordingSerial.calls][::4]   # 4 steps per epoch
+    scale, stale, best = 1.0, 0, -1.0
+    for epoch, metrics in enumerate(result.epochs, 1):
+        assert rates[epoch - 1] == pytest.approx(0.3 * scale)
+        if metrics.val_accuracy > best:
+            best, stale = metrics.val_accuracy, 0
+        else:
+            stale += 1
+            if stale >= 2:
+                scale, stale = scale * 0.5, 0
+    assert min(rates) < 0.3
+
+
+def test_sample_weights_reach_each_step_scaled_to_average_one(recording_executor):
+    network, x, y = problem()
+    weights = np.arange(1, len(x) + 1, dtype=np.float64)
+    config = TrainConfig(batch_size=50, epochs=1, seed=3, executor=RecordingSerial.name)
+    quiet_train(network, config, x, y, sample_weight=weights)
+    given = np.concatenate([w for _, w in RecordingSerial.calls])
+    assert given.dtype == np.float32 and np.sort(given) == pytest.approx(
+        weights * len(x) / weights.sum())
+    RecordingSerial.calls = []
+    quiet_train(network, config, x, y)
+    assert all(w is None for _, w in RecordingSerial.calls)
+    for bad, message in ((weights[:5], "expected \\(203,\\)"), (-weights, "finite weights >= 0")):
+        with pytest.raises(ConfigError, match=message):
+            quiet_train(network, config, x, y, sample_weight=bad)
+
+
+def test_early_stopping_needs_a_validation_split():
+    network, x, y = problem()
+    with pytest.raises(ConfigError, match="--early-stopping: needs a validation split"):
+        quiet_train(network, TrainConfig(early_stopping=True), x, y)

@@ -17,6 +17,15 @@ needed to check that a resumed run is the same run::
     epochs           str: JSON list of the completed epochs' metrics
     options          str: JSON of the run's options (``pbp train``'s, for --resume)
     fingerprint      str: hash of the training and validation data
+    optimizer_buffers  float (k, n_params): the optimizer's state; absent for plain SGD
+    optimizer_step   int64: the optimizer's steps taken; absent for plain SGD
+    watches          str: JSON {lr_scale, plateau, stopping}: the plateau schedule's and
+                     early stopping's records of the validation metric
+    best_params      float32 (n_params,): early stopping's best epoch's parameters; absent
+                     until there is one
+
+A checkpoint without the last four (an older run's) resumes as plain SGD
+with fresh records.
 
 A folder holds ``checkpoint-<global step, 10 digits>.npz`` files. Each is
 written atomically (temporary file, fsync, rename, then an fsync of the
@@ -60,7 +69,9 @@ from .errors import ConfigError, ModelFileError
 from .fileio import OutputError, atomic_open, check_distinct, output_folder, same_file
 from .modelio import VERSION, Model, model_arrays, model_from_arrays, read_npz
 from .network import Network
+from .executors import OptimizerState
 from .trainer import EpochMetrics, TrainState
+from .trainer.watch import Watch
 
 FORMAT = "parallel-backprop-checkpoint"
 NAME = re.compile(r"checkpoint-(\d{10})\.npz")
@@ -227,6 +238,7 @@ class CheckpointWriter:
             "epochs": np.array(json.dumps([asdict(e) for e in state.epochs])),
             "options": np.array(json.dumps(self.options)),
             "fingerprint": np.array(self.fingerprint),
+            **run_state_arrays(state),
         }
         try:
             with atomic_open(path, "wb", "checkpoint") as handle:
@@ -242,6 +254,45 @@ class CheckpointWriter:
             with contextlib.suppress(FileNotFoundError):
                 old.unlink()
         return path
+
+
+def run_state_arrays(state: TrainState) -> dict:
+    """The arrays of the state beyond the position: optimizer, watches, best parameters."""
+    arrays = {"watches": np.array(json.dumps({
+        "lr_scale": state.lr_scale, "plateau": asdict(state.plateau),
+        "stopping": asdict(state.stopping)}))}
+    if state.optimizer_state is not None:
+        arrays["optimizer_buffers"] = state.optimizer_state.buffers
+        arrays["optimizer_step"] = np.array(state.optimizer_state.step, np.int64)
+    if state.best_params is not None:
+        arrays["best_params"] = state.best_params
+    return arrays
+
+
+def run_state_of(arrays: dict, n_params: int, where: str) -> dict:
+    """The :class:`TrainState` keywords of :func:`run_state_arrays`'s arrays, checked."""
+    state = {}
+    if "optimizer_buffers" in arrays:
+        buffers, step = arrays["optimizer_buffers"], arrays.get("optimizer_step")
+        if (buffers.ndim != 2 or buffers.shape[1] != n_params or buffers.dtype.kind != "f"
+                or step is None or step.shape != () or step.dtype.kind not in "iu"):
+            raise ModelFileError(f"{where}: optimizer state malformed (buffers "
+                                 f"{buffers.shape}, expected (k, {n_params}), and a step)")
+        state["optimizer_state"] = OptimizerState(buffers, int(step))
+    best = arrays.get("best_params")
+    if best is not None:
+        if best.shape != (n_params,) or best.dtype != np.float32:
+            raise ModelFileError(f"{where}: best_params malformed {best.shape}")
+        state["best_params"] = best
+    if "watches" in arrays:
+        try:
+            record = json.loads(str(arrays["watches"][()]))
+            state.update(lr_scale=float(record["lr_scale"]),
+                         plateau=Watch.from_dict(record["plateau"]),
+                         stopping=Watch.from_dict(record["stopping"]))
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
+            raise ModelFileError(f"{where}: 'watches' unreadable ({exc})") from None
+    return state
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -300,7 +351,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     options = json_value("options", dict)
     fingerprint = str(scalar("fingerprint", "U"))
     state = TrainState(model.params, epoch, step, shuffle_state, loss_total, train_s, epochs,
-                       steps_per_epoch)
+                       steps_per_epoch, **run_state_of(arrays, model.params.shape[0], where))
     return Checkpoint(path, state, model, options, fingerprint)
 
 
@@ -368,8 +419,12 @@ def recorded_options(options: dict) -> dict:
 
 
 def resume_defaults(checkpoint: Checkpoint) -> dict:
-    """The checkpointed run's options that a resumed run takes as its defaults (the set ones)."""
-    return {name: value for name, value in checkpoint.options.items() if value is not None}
+    """The checkpointed run's options that a resumed run takes as its defaults (the set ones).
+
+    A run recorded before presets existed trained with the seed's settings.
+    """
+    return {"preset": "seed",
+            **{name: value for name, value in checkpoint.options.items() if value is not None}}
 
 
 def check_resume_options(checkpoint: Checkpoint, options: dict) -> None:

@@ -15,7 +15,6 @@ import click
 from ..activations import LOSSES
 from ..data import DATASETS
 from ..executors import EXECUTORS, all_precisions
-from ..trainer import LR_SCHEDULES
 
 
 class RegistryChoice(click.Choice):
@@ -102,13 +101,15 @@ network_options = stack(
     click.option("--net", default="1h", show_default=True,
                  help="Layer sizes such as 784-1024-10, or 1h / 2h for the seed's "
                       "one- and two-hidden-layer networks of 1024 units."),
-    click.option("--activation", default="sigmoid", show_default=True,
+    click.option("--activation",
                  help="Hidden activation (sigmoid, tanh, relu, linear, or a registered one, "
-                      "see pbp --plugin); a comma-separated list gives one per hidden layer."),
+                      "see pbp --plugin); a comma-separated list gives one per hidden layer "
+                      "(default: relu; seed preset: sigmoid)."),
     click.option("--output-activation",
                  help="Output activation (default: the hidden one for mse; softmax, or "
                       "sigmoid for two classes, for cross-entropy)."),
-    click.option("--loss", type=click.Choice(LOSSES), default="mse", show_default=True),
+    click.option("--loss", type=click.Choice(LOSSES),
+                 help="default: cross-entropy; seed preset: mse."),
 )
 """The options that build the network (see :class:`.runs.NetOptions`)."""
 
@@ -133,11 +134,6 @@ executor_options = stack(
 def epochs_option(default: int) -> Callable:
     return click.option("--epochs", type=click.IntRange(min=1), default=default,
                         show_default=True)
-
-
-lr_schedule_option = click.option(
-    "--lr-schedule", type=click.Choice(LR_SCHEDULES), default="constant", show_default=True,
-    help="linear: the rate falls by lr/epochs after each epoch, to lr/epochs.")
 
 
 def seed_option(help: str | None = None) -> Callable:

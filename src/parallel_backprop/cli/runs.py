@@ -31,7 +31,8 @@ class NetOptions(OptionGroup):
     net: str
     activation: str
     output_activation: str | None
-    loss: str
+    loss: str | None            # None: the preset's, for classification
+    preset_loss: str = "mse"
 
     def build(self, data) -> Network:
         """The network for ``data``; a regression's has linear outputs, one per target, and
@@ -40,9 +41,10 @@ class NetOptions(OptionGroup):
         if data.task != "regress":
             return Network.from_spec(self.net, data.n_features, data.n_classes,
                                      activation=self.activation,
-                                     output_activation=self.output_activation, loss=self.loss)
-        if self.loss != "mse" or self.output_activation not in (None, "linear"):
-            given = (f"--loss {self.loss}" if self.loss != "mse"
+                                     output_activation=self.output_activation,
+                                     loss=self.loss or self.preset_loss)
+        if self.loss not in (None, "mse") or self.output_activation not in (None, "linear"):
+            given = (f"--loss {self.loss}" if self.loss not in (None, "mse")
                      else f"--output-activation {self.output_activation}")
             raise ConfigError(f"{given}: a regression trains a linear output with mse; leave "
                               "it out (or use --task classify)")

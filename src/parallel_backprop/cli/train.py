@@ -19,9 +19,9 @@ from ..fileio import labelled, write_json
 from ..modelio import Model, save_model
 from ..trainer import TrainConfig, TrainingInterrupted, evaluate, evaluate_regression, train
 from .data import DataOptions, OptionGroup
+from .methods import MethodOptions, apply_preset, method_options
 from .options import (dataset_choice, dataset_options, epochs_option, executor_options,
-                      lr_schedule_option, network_options, quiet_option, seed_option,
-                      table_options)
+                      network_options, quiet_option, seed_option, table_options)
 from .runs import ExecutorOptions, NetOptions, Run, launch_ranks, start_run
 
 CHECKPOINT_KEY = "pbp.checkpoint"   # ctx.meta: the Checkpoint that --resume read
@@ -43,16 +43,15 @@ class TrainOptions(OptionGroup):
 
     batch_size: int
     lr: float
-    lr_schedule: str
     epochs: int
     seed: int
     save: Path | None
     metrics_json: Path | None
     quiet: bool
 
-    def config(self, run: ExecutorOptions) -> TrainConfig:
+    def config(self, run: ExecutorOptions, method: MethodOptions) -> TrainConfig:
         return run.train_config(batch_size=self.batch_size, lr=self.lr, epochs=self.epochs,
-                                seed=self.seed, lr_schedule=self.lr_schedule)
+                                seed=self.seed, **method.settings())
 
     @property
     def outputs(self) -> dict:
@@ -78,9 +77,9 @@ class CheckpointOptions(OptionGroup):
               help="MNIST, Fashion-MNIST: pixels in [0, 1] standardised with the training "
                    "split's mean and deviation (saved with the model), or left in [0, 1].")
 @network_options
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--lr", type=float, default=0.1, show_default=True, help="Learning rate.")
-@lr_schedule_option
+@click.option("--batch-size", type=click.IntRange(min=1), help="default: 128 (both presets).")
+@click.option("--lr", type=float, help="Learning rate (default: 0.001; seed preset: 0.1).")
+@method_options
 @epochs_option(10)
 @executor_options
 @seed_option()
@@ -102,8 +101,12 @@ class CheckpointOptions(OptionGroup):
 @click.pass_context
 def train_command(ctx: click.Context, **params):
     """Train a network on a data set and report its accuracy."""
+    # Resolved once, in ctx.params too: checkpoints record (and --resume compares)
+    # the settings the run trains with, not the preset that gave them.
+    ctx.params.update(apply_preset(params))
     data, net = DataOptions.take(params).check(), NetOptions.take(params)
     run, job = ExecutorOptions.take(params), TrainOptions.take(params)
+    method = MethodOptions.take(params)
     saving = CheckpointOptions.take(params)
     resumed = ctx.meta.get(CHECKPOINT_KEY)
     if resumed is not None:
@@ -111,7 +114,7 @@ def train_command(ctx: click.Context, **params):
     elif saving.checkpoint_every is not None and saving.checkpoint_dir is None:
         raise ConfigError("--checkpoint-every: needs --checkpoint-dir (where to write them)")
     folder = saving.checkpoint_dir or saving.resume
-    config = job.config(run)
+    config = job.config(run, method)
     if run.ranks is not None:
         return launch_ranks(run, config.batch_size, job.outputs, data.input_files())
     started = start_run(data, net, run, seed=job.seed, quiet=job.quiet, outputs=job.outputs,

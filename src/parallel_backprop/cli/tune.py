@@ -7,23 +7,33 @@ from pathlib import Path
 import click
 
 from ..fileio import write_json
+from .methods import MethodOptions, apply_preset, method_options
 from .options import (dataset_choice, dataset_options, epochs_option, executor_options,
-                      lr_schedule_option, network_options, out_option, quiet_option,
-                      seed_option)
+                      network_options, out_option, quiet_option, seed_option, stack)
 from .runs import (DataOptions, ExecutorOptions, NetOptions, command_argv, command_plugins,
                    launch_ranks, start_run)
+
+# The update rules searched: each list's default is the single value of its option.
+OPTIMIZER_GRID = (("--optimizers", "update rules, each tried with every other setting",
+                   "--optimizer"),
+                  ("--momentums", "momentums for momentum and nesterov", "--momentum"),
+                  ("--weight-decays", "weight decays", "--weight-decay"))
+optimizer_grid_options = stack(*(
+    click.option(flag, help=f"Comma-separated {what} (default: {default}).")
+    for flag, what, default in OPTIMIZER_GRID))
 
 
 @click.command("tune")
 @dataset_choice()
 @dataset_options
 @network_options
-@click.option("--lrs", help="Comma-separated learning rates (default: the seed's grid, "
-                            "0.001,0.002,0.01,0.1,0.5,1).")
+@click.option("--lrs", help="Comma-separated learning rates (default: 0.0003,0.001,0.003; "
+                            "seed preset: the seed's grid, 0.001,0.002,0.01,0.1,0.5,1).")
 @click.option("--batch-sizes", help="Comma-separated batch sizes, each tried with every "
                                     "learning rate (default: 128).")
+@optimizer_grid_options
 @epochs_option(5)
-@lr_schedule_option
+@method_options
 @executor_options
 @click.option("--jobs", type=click.IntRange(min=1),
               help="Candidates trained at once, each in a process of its own (default: as "
@@ -31,19 +41,27 @@ from .runs import (DataOptions, ExecutorOptions, NetOptions, command_argv, comma
 @seed_option()
 @out_option("Write the table, the winner and the environment to this JSON file.")
 @quiet_option()
-def tune_command(lrs: str | None, batch_sizes: str | None, epochs: int, lr_schedule: str,
-                 jobs: int | None, seed: int, out: Path | None, quiet: bool, **params):
-    """Pick the learning rate with the highest validation accuracy (grid search)."""
+def tune_command(batch_sizes: str | None, epochs: int, jobs: int | None, seed: int,
+                 out: Path | None, quiet: bool, **params):
+    """Pick the learning rate (and update rule) with the highest validation accuracy."""
     from ..bench.config import parse_ints
     from ..study.config import parse_floats
-    from ..study.tune import SEED_LRS, TuneConfig, table, tune
+    from ..study.tune import TuneConfig, table, tune
 
+    apply_preset(params)
+    lrs, optimizers = params.pop("lrs"), params.pop("optimizers")
+    momentums, weight_decays = params.pop("momentums"), params.pop("weight_decays")
     data, net, run = (DataOptions.take(params), NetOptions.take(params),
                       ExecutorOptions.take(params))
+    method = MethodOptions.take(params)
     config = TuneConfig(
-        lrs=parse_floats(lrs, "--lrs") or SEED_LRS,
+        lrs=parse_floats(lrs, "--lrs"),
         batch_sizes=parse_ints(batch_sizes, "--batch-sizes") or (128,),
-        train=run.train_config(epochs=epochs, seed=seed, lr_schedule=lr_schedule), jobs=jobs)
+        optimizers=tuple(name.strip() for name in optimizers.split(",") if name.strip())
+        if optimizers else (),
+        momentums=parse_floats(momentums, "--momentums") or (),
+        weight_decays=parse_floats(weight_decays, "--weight-decays", zero=True) or (),
+        train=run.train_config(epochs=epochs, seed=seed, **method.settings()), jobs=jobs)
     outputs = {"--out": out}
     if run.ranks is not None:
         return launch_ranks(run, min(config.batch_sizes), outputs, data.input_files())

@@ -253,8 +253,9 @@ def parse_sizes(text: str | None) -> tuple[int | None, ...] | None:
     return tuple(dict.fromkeys(sizes))
 
 
-def parse_floats(text: str | None, option: str) -> tuple[float, ...] | None:
-    """``"0.1,0.5"`` -> ``(0.1, 0.5)``; None stays None."""
+def parse_floats(text: str | None, option: str,
+                 zero: bool = False) -> tuple[float, ...] | None:
+    """``"0.1,0.5"`` -> ``(0.1, 0.5)``; None stays None. Positive numbers, or >= 0 if ``zero``."""
     if text is None:
         return None
     items = [item.strip() for item in text.split(",") if item.strip()]
@@ -265,6 +266,7 @@ def parse_floats(text: str | None, option: str) -> tuple[float, ...] | None:
     if not values:
         raise ConfigError(f"{option} {text!r}: expected a comma-separated list")
     for value in values:
-        if not (math.isfinite(value) and value > 0):
-            raise ConfigError(f"{option} {value!r}: expected positive finite numbers")
+        if not (math.isfinite(value) and (value > 0 or zero and value == 0)):
+            raise ConfigError(f"{option} {value!r}: expected "
+                              f"{'finite numbers >= 0' if zero else 'positive finite numbers'}")
     return values

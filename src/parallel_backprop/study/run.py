@@ -317,8 +317,9 @@ def _train(study: _Study, dataset: str, executor: str, *, lr: float, epochs: int
 def _train_command(study: _Study, run: TrainingRun, metrics: Path) -> list[str]:
     """The ``pbp train`` command line of ``run``, writing its metrics to ``metrics``."""
     plugins = [arg for plugin in study.plugins for arg in ("--plugin", plugin)]
+    # The seed's method, whatever pbp train's defaults: the reproduction stays the seed's.
     command = [sys.executable, "-m", "parallel_backprop.cli", *plugins, "train",
-               *study.sources[run.dataset].args, "--net", study.config.train_net,
+               "--preset", "seed", *study.sources[run.dataset].args, "--net", study.config.train_net,
                "--batch-size", str(run.batch_size), "--lr", repr(run.lr),
                "--epochs", str(run.epochs), "--seed", str(run.seed), "--executor", run.executor,
                "--threads", str(run.threads), "--metrics-json", str(metrics), "--quiet"]

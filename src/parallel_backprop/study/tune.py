@@ -46,7 +46,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import ConfigError, PbpError
-from ..executors import executor_class
+from ..executors import check_options, executor_class
+from ..optim import OptimizerConfig
 from ..plugins import load_plugins
 from ..harness import Status, is_ok
 from ..network import Network
@@ -59,10 +60,14 @@ SEED_LRS = (0.001, 0.002, 0.01, 0.1, 0.5, 1.0)
 
 @dataclass(frozen=True)
 class TuneConfig:
-    """A grid search: learning rates x batch sizes, each trained as ``train`` would.
+    """A grid search: learning rates x batch sizes x update rules, each trained as ``train``
+    would.
 
-    ``train`` holds everything else (epochs, seed, executor, threads); its
-    ``lr`` and ``batch_size`` are replaced by each candidate's. ``jobs``:
+    ``train`` holds everything else (epochs, seed, executor, threads, schedule);
+    its ``lr``, ``batch_size`` and optimizer's name, momentum and weight decay
+    are replaced by each candidate's (an empty ``optimizers``, ``momentums``
+    or ``weight_decays``: ``train.optimizer``'s own; momentums apply to
+    momentum and nesterov only). ``jobs``:
     candidates trained at once, each in its own process (None: one per
     core the candidates' threads leave free).
     """
@@ -71,6 +76,9 @@ class TuneConfig:
     batch_sizes: tuple[int, ...] = (128,)
     train: TrainConfig = TrainConfig(epochs=5)
     jobs: int | None = None
+    optimizers: tuple[str, ...] = ()
+    momentums: tuple[float, ...] = ()
+    weight_decays: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.lrs:
@@ -83,6 +91,7 @@ class TuneConfig:
         for batch in self.batch_sizes:
             if not (isinstance(batch, int) and batch >= 1):
                 raise ConfigError(f"--batch-sizes {batch!r}: expected positive integers")
+        self.optimizer_grid()    # every update rule checked (and refused) before any training
         if self.jobs is not None:
             if not (isinstance(self.jobs, int) and self.jobs >= 1):
                 raise ConfigError(f"--jobs {self.jobs!r}: expected a positive integer")
@@ -92,10 +101,28 @@ class TuneConfig:
                 raise ConfigError(f"--jobs {self.jobs}: executor {self.train.executor!r} trains "
                                   "one candidate at a time; use --jobs 1")
 
+    def optimizer_grid(self) -> list[OptimizerConfig]:
+        """The update rules tried: every optimizer x weight decay (x momentum where used)."""
+        base = self.train.optimizer
+        grid = []
+        for name in dict.fromkeys(self.optimizers or (base.name,)):
+            momentums = (self.momentums or (base.momentum,)) \
+                if name in ("momentum", "nesterov") else (base.momentum,)
+            for momentum in dict.fromkeys(momentums):
+                for decay in dict.fromkeys(self.weight_decays or (base.weight_decay,)):
+                    grid.append(replace(base, name=name, momentum=float(momentum),
+                                        weight_decay=float(decay)))
+        for optimizer in grid:
+            check_options(self.train.executor, optimizer=optimizer,
+                          precision=self.train.precision)
+        return grid
+
     def candidates(self) -> list[TrainConfig]:
-        """Every candidate's training settings, batch size by batch size, rates in order."""
-        return [replace(self.train, lr=float(lr), batch_size=batch)
-                for batch in self.batch_sizes for lr in dict.fromkeys(self.lrs)]
+        """Every candidate's training settings: batch size by batch size, update rule by
+        update rule, rates in order."""
+        return [replace(self.train, lr=float(lr), batch_size=batch, optimizer=optimizer)
+                for batch in self.batch_sizes for optimizer in self.optimizer_grid()
+                for lr in dict.fromkeys(self.lrs)]
 
     def resolved_jobs(self, cores: int) -> int:
         """``jobs``, or by default as many one-core candidates as there are cores free."""
@@ -134,7 +161,7 @@ def tune(network: Network, data, config: TuneConfig, *,
         raise PbpError(f"every candidate diverged (learning rates "
                        f"{', '.join(f'{lr:g}' for lr in config.lrs)}); try smaller ones")
     best = {key: search.results[search.winner][key]
-            for key in ("lr", "batch_size", "val_accuracy")}
+            for key in ("lr", "batch_size", *OPTIMIZER_KEYS, "val_accuracy")}
     best["test_accuracy"] = evaluate(network, search.params, data.x_test, data.y_test)
     return {
         "schema": SCHEMA,
@@ -145,7 +172,9 @@ def tune(network: Network, data, config: TuneConfig, *,
         "n_train": len(data.x_train), "n_val": len(data.x_val), "n_test": len(data.x_test),
         "config": {**{key: value for key, value in asdict(config.train).items()
                       if key not in ("lr", "batch_size")},    # the candidates' own
-                   "lrs": list(config.lrs), "batch_sizes": list(config.batch_sizes)},
+                   "lrs": list(config.lrs), "batch_sizes": list(config.batch_sizes),
+                   "optimizers": list(config.optimizers), "momentums": list(config.momentums),
+                   "weight_decays": list(config.weight_decays)},
         "jobs": jobs,
         "candidates": search.results,
         "best": best,
@@ -198,7 +227,9 @@ def _train_in_pool(network: Network, arrays: tuple, candidates: list[TrainConfig
 def train_candidate(network: Network, config: TrainConfig, x_train, y_train, x_val,
                     y_val) -> dict:
     """Train one candidate; its record, with ``params`` (None when it diverged)."""
-    record = {"lr": config.lr, "batch_size": config.batch_size, "status": Status.OK,
+    record = {"lr": config.lr, "batch_size": config.batch_size,
+              "optimizer": config.optimizer.name, "momentum": config.optimizer.momentum,
+              "weight_decay": config.optimizer.weight_decay, "status": Status.OK,
               "val_accuracy": None, "final_loss": None, "train_s": None,
               "samples_per_s": None, "val_accuracy_per_epoch": [], "note": None}
     started = time.perf_counter()
@@ -210,8 +241,10 @@ def train_candidate(network: Network, config: TrainConfig, x_train, y_train, x_v
                       params=None)
         return record
     epochs = result.epochs
+    kept = epochs[(result.best_epoch or len(epochs)) - 1]   # early stopping keeps the best
     record.update(
-        val_accuracy=epochs[-1].val_accuracy, final_loss=epochs[-1].loss,
+        val_accuracy=kept.val_accuracy, final_loss=epochs[-1].loss,
+        best_epoch=result.best_epoch, stopped_early=result.stopped_early,
         train_s=sum(e.epoch_s for e in epochs),
         samples_per_s=steady_throughput(result.epochs)[0],
         val_accuracy_per_epoch=[e.val_accuracy for e in epochs], params=result.params)
@@ -232,25 +265,40 @@ def _train_in_worker(config: TrainConfig) -> dict:
 
 
 def _line(r: dict) -> str:
-    head = f"lr {r['lr']:<8g} batch {r['batch_size']:<6d}"
+    head = f"lr {r['lr']:<8g} batch {r['batch_size']:<6d} {_method(r)}"
     if not is_ok(r):
         return f"{head} diverged"
     return f"{head} val acc {r['val_accuracy']:.4f}  loss {r['final_loss']:.5f}  " \
            f"{r['train_s']:.2f} s"
 
 
+# The update rule's settings in a candidate's record.
+OPTIMIZER_KEYS = ("optimizer", "momentum", "weight_decay")
+
+
+def _method(r: dict) -> str:
+    """A candidate's update rule in words: ``adam``, ``momentum 0.9``, ``sgd wd 0.0001``."""
+    said = r["optimizer"]
+    if r["optimizer"] in ("momentum", "nesterov"):
+        said += f" {r['momentum']:g}"
+    return said + (f" wd {r['weight_decay']:g}" if r["weight_decay"] else "")
+
+
 def table(doc: dict) -> list[str]:
     """The printed table: validation accuracy per candidate, the winner marked."""
     best = doc["best"]
-    lines = [f"{'lr':>10} {'batch':>6} {'val acc':>8} {'loss':>9} {'train s':>8}"]
+    keys = ("lr", "batch_size", *OPTIMIZER_KEYS)
+    lines = [f"{'lr':>10} {'batch':>6} {'optimizer':<18} {'val acc':>8} {'loss':>9} "
+             f"{'train s':>8}"]
     for r in doc["candidates"]:
-        mark = "  <- best" if (r["lr"], r["batch_size"]) == (best["lr"], best["batch_size"]) \
-            else ""
+        mark = "  <- best" if all(r[key] == best[key] for key in keys) else ""
+        head = f"{r['lr']:>10g} {r['batch_size']:>6d} {_method(r):<18}"
         if not is_ok(r):
-            lines.append(f"{r['lr']:>10g} {r['batch_size']:>6d} {'diverged':>8}")
+            lines.append(f"{head} {'diverged':>8}")
             continue
-        lines.append(f"{r['lr']:>10g} {r['batch_size']:>6d} {r['val_accuracy']:>8.4f} "
+        lines.append(f"{head} {r['val_accuracy']:>8.4f} "
                      f"{r['final_loss']:>9.5f} {r['train_s']:>8.1f}{mark}")
-    lines.append(f"best: lr {best['lr']:g}, batch {best['batch_size']}: validation accuracy "
-                 f"{best['val_accuracy']:.4f}, test accuracy {best['test_accuracy']:.4f}")
+    lines.append(f"best: lr {best['lr']:g}, batch {best['batch_size']}, {_method(best)}: "
+                 f"validation accuracy {best['val_accuracy']:.4f}, test accuracy "
+                 f"{best['test_accuracy']:.4f}")
     return lines

@@ -106,13 +106,16 @@ class Checkpointer:
             self.every is not None and global_step % self.every == 0)
 
     def save(self, params: np.ndarray, epoch: int, step: int, shuffle_state: dict,
-             loss_total: float, train_s: float, epochs: list[EpochMetrics]) -> TrainState:
+             loss_total: float, train_s: float, epochs: list[EpochMetrics],
+             **run_state) -> TrainState:
         """Hand this position to the callback; then stop the run if a stop signal asked to.
 
         The caller has checked that ``params`` and ``loss_total`` are finite.
+        ``run_state``: the rest of the :class:`TrainState` (optimizer state,
+        schedule and early-stopping records), as the loop holds it now.
         """
         state = TrainState(params, epoch, step, shuffle_state, loss_total, train_s,
-                           list(epochs), self.steps_per_epoch)
+                           list(epochs), self.steps_per_epoch, **run_state)
         self.callback(state)
         signum = self._interrupt.requested
         if signum is not None and epoch <= self.epochs:   # not once the run is done
@@ -122,10 +125,13 @@ class Checkpointer:
         return state
 
     def epoch_done(self, params: np.ndarray, epoch: int, shuffle_state: dict,
-                   epochs: list[EpochMetrics]) -> None:
-        """The checkpoint at the end of ``epoch``: the next one's start, nothing taken in it."""
+                   epochs: list[EpochMetrics], run_state: Callable[[], dict]) -> None:
+        """The checkpoint at the end of ``epoch``: the next one's start, nothing taken in it.
+
+        ``run_state()`` gives the rest of the state (called only when one is written).
+        """
         if self.callback is not None:
-            self.save(params, epoch + 1, 0, shuffle_state, 0.0, 0.0, epochs)
+            self.save(params, epoch + 1, 0, shuffle_state, 0.0, 0.0, epochs, **run_state())
 
 
 def check_resume(state: TrainState, network: Network, config: TrainConfig,
@@ -141,6 +147,13 @@ def check_resume(state: TrainState, network: Network, config: TrainConfig,
     if not 0 <= state.step < steps or state.epoch < 1:
         raise ConfigError(f"resume state at epoch {state.epoch}, step {state.step}: "
                           f"expected an epoch >= 1 and a step in 0..{steps - 1}")
+    buffers = (0 if state.optimizer_state is None
+               else state.optimizer_state.buffers.shape[0])
+    if buffers != config.optimizer.n_buffers and not (state.optimizer_state is None
+                                                      and state.global_step == 0):
+        raise ConfigError(f"resume state with {buffers} optimizer buffers: optimizer "
+                          f"{config.optimizer.name!r} keeps {config.optimizer.n_buffers}; "
+                          "resume with the checkpointed run's optimizer")
     if state.epoch > config.epochs + 1:
         raise ConfigError(f"resume state has completed {state.epoch - 1} epochs, more than "
                           f"the {config.epochs} asked for")

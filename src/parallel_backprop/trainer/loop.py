@@ -26,29 +26,51 @@ from .config import TrainConfig
 from .divergence import check_finite
 from .evaluation import REGRESSION_METRICS, accuracy, regression_metrics, task_of
 from .results import EpochMetrics, TrainResult, TrainState
+from .watch import metric_name, metric_of, stop_reason
 
 # What ``log`` may be: a callable taking a line, None (the default line) or False (none).
 EpochLog = Callable[[str], None] | None | bool
 
 
-class TrainingSet:
-    """The training rows, their targets (n, n_out), and the host path's batch buffers."""
+def normalised_weights(sample_weight, n: int) -> np.ndarray | None:
+    """Per-row weights as float32 (n,) averaging 1 over the rows (scikit-learn's scaling:
+    the mean loss stays comparable with an unweighted run's), or None."""
+    if sample_weight is None:
+        return None
+    weights = np.asarray(sample_weight, dtype=np.float64)
+    if weights.shape != (n,):
+        raise ConfigError(f"sample_weight of shape {weights.shape}: expected ({n},), one "
+                          "weight per training row")
+    if not (np.all(np.isfinite(weights)) and np.all(weights >= 0) and weights.sum() > 0):
+        raise ConfigError("sample_weight: expected finite weights >= 0, not all zero")
+    return (weights * (n / weights.sum())).astype(np.float32)
 
-    def __init__(self, x: np.ndarray, targets: np.ndarray, batch: int):
-        self.x, self.targets, self.batch = x, targets, batch
+
+class TrainingSet:
+    """The training rows, their targets (n, n_out), optional per-row weights (n,), and the
+    host path's batch buffers."""
+
+    def __init__(self, x: np.ndarray, targets: np.ndarray, batch: int,
+                 weights: np.ndarray | None = None):
+        self.x, self.targets, self.batch, self.weights = x, targets, batch, weights
         self.n = x.shape[0]
         self.steps = math.ceil(self.n / batch)
-        # One pair of buffers, refilled for every step: executors may not keep them.
+        # One set of buffers, refilled for every step: executors may not keep them.
         self._x_batch = np.empty((batch, x.shape[1]), np.float32)
         self._y_batch = np.empty((batch, targets.shape[1]), np.float32)
+        self._w_batch = None if weights is None else np.empty(batch, np.float32)
 
-    def gather(self, order: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
-        """Batch ``step`` of the shuffled ``order``: views of the reused buffers."""
+    def gather(self, order: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray, dict]:
+        """Batch ``step`` of the shuffled ``order``: views of the reused buffers, and the
+        keywords of ``step`` (``weights`` when the rows have them)."""
         idx = order[step * self.batch:(step + 1) * self.batch]
         rows = idx.shape[0]
         np.take(self.x, idx, axis=0, out=self._x_batch[:rows])
         np.take(self.targets, idx, axis=0, out=self._y_batch[:rows])
-        return self._x_batch[:rows], self._y_batch[:rows]
+        if self.weights is None:    # executors without weights are called as they expect
+            return self._x_batch[:rows], self._y_batch[:rows], {}
+        np.take(self.weights, idx, out=self._w_batch[:rows])
+        return self._x_batch[:rows], self._y_batch[:rows], {"weights": self._w_batch[:rows]}
 
 
 def host_epoch(executor: Executor, data: TrainingSet, order: np.ndarray, first_step: int,
@@ -59,8 +81,8 @@ def host_epoch(executor: Executor, data: TrainingSet, order: np.ndarray, first_s
     ``after_step(done, loss_total)`` runs after each step (progress, checkpoints).
     """
     for step in range(first_step, data.steps):
-        x, y = data.gather(order, step)
-        loss_total += executor.step(x, y, lr)
+        x, y, weights = data.gather(order, step)
+        loss_total += executor.step(x, y, lr, **weights)
         after_step(step + 1, loss_total)
     return loss_total
 
@@ -121,23 +143,70 @@ class EpochLoop:
         self.epochs: list[EpochMetrics] = []
         # An executor that can keep the training set where it computes (a GPU's
         # memory) takes it once and runs each epoch from its shuffled order, with
-        # no per-step copy or wait; not when a checkpoint may fall inside an epoch.
+        # no per-step copy or wait; not when a checkpoint may fall inside an epoch,
+        # nor with per-row weights (the resident path has none).
         self.resident = (executor.resident_data and checkpointer.every is None
+                         and data.weights is None
                          and executor.load_data(data.x, data.targets))
 
     def run(self, start: TrainState, x_val: np.ndarray | None,
             y_val: np.ndarray | None) -> TrainResult:
-        """Train from ``start`` to the last epoch; the result and its final state."""
+        """Train from ``start`` to the last epoch, or until early stopping ends the run;
+        the result and its final state (the best epoch's parameters when stopping early)."""
         self.epochs = list(start.epochs)
+        self.lr_scale, self.best_params = start.lr_scale, start.best_params
+        self.plateau, self.stopping = start.plateau.copy(), start.stopping.copy()
+        reason = None
         for epoch in range(start.epoch, self.config.epochs + 1):
+            reason = self.stop_reason(epoch - 1)   # a resumed run stops where it had
+            if reason is not None:
+                break
             resumed = start if epoch == start.epoch else None
             self.epochs.append(self.run_epoch(epoch, resumed, x_val, y_val))
-        params = self.executor.params()
-        state = TrainState(params, self.config.epochs + 1, 0,
-                           self.shuffle_rng.bit_generator.state, epochs=list(self.epochs),
-                           steps_per_epoch=self.data.steps)
+        else:
+            reason = self.stop_reason(self.config.epochs)
+        return self.result(reason)
+
+    def stop_reason(self, epoch: int) -> str | None:
+        """Why early stopping ends the run after ``epoch``, or None to go on."""
+        config = self.config
+        if not config.early_stopping or self.stopping.stale < config.patience or epoch < 1:
+            return None
+        return stop_reason(self.stopping, epoch, config.patience, config.min_delta, self.task)
+
+    def result(self, reason: str | None) -> TrainResult:
+        """The run's result: the best epoch's parameters put back when early stopping."""
+        params, best_epoch = self.executor.params(), None
+        if self.config.early_stopping and self.best_params is not None:
+            params, best_epoch = self.best_params.copy(), self.stopping.best_epoch
+            if self.log is not None and (reason or best_epoch != len(self.epochs)):
+                self.log(reason or f"the model of epoch {best_epoch} ({metric_name(self.task)}"
+                                   f" {self.stopping.best:.4f}) is kept")
+        last = self.epochs[-1].epoch if self.epochs else 0
+        state = TrainState(params, last + 1, 0, self.shuffle_rng.bit_generator.state,
+                           epochs=list(self.epochs), steps_per_epoch=self.data.steps,
+                           **self.run_state())
         return TrainResult(params=params, epochs=list(self.epochs), state=state,
-                           task=self.task)
+                           task=self.task, stopped_early=reason, best_epoch=best_epoch)
+
+    def run_state(self) -> dict:
+        """The state beyond the position: optimizer, schedule and early-stopping records."""
+        optimizer_state = (None if self.config.optimizer.is_plain_sgd
+                           else self.executor.optimizer_state())
+        return {"optimizer_state": optimizer_state, "lr_scale": self.lr_scale,
+                "plateau": self.plateau.copy(), "stopping": self.stopping.copy(),
+                "best_params": self.best_params}
+
+    def watch(self, epoch: int, metrics: EpochMetrics, params: np.ndarray) -> None:
+        """After ``epoch``: the plateau schedule's cut and early stopping's best, if on."""
+        config, value = self.config, metric_of(metrics, self.task)
+        if config.lr_schedule == "plateau" and epoch > config.warmup_epochs:
+            if not self.plateau.update(value, epoch) and \
+                    self.plateau.stale >= config.plateau_patience:
+                self.lr_scale *= config.plateau_factor
+                self.plateau.stale = 0      # a fresh count at the new rate
+        if config.early_stopping and self.stopping.update(value, epoch, config.min_delta):
+            self.best_params = params.copy()   # a host copy: the executor's go on changing
 
     def run_epoch(self, epoch: int, resumed: TrainState | None, x_val: np.ndarray | None,
                   y_val: np.ndarray | None) -> EpochMetrics:
@@ -146,7 +215,7 @@ class EpochLoop:
         order = self.shuffle_rng.permutation(self.data.n)      # only indices are shuffled
         first_step = resumed.step if resumed else 0
         loss_total = resumed.loss_total if resumed else 0.0
-        lr = self.config.epoch_lr(epoch)
+        lr = self.config.epoch_lr(epoch, self.lr_scale)
         with tqdm(total=self.data.steps, initial=first_step, unit="batch", leave=False,
                   desc=f"epoch {epoch}/{self.config.epochs}",
                   disable=None if self.progress else True) as bar:
@@ -163,8 +232,9 @@ class EpochLoop:
         metrics = self.evaluate(epoch, loss_total, train_s, x_val, y_val)
         if self.log is not None:
             self.log(epoch_line(metrics, self.task))
+        self.watch(epoch, metrics, params)
         self.checkpointer.epoch_done(params, epoch, self.shuffle_rng.bit_generator.state,
-                                     self.epochs + [metrics])
+                                     self.epochs + [metrics], self.run_state)
         return metrics
 
     def after_step(self, epoch: int, shuffle_state: dict, clock: Stopwatch, bar: tqdm,
@@ -175,7 +245,7 @@ class EpochLoop:
             train_s = clock.pause()   # checkpoint time is not training time
             params = self.checked_params(epoch, loss_total)
             self.checkpointer.save(params, epoch, done, shuffle_state, loss_total, train_s,
-                                   self.epochs)
+                                   self.epochs, **self.run_state())
             clock.resume()
 
     def checked_params(self, epoch: int, loss_total: float) -> np.ndarray:
@@ -204,13 +274,23 @@ class EpochLoop:
                             **{f"val_{name}": value for name, value in scores.items()})
 
 
+def check_splits(config: TrainConfig, n_train: int, x_val: np.ndarray | None) -> None:
+    """Refuse an empty training set, and a missing validation split that the run watches."""
+    if n_train == 0:
+        raise ConfigError("training set is empty: expected at least one sample")
+    if config.watches_validation and (x_val is None or not len(x_val)):
+        option = "--early-stopping" if config.early_stopping else "--lr-schedule plateau"
+        raise ConfigError(f"{option}: needs a validation split to watch")
+
+
 def train(network: Network, config: TrainConfig,
           x_train: np.ndarray, y_train: np.ndarray,
           x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
           *, params: np.ndarray | None = None, progress: bool = True, log: EpochLog = None,
           resume: TrainState | None = None, checkpoint: Callable[[TrainState], None] | None = None,
-          checkpoint_every: int | None = None, task: str | None = None) -> TrainResult:
-    """Train ``network`` with mini-batch SGD.
+          checkpoint_every: int | None = None, task: str | None = None,
+          sample_weight: np.ndarray | None = None) -> TrainResult:
+    """Train ``network`` with mini-batches and ``config.optimizer``'s update rule.
 
     Parameters
     ----------
@@ -241,12 +321,15 @@ def train(network: Network, config: TrainConfig,
     checkpoint_every : int, optional
         Steps between checkpoints; default: only at epoch ends.
     task : "classify", "regress" or None (inferred: see :func:`.evaluation.task_of`)
-        Validation scored by accuracy, or by R², RMSE and MAE.
+        Validation scored by accuracy, or by R², RMSE and MAE. Early stopping
+        and the plateau schedule watch the validation accuracy, or R².
+    sample_weight : float (n,), optional
+        Per training row; scaled to average 1, each batch's weights go to the
+        executor's ``step`` (the loss and gradient are the weighted means).
     """
     task = task_of(task, y_train, y_val)
     n = x_train.shape[0]
-    if n == 0:
-        raise ConfigError("training set is empty: expected at least one sample")
+    check_splits(config, n, x_val)
     batch = min(config.batch_size, n)
     steps = math.ceil(n / batch)
     checkpointer = Checkpointer(checkpoint, checkpoint_every, steps, config.epochs)
@@ -254,11 +337,12 @@ def train(network: Network, config: TrainConfig,
     start, shuffle_rng = first_state(network, config, steps, params, resume)
     # Targets (n, n_out), built once: one-hot (or 0/1) from class indices.
     targets = y_train if y_train.ndim == 2 else network.targets(y_train)
-    data = TrainingSet(x_train, targets, batch)
+    data = TrainingSet(x_train, targets, batch, normalised_weights(sample_weight, n))
     # Overflow is the divergence check's to report, in one line, not numpy's to warn of.
     with make_executor(config.executor, network, start.params, batch_size=batch,
                        threads=config.threads, blas_threads=config.blas_threads,
-                       precision=config.precision) as executor, checkpointer, \
+                       precision=config.precision, optimizer=config.optimizer,
+                       optimizer_state=start.optimizer_state) as executor, checkpointer, \
             np.errstate(over="ignore", invalid="ignore"):
         loop = EpochLoop(network, config, executor, data, shuffle_rng, checkpointer,
                          progress, log, task)

@@ -8,8 +8,15 @@ from typing import Sequence
 
 import numpy as np
 
+from ..executors import OptimizerState
 from ..network import Network
 from .config import TrainConfig
+from .watch import Watch
+
+
+# The schedule's settings as the metrics record names them.
+SCHEDULE_FIELDS = ("warmup_epochs", "step_size", "step_gamma", "plateau_factor",
+                   "plateau_patience")
 
 
 @dataclass
@@ -44,6 +51,11 @@ class TrainState:
     train_s          training time spent in ``epoch`` so far
     epochs           metrics of the completed epochs
     steps_per_epoch  ceil(n_train / batch); checked on resume (0: not checked)
+    optimizer_state  the optimizer's buffers and step count (None: plain SGD, no state)
+    lr_scale         the plateau schedule's factor on lr so far
+    plateau          the plateau schedule's watch of the validation metric
+    stopping         early stopping's watch of the validation metric
+    best_params      early stopping: the parameters of ``stopping.best_epoch`` (or None)
     """
 
     params: np.ndarray
@@ -54,6 +66,11 @@ class TrainState:
     train_s: float = 0.0
     epochs: list[EpochMetrics] = field(default_factory=list)
     steps_per_epoch: int = 0
+    optimizer_state: OptimizerState | None = None
+    lr_scale: float = 1.0
+    plateau: Watch = field(default_factory=Watch)
+    stopping: Watch = field(default_factory=Watch)
+    best_params: np.ndarray | None = None
 
     @property
     def global_step(self) -> int:
@@ -82,6 +99,8 @@ class TrainResult:
     state: TrainState | None = None   # the final state: resume from it to train on
     task: str = "classify"            # or "regress"
     test_metrics: dict = field(default_factory=dict)  # regression: test r2, rmse, mae
+    stopped_early: str | None = None  # early stopping: why the run ended before its epochs
+    best_epoch: int | None = None     # early stopping: the epoch whose parameters are kept
 
     def task_metrics(self) -> dict:
         """The test and last validation metrics of the run's task, as ``--metrics-json`` keys.
@@ -118,6 +137,13 @@ class TrainResult:
             "batch_size": config.batch_size,
             "lr": config.lr,
             "lr_schedule": config.lr_schedule,
+            "optimizer": asdict(config.optimizer),
+            "schedule": {key: getattr(config, key) for key in SCHEDULE_FIELDS},
+            "early_stopping": config.early_stopping,
+            "patience": config.patience,
+            "min_delta": config.min_delta,
+            "stopped_early": self.stopped_early,
+            "best_epoch": self.best_epoch,
             "seed": config.seed,
             "epochs": [asdict(e) for e in epochs],
         }
