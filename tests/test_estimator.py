@@ -282,7 +282,7 @@ def test_adam_fit_is_train_with_the_same_config():
                                batch_size=16, learning_rate_init=0.01, max_iter=4,
                                n_iter_no_change=np.inf, random_state=3).fit(x, y)
     network = Network((5, 9, 3), ("relu", "softmax"), "cross-entropy")
-    config = TrainConfig(batch_size=16, lr=0.01, epochs=4, seed=3,
+    config = TrainConfig(batch_size=16, lr=0.01, epochs=4, seed=3, lr_schedule="constant",
                          optimizer=OptimizerConfig("adam", weight_decay=0.01 / 16))
     expected = train(network, config, x, y, progress=False)
     assert np.array_equal(model.params_, expected.params)

@@ -110,8 +110,8 @@ from .executors import BASELINE
 from .network import Network, output_units
 from .optim import OptimizerConfig
 from .resources import check_fits_in_memory
-from .trainer import (TrainConfig, TrainState, class_probabilities, predict_outputs,
-                      seed_streams, train)
+from .trainer import (TrainConfig, class_probabilities, predict_outputs, seed_streams,
+                      train)
 
 __all__ = ["BackpropClassifier", "BackpropRegressor"]
 
@@ -175,7 +175,7 @@ class _Settings:
     lr_init: float
     schedule: str            # constant, invscaling, adaptive
     seed: int
-    config: TrainConfig      # batch size, executor, threads checked; lr = lr_init
+    config: TrainConfig      # batch size, executor, threads checked; lr = lr_init; seed
 
 
 class _Backprop(BaseEstimator):
@@ -246,8 +246,10 @@ class _Backprop(BaseEstimator):
                     and 0 <= rs < 2**32)):
             raise self._bad("random_state", "expected None, an integer in [0, 2**32) or a "
                                             "RandomState")
-        config = self._train_config(lr_init, 1 if self.batch_size == "auto" else self.batch_size)
-        return _Settings(hidden, activation, max_iter, lr_init, schedule, self._seed(), config)
+        seed = self._seed()
+        config = self._train_config(lr_init, 1 if self.batch_size == "auto" else self.batch_size,
+                                    seed)
+        return _Settings(hidden, activation, max_iter, lr_init, schedule, seed, config)
 
     def _hidden_sizes(self) -> tuple[int, ...]:
         sizes = self.hidden_layer_sizes
@@ -293,7 +295,7 @@ class _Backprop(BaseEstimator):
             raise self._bad("learning_rate", f"expected one of {', '.join(_SCHEDULES)}")
         return int(max_iter), lr_init, schedule
 
-    def _train_config(self, lr, batch) -> TrainConfig:
+    def _train_config(self, lr, batch, seed: int) -> TrainConfig:
         """The trainer's configuration (one epoch), which validates what it takes."""
         fields_ = dict(batch_size=_python_number(batch, int), lr=_python_number(lr, float),
                        epochs=1, executor=self.executor,
@@ -302,7 +304,7 @@ class _Backprop(BaseEstimator):
         if _TRAINER_OPTIMIZERS:   # its own rules off: the estimator applies scikit-learn's
             fields_.update(lr_schedule="constant", early_stopping=False)
         try:
-            return TrainConfig(seed=0, **fields_)
+            return TrainConfig(seed=seed, **fields_)
         except ConfigError as exc:
             raise self._renamed(exc) from None
 
@@ -421,7 +423,7 @@ class _Backprop(BaseEstimator):
         if first_pass:
             self._initialize(settings)
         elif not incremental:      # warm_start: these weights, a fresh optimizer and shuffle
-            self._fresh_state(self.params_, settings.seed, settings.lr_init)
+            self._fresh_state(self.params_, settings.lr_init)
         self._decay = float(self.alpha) / (batch * mean)
         targets = self._targets_of(y)
         self.n_iter_ = 0
@@ -439,8 +441,7 @@ class _Backprop(BaseEstimator):
     def _initialize(self, settings: _Settings) -> None:
         """A first fit: initial weights and shuffle as ``train`` draws them; fresh records."""
         init_rng, _ = seed_streams(settings.seed)
-        self._fresh_state(self.network_.init_params(init_rng), settings.seed,
-                          settings.lr_init)
+        self._fresh_state(self.network_.init_params(init_rng), settings.lr_init)
         self.t_ = 0
         self.loss_curve_ = []
         self._no_improvement_count = 0
@@ -449,10 +450,10 @@ class _Backprop(BaseEstimator):
         self.best_loss_ = None if self.early_stopping else np.inf
         self._best_params = self.params_.copy()
 
-    def _fresh_state(self, params: np.ndarray, seed: int, lr: float) -> None:
-        _, shuffle_rng = seed_streams(seed)
+    def _fresh_state(self, params: np.ndarray, lr: float) -> None:
+        """Start from ``params`` with a fresh optimizer and the seed's shuffle stream."""
         self.params_ = params
-        self._state = TrainState(params, 1, 0, shuffle_rng.bit_generator.state)
+        self._state = None         # the next epoch is a new run of the trainer
         self._learning_rate = float(lr)
 
     def _hold_out(self, X, y, raw, seed: int):
@@ -476,15 +477,18 @@ class _Backprop(BaseEstimator):
     def _epoch(self, config: TrainConfig, settings: _Settings, X, targets, weights,
                val) -> bool:
         """One epoch through the trainer, then scikit-learn's bookkeeping; True: stop."""
-        state = replace(self._state, epoch=1, step=0, loss_total=0.0, train_s=0.0,
-                        epochs=[], steps_per_epoch=0)
         extra = {} if weights is None else {"sample_weight": weights}
+        if self._state is None:
+            extra["params"] = self.params_
+        else:          # the last epoch's end: parameters, optimizer state, shuffle stream
+            extra["resume"] = replace(self._state, epoch=1, step=0, loss_total=0.0,
+                                      train_s=0.0, epochs=[], steps_per_epoch=0)
         try:
             config = replace(config, lr=self._learning_rate)
         except ConfigError as exc:
             raise self._renamed(exc) from None
         result = train(self.network_, config, X, targets, progress=False, log=False,
-                       resume=state, task=self._task, **extra)
+                       task=self._task, **extra)
         self._state, self.params_ = result.state, result.params
         self.n_iter_ += 1
         self.t_ += X.shape[0]
