@@ -76,7 +76,7 @@ def test_classifier_is_the_trainer(executor, threads):
     assert model.loss_ == model.loss_curve_[-1] and model.t_ == 3 * 150
     assert model.classes_.tolist() == ["ant", "bee", "cat"]
     assert set(model.predict(x)) <= {"ant", "bee", "cat"}
-    (w1, w2), (b1, b2) = model.coefs_, model.intercepts_
+    (w1, w2), (_, b2) = model.coefs_, model.intercepts_
     assert w1.shape == (5, 9) and w2.shape == (9, 3) and b2.shape == (3,)
     assert np.shares_memory(w1, model.params_) and np.shares_memory(b2, model.params_)
     assert (model.n_layers_, model.n_outputs_, model.out_activation_) == (3, 3, "softmax")

@@ -165,6 +165,11 @@ def _range_words(integer: bool, low, low_in: bool, high) -> str:
     return f"{what} {'>=' if low_in else '>'} {low}"
 
 
+def _arguments(names: dict) -> dict:
+    """An ``__init__``'s parameters from its ``locals()``."""
+    return {name: value for name, value in names.items() if name not in ("self", "__class__")}
+
+
 @dataclass(frozen=True)
 class _Settings:
     """The parameters checked and resolved (earlier names, scikit-learn's spellings)."""
@@ -181,39 +186,11 @@ class _Settings:
 class _Backprop(BaseEstimator):
     """What the classifier and the regressor share: parameters, checks, the epochs."""
 
-    def __init__(self, *, loss, hidden_layer_sizes, activation, solver, alpha, batch_size,
-                 learning_rate, learning_rate_init, power_t, max_iter, shuffle, random_state,
-                 tol, verbose, warm_start, momentum, nesterovs_momentum, early_stopping,
-                 validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change, max_fun,
-                 executor, threads, blas_threads, max_epochs):
-        self.loss = loss
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
-        self.solver = solver
-        self.alpha = alpha
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.learning_rate_init = learning_rate_init
-        self.power_t = power_t
-        self.max_iter = max_iter
-        self.shuffle = shuffle
-        self.random_state = random_state
-        self.tol = tol
-        self.verbose = verbose
-        self.warm_start = warm_start
-        self.momentum = momentum
-        self.nesterovs_momentum = nesterovs_momentum
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.epsilon = epsilon
-        self.n_iter_no_change = n_iter_no_change
-        self.max_fun = max_fun
-        self.executor = executor
-        self.threads = threads
-        self.blas_threads = blas_threads
-        self.max_epochs = max_epochs
+    def __init__(self, **params):
+        # Each subclass spells its parameters out (scikit-learn reads its signature)
+        # and hands them here; stored as given, checked when fitting.
+        for name, value in params.items():
+            setattr(self, name, value)
 
     # ---- parameters: checked when fitting, never in __init__ (scikit-learn's rule) ----
 
@@ -618,17 +595,7 @@ class BackpropClassifier(ClassifierMixin, _Backprop):
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  loss="log_loss", class_weight=None, executor=BASELINE, threads=1,
                  blas_threads=1, max_epochs=None):
-        super().__init__(
-            loss=loss, hidden_layer_sizes=hidden_layer_sizes, activation=activation,
-            solver=solver, alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
-            learning_rate_init=learning_rate_init, power_t=power_t, max_iter=max_iter,
-            shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
-            warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
-            early_stopping=early_stopping, validation_fraction=validation_fraction,
-            beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
-            max_fun=max_fun, executor=executor, threads=threads, blas_threads=blas_threads,
-            max_epochs=max_epochs)
-        self.class_weight = class_weight
+        super().__init__(**_arguments(locals()))
 
     _task = "classify"
 
@@ -768,16 +735,7 @@ class BackpropRegressor(RegressorMixin, _Backprop):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  executor=BASELINE, threads=1, blas_threads=1, max_epochs=None):
-        super().__init__(
-            loss=loss, hidden_layer_sizes=hidden_layer_sizes, activation=activation,
-            solver=solver, alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
-            learning_rate_init=learning_rate_init, power_t=power_t, max_iter=max_iter,
-            shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
-            warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
-            early_stopping=early_stopping, validation_fraction=validation_fraction,
-            beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
-            max_fun=max_fun, executor=executor, threads=threads, blas_threads=blas_threads,
-            max_epochs=max_epochs)
+        super().__init__(**_arguments(locals()))
 
     _task = "regress"
 
