@@ -439,3 +439,21 @@ def test_bad_prediction_and_partial_fit_input():
         regressor.partial_fit(X, np.ones((40, 3)))
     with pytest.raises(InputError, match="Input y contains infinity"):
         BackpropRegressor().fit(X, np.full(40, np.inf))
+
+
+@pytest.mark.parametrize("weights,expected", [
+    (np.ones(39), r"sample_weight has shape \(39,\): expected \(40,\)"),
+    (np.ones((40, 2)), r"sample_weight has shape \(40, 2\)"),
+    (-np.ones(40), "expected finite weights >= 0"),
+    (np.full(40, np.nan), "expected finite weights >= 0"),
+    (np.zeros(40), "sample_weight is zero for every training sample"),
+    (np.where(Y == Y[0], 1.0, 0.0), "the samples of positive weight hold one class"),
+])
+def test_bad_sample_weight_is_an_input_error(weights, expected):
+    with pytest.raises(InputError, match=expected):
+        BackpropClassifier(**PLAIN, max_iter=1).fit(X, Y, sample_weight=weights)
+
+
+def test_regressor_refuses_poisson():
+    with pytest.raises(ConfigError, match="loss='poisson': not offered"):
+        BackpropRegressor(loss="poisson", **PLAIN).fit(X, np.ones(40))

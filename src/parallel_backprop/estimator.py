@@ -688,7 +688,7 @@ class BackpropClassifier(ClassifierMixin, _Backprop):
         if per_class is not None:
             raw = per_class if raw is None else raw * per_class
         weighted = np.unique(indices if raw is None else indices[raw > 0])
-        if not incremental and len(weighted) < 2:
+        if not incremental and len(weighted) == 1:     # none: the zero-weight error
             raise InputError(f"BackpropClassifier: the samples of positive weight hold one "
                              f"class ({self.classes_[weighted].tolist()}); a classifier needs "
                              "at least 2 classes")
