@@ -88,6 +88,7 @@ import math
 import numbers
 import warnings
 from dataclasses import dataclass, fields, replace
+from functools import partial
 
 import numpy as np
 
@@ -404,8 +405,10 @@ class _Backprop(BaseEstimator):
         self._decay = float(self.alpha) / (batch * mean)
         targets = self._targets_of(y)
         self.n_iter_ = 0
-        for _ in range(1 if incremental else settings.max_iter):
-            if self._epoch(config, settings, X, targets, weights, val):
+        epochs = 1 if incremental else settings.max_iter
+        while self.n_iter_ < epochs:
+            if self._run(config, settings, X, targets, weights, val,
+                         self._chunk(settings, epochs - self.n_iter_)):
                 break
         else:
             if not incremental:
@@ -451,9 +454,22 @@ class _Backprop(BaseEstimator):
         w_tr, w_val = (None, None) if raw is None else split[4:]
         return x_tr, y_tr, w_tr, (x_val, y_val, w_val)
 
-    def _epoch(self, config: TrainConfig, settings: _Settings, X, targets, weights,
-               val) -> bool:
-        """One epoch through the trainer, then scikit-learn's bookkeeping; True: stop."""
+    def _chunk(self, settings: _Settings, left: int) -> int:
+        """Epochs for one call of the trainer: as many as cannot end in a decision.
+
+        The count of epochs without improvement grows by at most one an epoch, so
+        it cannot pass n_iter_no_change (stop, or a new 'adaptive' rate) before
+        the last of these; 'invscaling' sets a new rate every epoch. Fewer calls,
+        fewer executors started: the same steps as one call per epoch.
+        """
+        if settings.schedule == "invscaling" and self.solver == "sgd":
+            return 1
+        before = self.n_iter_no_change - self._no_improvement_count + 1
+        return int(max(1, min(left, before)))
+
+    def _run(self, config: TrainConfig, settings: _Settings, X, targets, weights, val,
+             epochs: int) -> bool:
+        """``epochs`` epochs through the trainer, then scikit-learn's decision; True: stop."""
         extra = {} if weights is None else {"sample_weight": weights}
         if self._state is None:
             extra["params"] = self.params_
@@ -461,24 +477,31 @@ class _Backprop(BaseEstimator):
             extra["resume"] = replace(self._state, epoch=1, step=0, loss_total=0.0,
                                       train_s=0.0, epochs=[], steps_per_epoch=0)
         try:
-            config = replace(config, lr=self._learning_rate)
+            config = replace(config, lr=self._learning_rate, epochs=epochs)
         except ConfigError as exc:
             raise self._renamed(exc) from None
         result = train(self.network_, config, X, targets, progress=False, log=False,
-                       task=self._task, **extra)
+                       task=self._task, checkpoint=partial(self._epoch_done, X.shape[0], val),
+                       **extra)
         self._state, self.params_ = result.state, result.params
-        self.n_iter_ += 1
-        self.t_ += X.shape[0]
-        self.loss_ = result.epochs[-1].loss + self._penalty()
-        self.loss_curve_.append(self.loss_)
-        if self.verbose:
-            print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
-        self._track(val)
         if settings.schedule == "invscaling" and self.solver == "sgd":
             self._learning_rate = settings.lr_init / (self.t_ + 1) ** float(self.power_t)
         if self._no_improvement_count > self.n_iter_no_change:
             return self._no_improvement()
         return False
+
+    def _epoch_done(self, n_rows: int, val, state) -> None:
+        """The trainer's state at an epoch's end: scikit-learn's records and count."""
+        if state.step:             # a stop signal's mid-epoch state, not an epoch's end
+            return
+        self.params_ = state.params
+        self.n_iter_ += 1
+        self.t_ += n_rows
+        self.loss_ = state.epochs[-1].loss + self._penalty()
+        self.loss_curve_.append(self.loss_)
+        if self.verbose:
+            print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
+        self._track(val)
 
     def _penalty(self) -> float:
         """The L2 term the weight decay minimises: 0.5 * decay * sum of squared weights."""
