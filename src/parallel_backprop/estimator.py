@@ -27,10 +27,12 @@ alpha               OptimizerConfig.weight_decay = alpha / (batch * mean row wei
                     its length; biases are never decayed, as in scikit-learn.)
 batch_size          'auto' = min(200, n_samples); larger than n: n (scikit-learn warns).
 learning_rate       (the schedule; solver 'sgd' only, as in scikit-learn.) The estimator
-                    runs the trainer one epoch at a time (each epoch continues the last
-                    exactly: parameters, optimizer state, shuffle stream) and applies
-                    scikit-learn's rules between epochs itself, not the trainer's
-                    schedules: 'constant'; 'invscaling': epoch e runs at
+                    applies scikit-learn's rules between epochs itself, not the trainer's
+                    schedules: it runs the trainer for as many epochs as cannot end in a
+                    decision, each call continuing the last exactly (parameters,
+                    optimizer state, shuffle stream), and reads every epoch's loss and
+                    weights from its end-of-epoch checkpoint. 'constant'; 'invscaling'
+                    (one epoch per call): epoch e runs at
                     learning_rate_init / (t_ + 1) ** power_t, t_ the samples seen
                     before it; 'adaptive': when the no-improvement count exceeds
                     n_iter_no_change (scikit-learn's code; its docstring's "two
@@ -60,6 +62,9 @@ Where a name cannot mean quite the same:
   the training rows and each batch's gradient is the weighted sum over the batch
   size; scikit-learn divides by each batch's weight sum. Equal with a full batch
   (and on average otherwise).
+* ``loss_`` (and ``loss_curve_``, ``best_loss_``): the epoch's mean loss over its
+  steps plus the L2 term ``0.5 * weight_decay * sum(W**2)`` at the epoch's end
+  (scikit-learn adds each batch's term as it goes).
 * The regressor standardises its targets (``y_mean_``, ``y_scale_``), so the
   last layer (``coefs_[-1]``, ``intercepts_[-1]``) predicts standardised values;
   its ``loss_`` is half the squared error summed over the targets.
