@@ -25,13 +25,16 @@ import numpy as np
 import pytest
 
 from helpers import assert_allclose_verbose, random_batch
+from parallel_backprop import optim
 from parallel_backprop.activations import register_activation
+from parallel_backprop.backprop import gradient
 from parallel_backprop.cli import main
 from parallel_backprop.errors import ConfigError
+from parallel_backprop.executors import OptimizerState, SerialExecutor, make_executor
 from parallel_backprop.executors import gpu as gpu_module
-from parallel_backprop.executors import make_executor
 from parallel_backprop.modelio import load_model
 from parallel_backprop.network import Network
+from parallel_backprop.optim import OptimizerConfig
 from parallel_backprop.trainer import TrainConfig, train
 
 torch = pytest.importorskip("torch", reason="the gpu extra (torch, triton) is not installed")
@@ -131,14 +134,59 @@ def test_hidden_delta_kernel(activation, shape):
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_weight_update_kernel(shape):
+@pytest.mark.parametrize("update", gk.UPDATES)
+def test_weight_update_kernel(update, shape):
     M, K, N = shape                       # a_prev (M, K), delta (M, N) -> W (K, N)
     a_prev, delta, w, b = tensors(np.random.default_rng(M + 2), (M, K), (M, N), (K, N), (N,))
     w0, b0 = w.double().clone(), b.double().clone()
-    scale = torch.tensor([LR / M], dtype=torch.float32)
-    gk.weight_update(a_prev, delta, w, b, scale, blocks=BLOCKS)
-    close(w, w0 - LR / M * a_prev.double().T @ delta.double(), f"W update {shape}")
-    close(b, b0 - LR / M * delta.double().sum(0), f"b update {shape}")
+    keep = 0.97
+    scale = LR / M if update != "gradient" else 1 / M
+    scalars = torch.tensor([scale, keep], dtype=torch.float32)
+    gk.weight_update(a_prev, delta, w, b, scalars, blocks=BLOCKS, update=update)
+    product, col_sum = a_prev.double().T @ delta.double(), delta.double().sum(0)
+    if update == "gradient":              # the mean gradient, W and b not read
+        expected_w, expected_b = product / M, col_sum / M
+    else:
+        expected_w = (keep if update == "sgd-decay" else 1.0) * w0 - scale * product
+        expected_b = b0 - scale * col_sum
+    close(w, expected_w, f"W {update} {shape}")
+    close(b, expected_b, f"b {update} {shape}")
+
+
+def test_weight_update_kernel_rejects_an_unknown_update():
+    a_prev, delta, w, b = tensors(np.random.default_rng(0), (2, 3), (2, 4), (3, 4), (4,))
+    with pytest.raises(ValueError, match="update 'adam': expected one of"):
+        gk.weight_update(a_prev, delta, w, b, torch.ones(2), update="adam")
+
+
+# Every rule of the optimizer step kernel, with weight decay (and without for adam).
+STEP_CONFIGS = {
+    "momentum-decay": OptimizerConfig("momentum", momentum=0.8, weight_decay=0.05),
+    "nesterov-decay": OptimizerConfig("nesterov", momentum=0.9, weight_decay=0.05),
+    "adam": OptimizerConfig("adam", beta1=0.8, beta2=0.99),
+    "adam-decay": OptimizerConfig("adam", weight_decay=0.05),
+    "adamw-decay": OptimizerConfig("adamw", weight_decay=0.1),
+}
+
+
+@pytest.mark.parametrize("name", list(STEP_CONFIGS))
+def test_optimizer_step_kernel_matches_the_reference(name):
+    # 37 entries in blocks of 16: three programs, the last with a tail; two
+    # steps, so the state read back is the kernel's own; t = 3 and 4.
+    config, n = STEP_CONFIGS[name], 37
+    rng = np.random.default_rng(7)
+    params, is_weight = rng.standard_normal(n), rng.random(n) < 0.7
+    state = rng.random((config.n_buffers, n)) * 0.1      # moments >= 0, as Adam's are
+    device = [torch.tensor(a, dtype=torch.float32) for a in (params, state)]
+    mask = torch.tensor(is_weight.astype(np.uint8))
+    for t, lr in ((3, 0.1), (4, 0.05)):
+        grad = rng.standard_normal(n)
+        scalars = torch.tensor(gpu_module.step_scalars(config, lr, 1, t), dtype=torch.float32)
+        gk.optimizer_step(config, device[0], torch.tensor(grad, dtype=torch.float32),
+                          device[1], mask, scalars, block=16)
+        optim.reference_step(config, params, grad, state, lr, t, is_weight)
+    close(device[0], torch.tensor(params), f"{name} params")
+    close(device[1], torch.tensor(state), f"{name} state")
 
 
 OUTPUTS = [(name, "mse") for name in [*ACTIVATIONS, "softmax"]] + [
@@ -367,6 +415,132 @@ def test_pbp_train_gpu_saves_the_serial_model(tmp_path, capsys):
                             atol=1e-5, what="saved model")
 
 
+# ---- every optimizer, against the serial executor or the float64 reference ----------
+
+OPT_NET = Network((7, 5, 3), ("tanh", "softmax"), "cross-entropy")
+OPT_BATCH = 6
+# SGD with decay is fused into the product; the others go through the step kernel.
+OPT_CONFIGS = {"sgd-decay": OptimizerConfig("sgd", weight_decay=0.05), **STEP_CONFIGS}
+OPT_RATES = (0.1, 0.1, 0.05)              # a change of rate between steps
+
+
+def opt_batches(rng, sizes=(6, 6, 5)):    # the last batch smaller, as an epoch's is
+    return [random_batch(OPT_NET, n, rng, np.float32) for n in sizes]
+
+
+def expected_after_steps(config, params, batches, rates):
+    """(params, state) after the steps: the serial executor once it applies every
+    optimizer, else optim.reference_step in float64 on backprop.gradient's mean."""
+    if "adam" in SerialExecutor.optimizers:
+        with make_executor("serial", OPT_NET, params, batch_size=OPT_BATCH,
+                           optimizer=config) as executor:
+            for (x, y), lr in zip(batches, rates):
+                executor.step(x, y, lr)
+            return executor.params(), executor.optimizer_state().buffers
+    p, state = params.astype(np.float64), config.new_state(params.size, np.float64)
+    is_weight = np.zeros(p.size, bool)
+    for weights, _ in OPT_NET.layers(is_weight):
+        weights[...] = True
+    for t, ((x, y), lr) in enumerate(zip(batches, rates), start=1):
+        _, grad_sum = gradient(OPT_NET, p, x.astype(np.float64), y.astype(np.float64))
+        optim.reference_step(config, p, grad_sum / x.shape[0], state, lr, t, is_weight)
+    return p, state
+
+
+@pytest.mark.parametrize("name", list(OPT_CONFIGS))
+def test_optimizer_steps_match(name):
+    config = OPT_CONFIGS[name]
+    rng = np.random.default_rng(11)
+    params = OPT_NET.init_params(rng)
+    batches = opt_batches(rng)
+    expected, expected_state = expected_after_steps(config, params, batches, OPT_RATES)
+    with make_executor("gpu", OPT_NET, params, batch_size=OPT_BATCH,
+                       optimizer=config) as executor:
+        for (x, y), lr in zip(batches, OPT_RATES):
+            executor.step(x, y, lr)
+        actual, state = executor.params(), executor.optimizer_state()
+    assert state.step == 3 and state.buffers.shape == (config.n_buffers, OPT_NET.n_params)
+    assert_allclose_verbose(actual, expected, rtol=1e-5, atol=1e-7, what=f"{name} params")
+    assert_allclose_verbose(state.buffers, expected_state, rtol=1e-5, atol=1e-7,
+                            what=f"{name} state")
+
+
+@pytest.mark.parametrize("name", ["sgd-decay", "adamw-decay"])
+def test_train_epoch_applies_the_optimizer_as_steps_do(name):
+    config = OPT_CONFIGS[name]
+    rng = np.random.default_rng(12)
+    params = OPT_NET.init_params(rng)
+    x, y = random_batch(OPT_NET, 17, rng, np.float32)
+    order = rng.permutation(17)
+    runs = {}
+    for how in ("steps", "resident"):
+        with make_executor("gpu", OPT_NET, params, batch_size=OPT_BATCH,
+                           optimizer=config) as executor:
+            if how == "steps":             # 6, 6, 5 rows, as train_epoch cuts them
+                loss = sum(executor.step(x[order[k:k + 6]], y[order[k:k + 6]], LR)
+                           for k in range(0, 17, 6))
+            else:
+                assert executor.load_data(x, y)
+                loss = executor.train_epoch(order, LR)
+            runs[how] = loss, executor.params(), executor.optimizer_state()
+    (loss, by_steps, state), (resident_loss, resident, resident_state) = runs.values()
+    assert resident_loss == pytest.approx(loss, rel=1e-6)
+    assert np.array_equal(resident, by_steps) and not np.array_equal(resident, params)
+    assert resident_state.step == state.step == 3
+    assert np.array_equal(resident_state.buffers, state.buffers)
+
+
+def test_optimizer_state_round_trip_continues_as_uninterrupted():
+    config = OPT_CONFIGS["adam-decay"]
+    rng = np.random.default_rng(13)
+    params = OPT_NET.init_params(rng)
+    batches = opt_batches(rng, (6, 6, 6))
+    with make_executor("gpu", OPT_NET, params, batch_size=OPT_BATCH,
+                       optimizer=config) as executor:
+        for (x, y), lr in zip(batches, OPT_RATES):
+            executor.step(x, y, lr)
+        uninterrupted = executor.params()
+    with make_executor("gpu", OPT_NET, params, batch_size=OPT_BATCH,
+                       optimizer=config) as executor:
+        for (x, y), lr in zip(batches[:2], OPT_RATES):
+            executor.step(x, y, lr)
+        midway, saved = executor.params(), executor.optimizer_state()
+        saved.buffers[...] = np.nan        # a copy: the executor's state is untouched
+        saved = executor.optimizer_state()
+    assert saved.step == 2 and np.isfinite(saved.buffers).all()
+    with make_executor("gpu", OPT_NET, midway, batch_size=OPT_BATCH, optimizer=config,
+                       optimizer_state=saved) as executor:
+        executor.step(*batches[2], OPT_RATES[2])
+        resumed, state = executor.params(), executor.optimizer_state()
+    assert state.step == 3
+    assert np.array_equal(resumed, uninterrupted)
+
+
+def test_plain_sgd_counts_steps_and_keeps_no_state():
+    rng = np.random.default_rng(14)
+    params = OPT_NET.init_params(rng)
+    with make_executor("gpu", OPT_NET, params, batch_size=OPT_BATCH) as executor:
+        executor.step(*random_batch(OPT_NET, 3, rng, np.float32), LR)
+        state = executor.optimizer_state()
+    assert state.step == 1 and state.buffers.shape == (0, OPT_NET.n_params)
+
+
+def test_rejects_sample_weights_and_a_wrong_optimizer_state():
+    rng = np.random.default_rng(15)
+    params = OPT_NET.init_params(rng)
+    adam = OPT_CONFIGS["adam"]
+    with make_executor("gpu", OPT_NET, params, batch_size=OPT_BATCH) as executor:
+        x, y = random_batch(OPT_NET, 3, rng, np.float32)
+        with pytest.raises(ConfigError, match="^the gpu executor does not take sample "
+                                              "weights; use a CPU executor$"):
+            executor.step(x, y, LR, weights=np.ones(3, np.float32))
+    wrong = OptimizerState(np.zeros((1, OPT_NET.n_params), np.float32), 4)
+    with pytest.raises(ConfigError, match=f"--optimizer adam keeps \\(2, {OPT_NET.n_params}\\) "
+                                          "buffers"):
+        make_executor("gpu", OPT_NET, params, batch_size=OPT_BATCH, optimizer=adam,
+                      optimizer_state=wrong)
+
+
 # ---- bad requests: one clear error ---------------------------------------------------
 
 def test_rejects_what_it_cannot_run():
@@ -497,3 +671,47 @@ TF32_CHECK = textwrap.dedent("""
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_tf32_rounds_on_a_gpu_within_tf32_tolerance():
     run_compiled(TF32_CHECK)
+
+
+OPTIMIZER_GRAPH_CHECK = textwrap.dedent("""
+    # Graph replays follow a new rate and t: captured and plain launches, steps and
+    # resident epochs give the same bits, for a rule with and one without t.
+    import numpy as np
+    from parallel_backprop.executors.gpu import GpuExecutor
+    from parallel_backprop.network import Network
+    from parallel_backprop.optim import OptimizerConfig
+    net = Network((50, 37, 29, 10), ("sigmoid", "tanh", "softmax"), "cross-entropy")
+    rng = np.random.default_rng(0)
+    params = net.init_params(rng)
+    x = rng.standard_normal((300, 50)).astype(np.float32)
+    y = net.targets(rng.integers(0, 10, 300))
+    order = rng.permutation(300)
+    for config in (OptimizerConfig("adamw", weight_decay=0.01),
+                   OptimizerConfig("momentum", weight_decay=0.01)):
+        out = {}
+        for graphs in (False, True):
+            with GpuExecutor(net, params, batch_size=64, cuda_graphs=graphs,
+                             optimizer=config) as ex:
+                for lr in (0.01, 0.005):
+                    for k in range(0, 300, 64):
+                        ex.step(x[order[k:k + 64]], y[order[k:k + 64]], lr)
+                out["steps", graphs] = ex.params(), ex.optimizer_state()
+            with GpuExecutor(net, params, batch_size=64, cuda_graphs=graphs,
+                             optimizer=config) as ex:
+                assert ex.load_data(x, y)
+                for lr in (0.01, 0.005):
+                    ex.train_epoch(order, lr)
+                out["epoch", graphs] = ex.params(), ex.optimizer_state()
+        first, first_state = out["steps", False]
+        assert not np.array_equal(first, params)
+        for key, (p, state) in out.items():
+            assert np.array_equal(p, first), (config.name, key)
+            assert np.array_equal(state.buffers, first_state.buffers), (config.name, key)
+            assert state.step == 10, (config.name, key, state.step)
+    print("ok")
+""")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_optimizers_in_cuda_graphs_follow_the_rate_and_step_count_on_a_gpu():
+    run_compiled(OPTIMIZER_GRAPH_CHECK)

@@ -176,20 +176,26 @@ def activation_names() -> tuple[str, ...]:
     return tuple(_ACTIVATIONS)
 
 
-def loss_sum(output_activation: str, loss: str, a: Array, y: Array) -> float:
+def loss_sum(output_activation: str, loss: str, a: Array, y: Array,
+             weights: Array | None = None) -> float:
     """Loss summed over the batch (callers divide by the batch size once).
 
     MSE is ``0.5 * sum((a - y)**2)``, the seed's. Cross-entropy is
     categorical for a softmax output and per-unit binary otherwise.
+    ``weights`` (n,): per-row sample weights, row i's loss counted
+    ``weights[i]`` times (scikit-learn's ``sample_weight``).
     """
+    def weigh(rows: Array) -> Array:       # the per-row factor, on one operand of each dot
+        return rows if weights is None else rows * weights[:, None]
+
     if loss == "mse":
         diff = a - y
-        return 0.5 * float(np.vdot(diff, diff))
+        return 0.5 * float(np.vdot(weigh(diff), diff))
     eps = np.finfo(a.dtype).tiny
     if output_activation == "softmax":
-        return -float(np.vdot(y, np.log(np.maximum(a, eps))))
-    return -float(np.vdot(y, np.log(np.maximum(a, eps)))
-                  + np.vdot(1.0 - y, np.log(np.maximum(1.0 - a, eps))))
+        return -float(np.vdot(weigh(y), np.log(np.maximum(a, eps))))
+    return -float(np.vdot(weigh(y), np.log(np.maximum(a, eps)))
+                  + np.vdot(weigh(1.0 - y), np.log(np.maximum(1.0 - a, eps))))
 
 
 def output_delta(output_activation: Activation, loss: str, a: Array, y: Array,

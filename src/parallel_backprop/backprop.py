@@ -13,9 +13,12 @@ Shapes, for a shard of ``n`` samples and layer ``l`` with ``n_in -> n_out``::
     delta[l] (n, sizes[l])       dLoss/dz at layer l
     dW_l     (n_in, n_out)       = a[l-1]^T @ delta[l], summed over the shard
     db_l     (n_out,)            = column sums of delta[l]
+    weights  (n,)                optional per-row sample weights: row i of
+                                 delta[L] (hence of every delta) times weights[i]
 
 Gradients and losses are SUMS over the shard, never means: shards of uneven
-size then add up exactly, and the executor divides once by the global batch.
+size then add up exactly, and the executor divides once by the global batch
+(:func:`layer_gradient`'s ``scale``, 1 / batch for an optimizer's mean).
 """
 
 from __future__ import annotations
@@ -83,7 +86,7 @@ def forward(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray,
 
 def backward(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, y: np.ndarray,
              ws: Workspace, *, grads: list[tuple[np.ndarray, np.ndarray]] | None = None,
-             update_scale: float | None = None) -> float:
+             update_scale: float | None = None, weights: np.ndarray | None = None) -> float:
     """Backpropagate the batch's error; returns the loss sum.
 
     Needs the activations of a :func:`forward` on the same ``x`` in ``ws``;
@@ -96,42 +99,47 @@ def backward(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, y: np.n
         product, ``W := W - s * a_prev^T @ delta`` in one GEMM with beta = 1,
         so the gradient is never written out (saves a write and two passes
         over the parameters per step, ~3% of a Net-1h step at batch 128).
+
+    ``weights`` (n,): per-row sample weights (see :func:`deltas`).
     """
-    loss = deltas(layers, x, y, ws)
+    loss = deltas(layers, x, y, ws, weights)
     n = x.shape[0]
     for l, (weights, bias) in enumerate(layers):
         a_prev = x if l == 0 else ws.a[l - 1][:n]
         delta = ws.delta[l][:n]
         if grads is not None:
-            grad_weights, grad_bias = grads[l]
-            gemm(a_prev.T, delta, grad_weights)           # (n_in, n) @ (n, n_out)
-            np.sum(delta, axis=0, out=grad_bias)
+            layer_gradient(a_prev, delta, *grads[l], 1.0)
         else:
             update(weights, bias, a_prev, delta, update_scale, ws.bias_step[l])
     return loss
 
 
 def deltas(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, y: np.ndarray,
-           ws: Workspace) -> float:
+           ws: Workspace, weights: np.ndarray | None = None) -> float:
     """Every layer's delta into ``ws.delta`` (n rows); returns the loss sum.
 
     Needs the activations of a :func:`forward` on the same ``x`` in ``ws``.
     Reads the weights and changes nothing else, so the updates can come after.
+    ``weights`` (n,), per-row sample weights: the output delta's rows are
+    scaled by them before they propagate, so every layer's delta, and hence
+    every gradient, is the weighted sum; the loss is the weighted sum too.
     """
     n = x.shape[0]
     network = ws.network
     last = network.n_layers - 1
     output = ws.a[last][:n]
-    loss = loss_sum(network.activations[-1], network.loss, output, y)
+    loss = loss_sum(network.activations[-1], network.loss, output, y, weights)
     # Output delta: (a - y) * f'(a) for MSE, a - y for matched cross-entropy.
     delta = output_delta(ws.functions[last], network.loss, output, y,
                          None if ws.z[last] is None else ws.z[last][:n],
                          out=ws.delta[last][:n], scratch=ws.scratch[last][:n])
+    if weights is not None:
+        delta *= weights[:, None]     # dLoss_w/dz of row i is w_i times the unweighted one
     for l in range(last, 0, -1):
         # Hidden delta: (delta @ W^T) * f'(a_prev), f' from the stored output.
-        weights = layers[l][0]
+        layer_weights = layers[l][0]
         a_prev, delta_prev = ws.a[l - 1][:n], ws.delta[l - 1][:n]
-        gemm(delta, weights.T, delta_prev)                 # (n, n_out) @ (n_out, n_in)
+        gemm(delta, layer_weights.T, delta_prev)                 # (n, n_out) @ (n_out, n_in)
         z_prev = None if ws.z[l - 1] is None else ws.z[l - 1][:n]
         ws.functions[l - 1].scale_delta(delta_prev, a_prev, z_prev, ws.scratch[l - 1][:n])
         delta = delta_prev
@@ -153,15 +161,32 @@ def update(weights: np.ndarray, bias: np.ndarray, a_prev: np.ndarray, delta: np.
     bias -= bias_step
 
 
+def layer_gradient(a_prev: np.ndarray, delta: np.ndarray, grad_weights: np.ndarray,
+                   grad_bias: np.ndarray, scale: float) -> None:
+    """``scale`` times one layer's gradient sum, or some of its output columns, into buffers.
+
+    ``dW = scale * a_prev^T @ delta`` in one GEMM with beta = 0 and
+    ``db = scale * column sums of delta``: with ``scale = 1 / batch`` the
+    gradient MEAN an optimizer takes. dW (n_in, m), db (m,), a_prev (n, n_in),
+    delta (n, m); dW, db and delta may be column slices of a layer's arrays.
+    """
+    gemm(a_prev.T, delta, grad_weights, alpha=scale)        # (n_in, n) @ (n, m)
+    np.sum(delta, axis=0, out=grad_bias)
+    if scale != 1.0:
+        grad_bias *= scale
+
+
 def gradient(network: Network, params: np.ndarray, x: np.ndarray, y: np.ndarray,
-             ws: Workspace | None = None) -> tuple[float, np.ndarray]:
+             ws: Workspace | None = None,
+             weights: np.ndarray | None = None) -> tuple[float, np.ndarray]:
     """Loss sum and gradient sum (flat, same layout as ``params``) for one batch.
 
     A convenience for tests and one-off use; executors keep their buffers.
+    ``weights`` (n,): per-row sample weights (see :func:`deltas`).
     """
     ws = ws or Workspace(network, x.shape[0], params.dtype)
     grad = np.empty_like(params)
     layers = network.layers(params)
     forward(layers, x, ws)
-    loss = backward(layers, x, y, ws, grads=network.layers(grad))
+    loss = backward(layers, x, y, ws, grads=network.layers(grad), weights=weights)
     return loss, grad

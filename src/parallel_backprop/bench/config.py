@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from ..errors import ConfigError
 from ..harness.environment import usable_cpus
 from ..network import SHORTHANDS, Network
+from ..optim import OPTIMIZERS
 from .systems import SYSTEMS
 
 
@@ -52,20 +53,23 @@ def default_threads(cores: int) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """A benchmark grid: systems x networks x batch sizes x thread counts.
+    """A benchmark grid: systems x networks x batch sizes x optimizers x thread counts.
 
     ``nets`` are specs as the user wrote them (``1h``, ``2h``, ``784-512-10``);
     shorthands take ``features`` inputs and ``classes`` outputs.
     ``hybrid_blas_threads`` is the BLAS threads per worker of an executor
     that nests them (``nested_blas``), which splits its T threads into
     T / B workers x B BLAS threads (None: the executor's own split, its
-    ``layout``).
+    ``layout``). ``optimizers`` are update rules of :mod:`..optim` with their
+    default settings (no weight decay); every trainer takes one step per
+    batch with each.
     """
 
     # Every system known when the grid is made: executors registered by plugins too.
     systems: tuple[str, ...] = field(default_factory=lambda: tuple(SYSTEMS))
     nets: tuple[str, ...] = ("1h", "2h")
     batch_sizes: tuple[int, ...] = (32, 64, 128, 256, 512, 1024, 2048)
+    optimizers: tuple[str, ...] = ("sgd",)
     threads: tuple[int, ...] = field(default_factory=lambda: default_threads(len(usable_cpus())))
     timing: Timing = Timing()
     features: int = 784
@@ -90,6 +94,12 @@ class BenchConfig:
         if not self.systems:
             raise ConfigError("--systems: expected at least one system")
         _positive_ints(self.batch_sizes, "--batch-sizes")
+        if not self.optimizers:
+            raise ConfigError("--optimizers: expected at least one optimizer")
+        for name in self.optimizers:
+            if name not in OPTIMIZERS:
+                raise ConfigError(f"--optimizers {name!r}: expected some of "
+                                  f"{', '.join(OPTIMIZERS)}")
         _positive_ints(self.threads, "--threads")
         for name, value in (("--features", self.features), ("--epoch-samples", self.epoch_samples),
                             ("--gemm-size", self.gemm_size)):

@@ -6,7 +6,9 @@
     speedup_threads.png  speedup over serial vs thread count (networks x batch sizes)
 
 Against batch size each system is drawn at the largest thread count it ran
-with (serial at one), named in the legend. matplotlib (the ``plots``
+with (serial at one), named in the legend. A grid of several optimizers is
+drawn for its first (plain SGD by default); the tables give the others.
+matplotlib (the ``plots``
 extra) is imported only here, through its object API with the Agg
 canvas (:mod:`..harness.plotstyle`): no pyplot, no display needed.
 """
@@ -41,8 +43,10 @@ def draw(doc: dict, name: str, nets: list[str] | None = None):
     records' ``net``), e.g. one figure per network.
     """
     Figure = figure_class()
+    optimizer = (doc.get("config", {}).get("optimizers") or ["sgd"])[0]
     records = [r for r in doc["records"] if is_ok(r) and r["kind"] != "ceiling"
-               and (nets is None or r["net"] in nets)]
+               and (nets is None or r["net"] in nets)
+               and (r.get("optimizer") or "sgd") == optimizer]
     if not records:
         return None
     colors = system_colors(records)

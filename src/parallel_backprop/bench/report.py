@@ -29,7 +29,8 @@ from ..harness import Measurement, is_ok, load_document, write_document
 from .config import BenchConfig
 
 SCHEMA = "parallel-backprop/bench/1"
-CSV_COLUMNS = ("system", "kind", "status", "net", "net_name", "batch_size", "threads", "workers",
+CSV_COLUMNS = ("system", "kind", "status", "net", "net_name", "batch_size", "optimizer",
+               "threads", "workers",
                "blas_threads", "samples_per_s", "samples_per_s_best", "epoch_s", "gflops",
                "gflops_best", "speedup_vs_serial", "efficiency", "step_s_median", "step_s_min",
                "cores_busy", "notes")
@@ -112,18 +113,24 @@ def speed_table(records: list[dict], net: str) -> tuple[list[str], list[list[str
     baseline).
 
     Returns the header (system, threads, one column per batch size) and one
-    row of strings per (system, threads), in the order they ran.
+    row of strings per (system, optimizer, threads), in the order they ran; a
+    system is named with its optimizer where that is not plain SGD.
     """
     rows = [r for r in records if r["net"] == net and is_ok(r)]
     batches = sorted({r["batch_size"] for r in rows})
     table = []
-    for system, threads in dict.fromkeys((r["system"], r["threads"]) for r in rows):
+
+    def key(r: dict) -> tuple:
+        return r["system"], r.get("optimizer") or "sgd", r["threads"]
+
+    for system, optimizer, threads in dict.fromkeys(key(r) for r in rows):
         cells = []
         for b in batches:
-            r = next((r for r in rows if (r["system"], r["threads"], r["batch_size"])
-                      == (system, threads, b)), None)
+            r = next((r for r in rows if key(r) == (system, optimizer, threads)
+                      and r["batch_size"] == b), None)
             cells.append("" if r is None else _cell(r))
-        table.append([system, str(threads), *cells])
+        label = system if optimizer == "sgd" else f"{system} {optimizer}"
+        table.append([label, str(threads), *cells])
     return ["system", "threads", *(f"batch {b}" for b in batches)], table
 
 

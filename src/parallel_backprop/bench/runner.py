@@ -17,6 +17,7 @@ ceiling at the same thread count).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -49,6 +50,7 @@ class Run:
     sizes: tuple[int, ...] | None = None
     n_classes: int | None = None
     batch_size: int | None = None
+    optimizer: str | None = None            # the update rule; None for a ceiling
     workers: int | None = None              # an executor's data-parallel workers (per rank)
     ranks: int | None = None                # MPI ranks, started by mpiexec
     executor_threads: int = 1               # make_executor(threads=...)
@@ -64,7 +66,8 @@ class Run:
             system=self.system, kind=SYSTEMS[self.system].kind,
             net=None if self.sizes is None else "-".join(map(str, self.sizes)),
             net_name=None if self.net is None else net_label(self.net),
-            batch_size=self.batch_size, threads=self.threads, workers=self.workers,
+            batch_size=self.batch_size, optimizer=self.optimizer, threads=self.threads,
+            workers=self.workers,
             ranks=self.ranks, blas_threads=self.process_threads,
             cpus=None if self.cpus is None else list(self.cpus), notes=list(self.notes))
         if self.skip:
@@ -75,7 +78,8 @@ class Run:
         """What the worker process is given (see ``worker.run``)."""
         return {
             "system": self.system, "sizes": self.sizes, "n_classes": self.n_classes,
-            "batch_size": self.batch_size, "threads": self.threads,
+            "batch_size": self.batch_size, "optimizer": self.optimizer,
+            "threads": self.threads,
             "executor_threads": self.executor_threads,
             "executor_blas_threads": self.executor_blas_threads, "cpus": self.cpus,
             "ranks": self.ranks, "plugins": list(plugins),
@@ -110,6 +114,10 @@ def plan(config: BenchConfig) -> list[Run]:
                 notes.append(f"XLA ignores thread settings: it may use all {len(cpus)} CPUs")
         if reasons[system.name] and "skip" not in fields:
             fields["skip"] = reasons[system.name]
+        optimizer = fields.get("optimizer")
+        if optimizer and optimizer not in system.optimizers and "skip" not in fields:
+            fields["skip"] = (f"{system.name} is timed with {', '.join(system.optimizers)} "
+                              f"only, not {optimizer}")
         fields.setdefault("process_threads", threads)
         return Run(system.name, threads, notes=tuple(notes), **fields)
 
@@ -123,18 +131,19 @@ def plan(config: BenchConfig) -> list[Run]:
     for spec in config.nets:
         network = config.network(spec)
         shape = {"net": spec, "sizes": network.sizes, "n_classes": config.n_classes(network)}
-        for batch_size in config.batch_sizes:
+        for batch_size, optimizer in itertools.product(config.batch_sizes, config.optimizers):
+            trains = dict(shape, batch_size=batch_size, optimizer=optimizer)
             for system in one_thread:
                 notes = ["peers run on the CPU"] if system.on_device else []
                 runs.append(_executor_run(run, system.executor, 1, config, notes=notes,
-                                          batch_size=batch_size, **shape))
+                                          **trains))
             for threads in config.threads:
                 for system in chosen:
                     if system.kind == "peer":
-                        runs.append(run(system, threads, batch_size=batch_size, **shape))
+                        runs.append(run(system, threads, **trains))
                     elif system.executor and system not in one_thread:
                         runs.append(_executor_run(run, system.executor, threads, config,
-                                                  batch_size=batch_size, **shape))
+                                                  **trains))
     return runs
 
 
@@ -147,6 +156,7 @@ def _executor_run(run, cls: type[Executor], threads: int, config: BenchConfig,
     layout = cls.layout(threads, blas)
     if layout is None:
         return run(system, threads, skip=_no_layout(cls, threads, blas), **fields)
+
     if layout.ranks and layout.ranks > fields["batch_size"]:
         fields["skip"] = f"{cls.name}: {layout.ranks} ranks for a batch of {fields['batch_size']}"
     return run(system, threads, ranks=layout.ranks, workers=layout.workers,
@@ -197,7 +207,7 @@ def derive(records: list[Measurement], epoch_samples: int) -> dict[str, dict[int
     for r in records:
         if r.ok and r.kind == "ceiling":
             ceilings.setdefault(r.system, {})[r.threads] = r.gflops
-    ratios = speedups(records, lambda r: (r.net, r.batch_size))
+    ratios = speedups(records, lambda r: (r.net, r.batch_size, r.optimizer))
     for r, ratio in zip(records, ratios):
         if not r.ok:
             continue

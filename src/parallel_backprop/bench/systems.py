@@ -1,7 +1,9 @@
-"""The systems a benchmark compares, each doing the same work: one SGD step per batch.
+"""The systems a benchmark compares, each doing the same work: one training step per batch.
 
 Same work for every trainer: the same all-sigmoid network, the same batch,
-plain SGD (no momentum, no weight decay) on ``0.5 * sum((a - y)^2) / batch``,
+the same update rule (plain SGD unless the grid names others: momentum,
+Adam... with :class:`~parallel_backprop.optim.OptimizerConfig`'s default
+settings, no weight decay) on ``0.5 * sum((a - y)^2) / batch``,
 float32, the same initial weights where the library lets us set them, and
 the same number of threads. Three kinds of system:
 
@@ -31,6 +33,7 @@ from ..errors import PbpError, install_hint
 from ..executors import EXECUTORS, Executor, make_executor
 from ..fileio import one_line
 from ..network import Network
+from ..optim import OPTIMIZERS, OptimizerConfig
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,14 @@ class System:
     requires: tuple[str, ...]     # modules it imports
     description: str
     extra: str = ""               # the pip extra that installs ``requires``
+    peer_optimizers: tuple[str, ...] = ("sgd",)   # the update rules a peer is built with
+
+    @property
+    def optimizers(self) -> tuple[str, ...]:
+        """The update rules it can be timed with (none for a ceiling)."""
+        if self.kind == "ceiling":
+            return ()
+        return self.executor.optimizers if self.executor is not None else self.peer_optimizers
 
     @property
     def executor(self) -> type[Executor] | None:
@@ -67,12 +78,14 @@ class System:
 
 _PEERS = [
     System("numpy", "peer", (), "plain NumPy backprop: new arrays every step"),
-    System("torch", "peer", ("torch",), "PyTorch eager, nn.Sequential + optim.SGD", "compare"),
-    System("torch-compile", "peer", ("torch",), "PyTorch with torch.compile(model)", "compare"),
+    System("torch", "peer", ("torch",), "PyTorch eager, nn.Sequential + torch.optim",
+           "compare", OPTIMIZERS),
+    System("torch-compile", "peer", ("torch",), "PyTorch with torch.compile(model)", "compare",
+           OPTIMIZERS),
     System("jax", "peer", ("jax",), "JAX, jit-compiled step with grad", "compare"),
     System("sklearn", "peer", ("sklearn",),
-           "scikit-learn MLPClassifier(solver='sgd', activation='logistic'), partial_fit",
-           "compare"),
+           "scikit-learn MLPClassifier(solver='sgd' or 'adam', activation='logistic'), "
+           "partial_fit", "compare", ("sgd", "momentum", "nesterov", "adam")),
 ]
 _CEILINGS = [
     System("gemm", "ceiling", (), "float32 GEMM through the BLAS the executors call"),
@@ -195,6 +208,7 @@ class Setup:
     seed: int
     pool_samples: int
     gemm_size: int
+    optimizer: str = "sgd"        # an update rule of ..optim, its default settings
 
 
 def build(setup: Setup) -> Workload:
@@ -222,7 +236,8 @@ def _executor(setup: Setup, pool: Pool) -> Workload:
     try:
         executor = make_executor(setup.system, setup.network, params,
                                  batch_size=setup.batch_size, threads=setup.executor_threads,
-                                 blas_threads=setup.executor_blas_threads)
+                                 blas_threads=setup.executor_blas_threads,
+                                 optimizer=OptimizerConfig(setup.optimizer))
     except PbpError as exc:   # e.g. no GPU, no MPI library: this machine cannot run it
         raise Unavailable(str(exc)) from exc
     lr = setup.lr
@@ -303,7 +318,7 @@ def _numpy(setup: Setup, pool: Pool) -> Workload:
 
 
 def _torch_model(setup: Setup):
-    """nn.Sequential of Linear + Sigmoid with our initial weights; SGD without momentum."""
+    """nn.Sequential of Linear + Sigmoid with our initial weights, and the grid's optimizer."""
     import torch
 
     torch.set_num_threads(setup.threads)
@@ -315,7 +330,14 @@ def _torch_model(setup: Setup):
             linear.bias.copy_(torch.from_numpy(bias))
         modules += [linear, torch.nn.Sigmoid()]
     model = torch.nn.Sequential(*modules)
-    return model, torch.optim.SGD(model.parameters(), lr=setup.lr, momentum=0.0)
+    config = OptimizerConfig(setup.optimizer)
+    if config.name in ("adam", "adamw"):    # AdamW's decay is ours: none by default
+        rule = torch.optim.AdamW if config.name == "adamw" else torch.optim.Adam
+        return model, rule(model.parameters(), lr=setup.lr, betas=(config.beta1, config.beta2),
+                           eps=config.eps, weight_decay=config.weight_decay)
+    momentum = 0.0 if config.name == "sgd" else config.momentum
+    return model, torch.optim.SGD(model.parameters(), lr=setup.lr, momentum=momentum,
+                                  nesterov=config.name == "nesterov")
 
 
 def _torch_step(pool: Pool, forward, optimizer):
@@ -390,11 +412,14 @@ def _sklearn(setup: Setup, pool: Pool) -> Workload:
     from sklearn.neural_network import MLPClassifier
 
     classes = np.arange(setup.n_classes)
+    config = OptimizerConfig(setup.optimizer)
     model = MLPClassifier(
-        hidden_layer_sizes=setup.network.sizes[1:-1], activation="logistic", solver="sgd",
-        alpha=0.0, batch_size=setup.batch_size, learning_rate="constant",
-        learning_rate_init=setup.lr, momentum=0.0, nesterovs_momentum=False, shuffle=False,
-        random_state=setup.seed)
+        hidden_layer_sizes=setup.network.sizes[1:-1], activation="logistic",
+        solver="adam" if config.name == "adam" else "sgd", alpha=0.0,
+        batch_size=setup.batch_size, learning_rate="constant", learning_rate_init=setup.lr,
+        momentum=0.0 if config.name == "sgd" else config.momentum,
+        nesterovs_momentum=config.name == "nesterov", beta_1=config.beta1,
+        beta_2=config.beta2, epsilon=config.eps, shuffle=False, random_state=setup.seed)
     b = setup.batch_size
     model.partial_fit(pool.x[:b], pool.labels[:b], classes=classes)   # sets up the layers
 

@@ -112,6 +112,7 @@ def run(spec: dict) -> dict | None:
     setup = Setup(
         system=spec["system"], network=network,
         n_classes=spec["n_classes"], batch_size=spec["batch_size"],
+        optimizer=spec.get("optimizer") or "sgd",
         threads=spec["threads"], executor_threads=spec["executor_threads"],
         executor_blas_threads=spec["executor_blas_threads"], lr=spec["lr"], seed=spec["seed"],
         pool_samples=spec["pool_samples"], gemm_size=spec["gemm_size"])

@@ -24,6 +24,10 @@ from .runs import command_argv, command_plugins
                              "(default: 1h,2h).")
 @click.option("--batch-sizes", help="Comma-separated batch sizes (default: 32 to 2048 in "
                                     "powers of two; --quick: 128,1024).")
+@click.option("--optimizers",
+              help="Comma-separated update rules, each timed on every configuration: sgd, "
+                   "momentum, nesterov, adam, adamw, with their default settings (default: "
+                   "sgd). A peer without the rule is skipped with a note.")
 @click.option("--threads", "thread_counts",
               help="Comma-separated thread counts (default: 1, 2, 4, ... and the usable cores).")
 @click.option("--blas-threads", type=click.IntRange(min=1),
@@ -77,9 +81,10 @@ def bench_config(ctx: click.Context, quick: bool, grid: dict):
     grid = dict(grid)
     lists = parse_comma_lists(ctx, grid, {
         "systems": lambda text, option: parse_systems(text), "nets": parse_list,
-        "batch_sizes": parse_ints, "thread_counts": parse_ints})
+        "batch_sizes": parse_ints, "thread_counts": parse_ints, "optimizers": parse_list})
     return BenchConfig.preset(
         quick, systems=lists["systems"], nets=lists["nets"], batch_sizes=lists["batch_sizes"],
+        optimizers=lists["optimizers"],
         threads=lists["thread_counts"], hybrid_blas_threads=grid.pop("blas_threads"),
         **timing_settings(grid), **grid)
 

@@ -139,11 +139,15 @@ class Executor:
 
     # ---- the contract --------------------------------------------------------------
 
-    def step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
-        """One SGD step on ``x`` (n, n_in), targets ``y`` (n, n_out); returns the loss sum.
+    def step(self, x: np.ndarray, y: np.ndarray, lr: float,
+             weights: np.ndarray | None = None) -> float:
+        """One step on ``x`` (n, n_in), targets ``y`` (n, n_out); returns the loss sum.
 
-        The update is ``params -= lr / n * sum of per-sample gradients``.
-        The caller may overwrite ``x`` and ``y`` as soon as ``step`` returns.
+        Plain SGD's update is ``params -= lr / n * sum of per-sample gradients``;
+        the other rules take that mean gradient. ``weights`` (n,), per-row
+        sample weights: the loss and the gradient sum are weighted sums (the
+        mean still over n rows). The caller may overwrite ``x``, ``y`` and
+        ``weights`` as soon as ``step`` returns.
         """
         raise NotImplementedError
 

@@ -9,18 +9,24 @@ The step is the seed's decomposition, one kernel per step (see
     for l = L..1:
       hidden delta     delta[l-1] = (delta[l] @ W_l^T) * f'(a[l-1])   (l > 1, old W_l)
       weight update    W_l -= lr/n * a[l-1]^T @ delta[l]; b_l -= lr/n * colsum(delta[l])
+                       (SGD; any other optimizer: the mean gradient into a flat buffer)
+    optimizer step     momentum, Nesterov, Adam or AdamW over the flat buffers
 
 Everything a step touches lives on the device for the executor's lifetime,
 allocated once: the parameters as ONE flat float32 tensor with per-layer
 views (the layout of :class:`~parallel_backprop.network.Network`), the
-activations, the deltas, the loss partials and a one-element ``lr / n``
-(read by the update kernel from memory, so a captured graph follows a
-change of learning rate or of the number of rows).
+activations, the deltas, the loss partials, the optimizer's state (and a
+flat gradient), and a few per-step factors (:func:`step_scalars`: ``lr / n``,
+Adam's bias corrections from t, ...) that the kernels read from memory, so
+a captured graph follows a change of learning rate, of the number of rows
+and of the optimizer's step count. ``optimizer_state()`` copies the state
+back; ``optimizer_state=`` uploads a saved one.
 
 CUDA graphs: the first step with a given number of rows runs as plain
 launches (which also compiles the kernels), then the same 2L + 1 launches
-are captured once in a ``torch.cuda.CUDAGraph`` and every later step of
-that size is one ``replay``. A step otherwise costs 2L + 1 Triton launches
+(2L + 2 with an optimizer step, captured with the rest) are captured once
+in a ``torch.cuda.CUDAGraph`` and every later step of that size is one
+``replay``. A step otherwise costs 2L + 1 Triton launches
 of ~10-20 us of Python each, more than the GPU work of a Net-1h step at
 batch 128 (~0.42 GFLOP). A trainer's run needs two graphs: the batch size
 and the epoch's last, smaller batch.
@@ -35,7 +41,10 @@ Two ways to feed it:
   copied to the device once, each epoch uploads only its shuffled order
   (8 bytes per sample), the gather of a batch's rows is part of the graph,
   and the loss is summed on the device and read once per epoch. The host
-  only enqueues work: a D2D copy of the batch's indices and a graph replay.
+  only enqueues work: a D2D copy of the batch's indices, one of the step's
+  factors when they change (every step for Adam, whose corrections follow
+  t; else at a new rate or the epoch's last, smaller batch) from a table
+  uploaded with the order, and a graph replay.
 
 Without a GPU the kernels run on CPU tensors under Triton's interpreter
 when the program was started with ``TRITON_INTERPRET=1`` (tests, and anyone
@@ -49,6 +58,7 @@ does for fp32 matmuls by default; ``"tf32"`` lets them use tensor cores.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import subprocess
 import sys
@@ -57,7 +67,8 @@ import numpy as np
 
 from ..errors import ConfigError, install_hint
 from ..network import Network
-from .base import Executor
+from ..optim import OPTIMIZERS, OptimizerConfig
+from .base import Executor, OptimizerState
 
 PRECISIONS = ("fp32", "tf32")
 
@@ -107,6 +118,46 @@ def select_device(torch, kernels):
         "for checking) by starting the program with TRITON_INTERPRET=1 set")
 
 
+# The factors a step's kernels read from device memory (see step_scalars);
+# a value no step has, so that the first step always writes them.
+NO_SCALARS = (float("nan"),) * 4
+
+
+def step_scalars(config: OptimizerConfig, lr: float, n: int, t: int) -> tuple[float, ...]:
+    """The factors of step ``t`` (from 1) on ``n`` rows at rate ``lr``, in float64 as optim.apply
+    computes them: [product scale, keep, rate, Adam's second-moment correction].
+
+    SGD: the product scale is lr / n (the update is fused into the product) and
+    keep = 1 - lr * wd; every other rule stores the mean gradient (scale 1 / n)
+    and its step kernel reads keep (adamw), lr (momentum, nesterov) or
+    lr / (1 - b1^t) and 1 / sqrt(1 - b2^t) (adam, adamw).
+    """
+    keep = 1.0 - lr * config.weight_decay
+    if config.name == "sgd":
+        return (lr / n, keep, 0.0, 0.0)
+    if config.name in ("momentum", "nesterov"):
+        return (1.0 / n, keep, lr, 0.0)
+    return (1.0 / n, keep, lr / (1.0 - config.beta1 ** t),
+            1.0 / math.sqrt(1.0 - config.beta2 ** t))
+
+
+def _check_kernels_for(network: Network, kernels) -> None:
+    """A one-line error for a network the kernels cannot run."""
+    for name in network.activations[:-1]:
+        if name not in kernels.ACTIVATIONS:
+            raise ConfigError(
+                f"activation {name!r}: the gpu executor has kernels for "
+                f"{', '.join(kernels.ACTIVATIONS)}")
+    if network.activations[-1] not in kernels.OUTPUT_ACTIVATIONS:
+        raise ConfigError(
+            f"output activation {network.activations[-1]!r}: the gpu executor has kernels "
+            f"for {', '.join(kernels.OUTPUT_ACTIVATIONS)}")
+    if network.activations[-1] == "softmax" and network.sizes[-1] > kernels.MAX_ROW_BLOCK:
+        raise ConfigError(
+            f"softmax output of {network.sizes[-1]} units: the gpu executor holds a row "
+            f"in one block, at most {kernels.MAX_ROW_BLOCK} units")
+
+
 class GpuExecutor(Executor):
     """Forward, backward and update on one GPU, in Triton kernels, replayed from CUDA graphs.
 
@@ -132,6 +183,7 @@ class GpuExecutor(Executor):
     device = "gpu"
     precisions = PRECISIONS
     resident_data = True
+    optimizers = OPTIMIZERS
 
     @classmethod
     def unavailable(cls) -> str | None:
@@ -144,7 +196,9 @@ class GpuExecutor(Executor):
         return reason
 
     def __init__(self, network: Network, params: np.ndarray, *, batch_size: int,
-                 threads: int = 1, precision: str = "fp32", cuda_graphs: bool = True):
+                 threads: int = 1, precision: str = "fp32", cuda_graphs: bool = True,
+                 optimizer: OptimizerConfig | None = None,
+                 optimizer_state: OptimizerState | None = None):
         super().__init__(network, params, batch_size=batch_size, threads=threads)
         if threads != 1:
             raise ConfigError(
@@ -158,19 +212,7 @@ class GpuExecutor(Executor):
                 f"parameters of dtype {params.dtype} and shape {params.shape}: the gpu "
                 f"executor trains float32 ({network.n_params},) parameters")
         torch, kernels = load_backend()
-        for name in network.activations[:-1]:
-            if name not in kernels.ACTIVATIONS:
-                raise ConfigError(
-                    f"activation {name!r}: the gpu executor has kernels for "
-                    f"{', '.join(kernels.ACTIVATIONS)}")
-        if network.activations[-1] not in kernels.OUTPUT_ACTIVATIONS:
-            raise ConfigError(
-                f"output activation {network.activations[-1]!r}: the gpu executor has kernels "
-                f"for {', '.join(kernels.OUTPUT_ACTIVATIONS)}")
-        if network.activations[-1] == "softmax" and network.sizes[-1] > kernels.MAX_ROW_BLOCK:
-            raise ConfigError(
-                f"softmax output of {network.sizes[-1]} units: the gpu executor holds a row "
-                f"in one block, at most {kernels.MAX_ROW_BLOCK} units")
+        _check_kernels_for(network, kernels)
         self._torch, self._k = torch, kernels
         self.precision = precision
         self._dot = kernels.PRECISIONS[precision]
@@ -191,8 +233,9 @@ class GpuExecutor(Executor):
         self._loss_parts = torch.zeros(parts, **f32)                   # one per output tile
         self._loss = torch.zeros(1, **f32)                             # the step's loss sum
         self._total = torch.zeros(1, dtype=torch.float64, device=device)  # summed over steps
-        self._scale = torch.zeros(1, **f32)                            # lr / n
-        self._scale_value: float | None = None
+        # This step's factors, read by the kernels from memory (see step_scalars).
+        self._scalars = torch.zeros(len(NO_SCALARS), **f32)
+        self._scalars_value = NO_SCALARS
         if device.type == "cuda":                                      # staging for step()
             self._x_host = torch.empty((B, sizes[0]), dtype=torch.float32, pin_memory=True)
             self._y_host = torch.empty((B, sizes[-1]), dtype=torch.float32, pin_memory=True)
@@ -201,18 +244,52 @@ class GpuExecutor(Executor):
         # Resident training set (load_data): inputs, targets, epoch order, batch indices.
         self._x_all = self._t_all = self._order = None
         self._idx = torch.empty(B, dtype=torch.int64, device=device)
+        self._start_optimizer(optimizer or OptimizerConfig(), optimizer_state)
+
+    def _start_optimizer(self, config: OptimizerConfig, state: OptimizerState | None) -> None:
+        """The optimizer's buffers on the device: its state (uploaded, or zeros), a
+        flat gradient and which entries are weights, for every rule but SGD."""
+        torch, n_params = self._torch, self.network.n_params
+        self.optimizer = config
+        shape = (config.n_buffers, n_params)
+        if state is None:
+            state = OptimizerState(config.new_state(n_params), 0)
+        buffers = np.asarray(state.buffers)
+        if buffers.shape != shape or buffers.dtype.kind != "f" or not (
+                isinstance(state.step, (int, np.integer)) and state.step >= 0):
+            raise ConfigError(
+                f"optimizer state of shape {buffers.shape} at step {state.step!r}: "
+                f"--optimizer {config.name} keeps {shape} buffers and a step count >= 0")
+        self._t = int(state.step)                                       # steps taken
+        self._state = torch.tensor(buffers, dtype=torch.float32, device=self.device)
+        self._grad = self._grad_layers = self._is_weight = None
+        if config.name == "sgd":           # folded into the weight update kernel
+            return
+        self._grad = torch.empty(n_params, dtype=torch.float32, device=self.device)
+        self._grad_layers = self.network.layers(self._grad)
+        if config.weight_decay:
+            is_weight = np.zeros(n_params, np.uint8)
+            for weights, _ in self.network.layers(is_weight):
+                weights[...] = 1
+            self._is_weight = torch.tensor(is_weight, device=self.device)
 
     # ---- the executor contract ---------------------------------------------
 
-    def step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
+    def step(self, x: np.ndarray, y: np.ndarray, lr: float, weights=None) -> float:
         n = x.shape[0]
         self._check_open()
+        if weights is not None:
+            raise ConfigError("the gpu executor does not take sample weights; use a CPU executor")
         if not 1 <= n <= self.batch_size:
             raise ConfigError(
                 f"batch of {n} rows: expected 1 to {self.batch_size} (the batch size)")
         self._stage(x, y, n)
-        self._set_scale(lr / n)
+        row = step_scalars(self.optimizer, lr, n, self._t + 1)
+        if row != self._scalars_value:      # a copy is a launch: only when they change
+            self._scalars.copy_(self._torch.tensor(row, dtype=self._torch.float32))
+            self._scalars_value = row
         self._run(n, gather=False)
+        self._t += 1
         return float(self._loss.item())     # waits for the step: the contract's float
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -231,6 +308,10 @@ class GpuExecutor(Executor):
     def params(self) -> np.ndarray:
         self._check_open()
         return self._params.to("cpu", copy=True).numpy()
+
+    def optimizer_state(self) -> OptimizerState:
+        self._check_open()
+        return OptimizerState(self._state.to("cpu", copy=True).numpy(), self._t)
 
     def close(self) -> None:
         if self._closed:
@@ -283,12 +364,20 @@ class GpuExecutor(Executor):
                 f"order of shape {order.shape}: expected at most {rows} row indices "
                 f"in 0..{rows - 1}")
         self._order[:n].copy_(torch.from_numpy(np.ascontiguousarray(order, np.int64)))
+        starts = range(0, n, self.batch_size)
+        rows = [min(self.batch_size, n - start) for start in starts]
+        # Every step's factors in one upload; a step copies its row on the device
+        # (only when it differs from the last: with SGD, at the last batch).
+        table = [step_scalars(self.optimizer, lr, r, self._t + 1 + s) for s, r in enumerate(rows)]
+        on_device = torch.tensor(table, dtype=torch.float32, device=self.device)
         self._total.zero_()
-        for start in range(0, n, self.batch_size):
-            rows = min(self.batch_size, n - start)
-            self._idx[:rows].copy_(self._order[start:start + rows])
-            self._set_scale(lr / rows)
-            self._run(rows, gather=True)
+        for s, start in enumerate(starts):
+            self._idx[:rows[s]].copy_(self._order[start:start + rows[s]])
+            if table[s] != self._scalars_value:
+                self._scalars.copy_(on_device[s])
+                self._scalars_value = table[s]
+            self._run(rows[s], gather=True)
+            self._t += 1
             if on_step is not None:
                 on_step()
         return float(self._total.item())    # the epoch's one wait for the device
@@ -315,11 +404,6 @@ class GpuExecutor(Executor):
             self._x[:n].copy_(self._x_host[:n], non_blocking=True)
             if y is not None:
                 self._y[:n].copy_(self._y_host[:n], non_blocking=True)
-
-    def _set_scale(self, value: float) -> None:
-        if value != self._scale_value:       # a fill is a launch: only when it changes
-            self._scale.fill_(value)
-            self._scale_value = value
 
     def _run(self, n: int, gather: bool) -> None:
         """The step on rows [0, n): a graph replay when one is captured, else plain launches."""
@@ -374,4 +458,13 @@ class GpuExecutor(Executor):
             if l > 0:
                 k.hidden_delta(delta, weights, a_prev, self._delta[l - 1][:n], acts[l - 1],
                                self._dot)
-            k.weight_update(a_prev, delta, weights, bias, self._scale, self._dot)
+            if self._grad is None:         # SGD: the update is the product's epilogue
+                update = "sgd-decay" if self.optimizer.weight_decay else "sgd"
+                k.weight_update(a_prev, delta, weights, bias, self._scalars, self._dot,
+                                update=update)
+            else:                          # the mean gradient, for the optimizer step
+                grad_w, grad_b = self._grad_layers[l]
+                k.weight_gradient(a_prev, delta, grad_w, grad_b, self._scalars, self._dot)
+        if self._grad is not None:
+            k.optimizer_step(self.optimizer, self._params, self._grad, self._state,
+                             self._is_weight, self._scalars)

@@ -23,7 +23,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..network import Network
-from .base import Layout
+from ..optim import OptimizerConfig
+from .base import Layout, OptimizerState
 from .threads import ThreadsExecutor
 
 
@@ -51,6 +52,9 @@ class HybridExecutor(ThreadsExecutor):
                       executor_blas_threads=blas_threads)
 
     def __init__(self, network: Network, params: np.ndarray, *, batch_size: int,
-                 threads: int = 1, blas_threads: int = 1):
+                 threads: int = 1, blas_threads: int = 1,
+                 optimizer: OptimizerConfig | None = None,
+                 optimizer_state: OptimizerState | None = None):
         super().__init__(network, params, batch_size=batch_size, threads=threads,
-                         blas_threads=blas_threads)
+                         blas_threads=blas_threads,
+                         optimizer=optimizer, optimizer_state=optimizer_state)

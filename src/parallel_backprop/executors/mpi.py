@@ -19,6 +19,12 @@ rows, ``R`` ranks, ``T`` threads per rank::
                   PBP_MPI_TIMEOUT seconds instead of hanging it)
     4. update     every rank: params -= that sum   (one pass; each worker a slice)
 
+Other update rules (momentum, Adam...; SGD with weight decay too): s = 1 / n,
+so the sum is the gradient MEAN, and in step 4 every rank applies the same
+:func:`..optim.apply` to its workers' flat slices (cut at weight/bias
+boundaries) of the parameters and the state; the replicas stay equal with
+no more communication. Per-row sample weights: each rank its rows' weights.
+
 Gradients are sums over rows, never means, so uneven shards (and empty ones
 when the epoch's last batch has fewer rows than there are ranks) add up to
 exactly the serial gradient; the only difference from a serial run is the
@@ -81,12 +87,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..backprop import layer_gradient
 from ..errors import ConfigError, PbpError, install_hint
-from ..gemm import gemm
 from ..interrupts import STOP_SIGNALS, Stopped, exit_status, note_received, signal_name
 from ..network import Network
-from .base import Layout
-from .threads import COLUMN_ALIGN, ThreadsExecutor, shard_bounds
+from ..optim import OptimizerConfig
+from .base import Layout, OptimizerState
+from .optimizing import HostOptimizer, check_weights
+from .threads import ThreadsExecutor, shard_bounds
 
 INSTALL_HINT = install_hint("mpi")
 
@@ -304,7 +312,8 @@ class MPIExecutor(ThreadsExecutor):
         return reason
 
     def __init__(self, network: Network, params: np.ndarray, *, batch_size: int,
-                 threads: int = 1, comm=None):
+                 threads: int = 1, comm=None, optimizer: OptimizerConfig | None = None,
+                 optimizer_state: OptimizerState | None = None):
         MPI = import_mpi()
         if comm is None:
             world()                                   # the abort hook, for several ranks
@@ -317,22 +326,25 @@ class MPIExecutor(ThreadsExecutor):
                 f"{self.ranks} MPI ranks for a batch size of {batch_size}: expected at most "
                 f"{batch_size} ranks, so that each has a sample of every full batch; use "
                 "fewer ranks or a larger --batch-size")
-        # Each rank's workspace holds its largest shard, ceil(batch / ranks) rows.
-        super().__init__(network, params, batch_size=-(-batch_size // self.ranks),
-                         threads=threads)
-        self.global_batch_size = batch_size
-        wait_for(comm.Ibcast(self._params, root=0),  # 0. every replica starts equal
-                 self.timeout_s, "no starting parameters from rank 0")
-        P, T = self._params.size, self._workers
+        P = network.n_params
         # What is reduced, (P + 1,): [s * g_r | loss_r], the rank's scaled gradient sum
         # in the parameters' layout (self._step, its views per layer), then its loss sum.
-        self._reduced = np.empty(P + 1, self._params.dtype)
+        # Made before the threads executor's setup, whose optimizer uses it.
+        self._reduced = np.empty(P + 1, np.asarray(params).dtype)
         self._step = self._reduced[:P]
         self._step_layers = network.layers(self._step)
+        # Each rank's workspace holds its largest shard, ceil(batch / ranks) rows.
+        super().__init__(network, params, batch_size=-(-batch_size // self.ranks),
+                         threads=threads, optimizer=optimizer, optimizer_state=optimizer_state)
+        self.global_batch_size = batch_size
+        for replicated in (self._params, self._optimizer.state):  # 0. every replica equal
+            if replicated.size:
+                wait_for(comm.Ibcast(replicated, root=0), self.timeout_s,
+                         "no starting parameters from rank 0")
         # Worker k applies flat slice [cut_k, cut_k+1) of the reduced step.
-        cuts = [min(P, round(k * P / T / COLUMN_ALIGN) * COLUMN_ALIGN) for k in range(T)] + [P]
-        self._update_params = [self._params[cuts[k]:cuts[k + 1]] for k in range(T)]
-        self._update_steps = [self._step[cuts[k]:cuts[k + 1]] for k in range(T)]
+        cuts = self._flat_cuts
+        self._update_params = [self._params[cuts[k]:cuts[k + 1]] for k in range(self._workers)]
+        self._update_steps = [self._step[cuts[k]:cuts[k + 1]] for k in range(self._workers)]
         self._mpi_type = MPI.DOUBLE if self._params.dtype == np.float64 else MPI.FLOAT
 
     @property
@@ -340,13 +352,16 @@ class MPIExecutor(ThreadsExecutor):
         """Whether this rank prints and writes files (rank 0)."""
         return self.rank == 0
 
-    def step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
+    def step(self, x: np.ndarray, y: np.ndarray, lr: float,
+             weights: np.ndarray | None = None) -> float:
         n = x.shape[0]
         if not 1 <= n <= self.global_batch_size:
             raise ConfigError(
                 f"batch of {n} rows: expected 1 to {self.global_batch_size} (the batch size)")
+        weights = check_weights(weights, n)
         start, stop = shard_bounds(n, self.ranks, self.rank)      # 1. this rank's rows
-        self._post_step(x[start:stop], y[start:stop], lr / n)
+        self._post_step(x[start:stop], y[start:stop],
+                        None if weights is None else weights[start:stop], lr, n)
         return float(self._reduced[-1])                         # the global loss sum
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -362,13 +377,22 @@ class MPIExecutor(ThreadsExecutor):
                  self.timeout_s, "no outputs from the other ranks")
         return out
 
-    def _update(self, k: int, x: np.ndarray, n: int, scale: float) -> None:
+    def _host_optimizer(self, optimizer: OptimizerConfig | None,
+                        state: OptimizerState | None) -> HostOptimizer:
+        """The update rule over the reduced gradient: nothing folds, every rank applies it."""
+        return HostOptimizer(self.network, self._params, optimizer, state, fold_sgd=False,
+                             gradient=self._step)
+
+    def _update(self, k: int, x: np.ndarray, n: int, lr: float, batch: int, t: int) -> None:
         """Worker k: its columns of s * g_r, then (after the Allreduce) its slice of the update.
 
         Replaces the threads executor's update, its only change to that
         executor's step. ``n`` is this rank's row count (0 when the batch has
-        fewer rows than there are ranks), ``scale`` is lr / the global batch.
+        fewer rows than there are ranks), ``batch`` the global batch; s is
+        lr / batch for plain SGD, 1 / batch (the mean) for the other rules.
         """
+        plain = self._optimizer.config.is_plain_sgd
+        scale = (lr if plain else 1.0) / batch
         if n == 0:                                    # no rows on this rank this step
             self._update_steps[k].fill(0)
         else:                                         # 2. gradient columns, K = n rows
@@ -377,19 +401,19 @@ class MPIExecutor(ThreadsExecutor):
                 c0, c1 = self._columns[l][k]
                 if c0 < c1:
                     a_prev = x if l == 0 else ws.a[l - 1][:n]
-                    delta = ws.delta[l][:n, c0:c1]
-                    # (n_in, n) @ (n, c), times s
-                    gemm(a_prev.T, delta, grad_weights[:, c0:c1], alpha=scale)
-                    np.sum(delta, axis=0, out=grad_bias[c0:c1])
-                    grad_bias[c0:c1] *= scale
+                    layer_gradient(a_prev, ws.delta[l][:n, c0:c1], grad_weights[:, c0:c1],
+                                   grad_bias[c0:c1], scale)
         self._barrier.wait()                          # g_r and every worker's loss written
         if k == 0:                                    # 3. one collective per step
             self._reduced[-1] = sum(self._losses[:min(n, self._workers)])
             wait_for(self._comm.Iallreduce(self._IN_PLACE, self._reduced, op=self._sum),
                      self.timeout_s, "no gradient from the other ranks")
         self._barrier.wait()                          # g is the global sum on this rank
-        np.subtract(self._update_params[k], self._update_steps[k],   # 4. the update
-                    out=self._update_params[k])
+        if plain:                                     # 4. the update
+            np.subtract(self._update_params[k], self._update_steps[k],
+                        out=self._update_params[k])
+        else:
+            self._optimizer.apply_flat(self._update_segments[k], lr, t)
 
 
 # ---- starting ranks ------------------------------------------------------------

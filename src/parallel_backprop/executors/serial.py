@@ -3,6 +3,8 @@
 The seed's "Fast Serial (BLAS)" and the baseline every speedup is measured
 against, so it must be honest: preallocated buffers, in-place activations,
 the SGD update folded into the gradient products, no per-step allocation.
+The other update rules of :mod:`..optim` write the gradient mean and apply
+the rule layer by layer (:class:`.optimizing.HostOptimizer`).
 """
 
 from __future__ import annotations
@@ -10,26 +12,44 @@ from __future__ import annotations
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ..backprop import Workspace, backward, forward
+from ..backprop import Workspace, deltas, forward
 from ..network import Network
-from .base import Executor
+from ..optim import OPTIMIZERS, OptimizerConfig
+from .base import Executor, OptimizerState
+from .optimizing import HostOptimizer, check_weights
 
 
 class SerialExecutor(Executor):
     name = "serial"
+    optimizers = OPTIMIZERS
 
     def __init__(self, network: Network, params: np.ndarray, *, batch_size: int,
-                 threads: int = 1):
+                 threads: int = 1, optimizer: OptimizerConfig | None = None,
+                 optimizer_state: OptimizerState | None = None):
         super().__init__(network, params, batch_size=batch_size, threads=1)
         self._params = np.array(params, copy=True)
         self._layers = network.layers(self._params)
         self._ws = Workspace(network, batch_size, self._params.dtype)
+        self._optimizer = HostOptimizer(network, self._params, optimizer, optimizer_state)
+        self._everything = self._optimizer.segments(0, self._params.size)
         self._blas_limit = threadpool_limits(limits=1, user_api="blas")
 
-    def step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
-        forward(self._layers, x, self._ws)
-        # The update W -= lr/n * dW is folded into the gradient GEMM.
-        return backward(self._layers, x, y, self._ws, update_scale=lr / x.shape[0])
+    def step(self, x: np.ndarray, y: np.ndarray, lr: float,
+             weights: np.ndarray | None = None) -> float:
+        n, ws = x.shape[0], self._ws
+        weights = check_weights(weights, n)
+        t = self._optimizer.next_step()
+        forward(self._layers, x, ws)
+        loss = deltas(self._layers, x, y, ws, weights)
+        # SGD: W -= lr/n * dW folded into the gradient GEMM (backprop.update);
+        # the other rules: the gradient mean, then the rule over every parameter.
+        for l, (_, bias) in enumerate(self._layers):
+            a_prev = x if l == 0 else ws.a[l - 1][:n]
+            self._optimizer.columns(l, 0, bias.shape[0], a_prev, ws.delta[l][:n], lr, n,
+                                    ws.bias_step[l])
+        if not self._optimizer.folded:
+            self._optimizer.apply_flat(self._everything, lr, t)
+        return loss
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         out = np.empty((x.shape[0], self.network.sizes[-1]), self._params.dtype)
@@ -40,6 +60,9 @@ class SerialExecutor(Executor):
 
     def params(self) -> np.ndarray:
         return self._params.copy()
+
+    def optimizer_state(self) -> OptimizerState:
+        return self._optimizer.snapshot()
 
     def close(self) -> None:
         if self._blas_limit is not None:

@@ -11,6 +11,12 @@ sharing one full-batch workspace::
     2. columns    worker k owns columns C_k of every layer's output:
                   W_l[:, C_k] -= lr/n * a_{l-1}^T @ delta_l[:, C_k]   (one GEMM, beta = 1)
                   b_l[C_k]    -= lr/n * column sums of delta_l[:, C_k]
+                  (other update rules: the gradient mean of those columns into a
+                  flat buffer, GEMM with beta = 0; a third barrier; then the rule
+                  on worker k's flat range of the parameters; see .optimizing)
+
+Per-row sample weights are sharded with the rows and scale each worker's
+output deltas (:func:`..backprop.deltas`).
 
 The partial gradients of the seed's thread-batches are still summed, but
 inside the update GEMM: its inner dimension runs over all n rows, the shards
@@ -65,10 +71,12 @@ import threading
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ..backprop import Workspace, deltas, forward, update
+from ..backprop import Workspace, deltas, forward
 from ..errors import ConfigError
 from ..network import Network
-from .base import Executor, Layout
+from ..optim import OPTIMIZERS, OptimizerConfig
+from .base import Executor, Layout, OptimizerState
+from .optimizing import HostOptimizer, check_weights
 
 # Jobs posted to the workers (the first item of ``_job``).
 _STEP, _PREDICT, _SYNC, _STOP = "step", "predict", "sync", "stop"
@@ -109,9 +117,12 @@ class ThreadsExecutor(Executor):
         batch is allowed: the extra workers sit that step out.
     blas_threads : int
         BLAS threads inside each worker; 1 here, more for ``hybrid``.
+    optimizer, optimizer_state : optional
+        The update rule (default plain SGD) and the state to continue from.
     """
 
     name = "threads"
+    optimizers = OPTIMIZERS
 
     @classmethod
     def layout(cls, cores: int, blas_threads: int | None = None) -> Layout:
@@ -119,12 +130,15 @@ class ThreadsExecutor(Executor):
         return Layout(ranks=None, workers=cores, blas_threads=1, threads=cores)
 
     def __init__(self, network: Network, params: np.ndarray, *, batch_size: int,
-                 threads: int = 1, blas_threads: int = 1):
+                 threads: int = 1, blas_threads: int = 1,
+                 optimizer: OptimizerConfig | None = None,
+                 optimizer_state: OptimizerState | None = None):
         super().__init__(network, params, batch_size=batch_size, threads=threads)
         T = self._workers = threads
         self.blas_threads = blas_threads
         self._params = np.array(params, copy=True)                  # (P,)
         self._layers = network.layers(self._params)
+        self._optimizer = self._host_optimizer(optimizer, optimizer_state)
         self._ws = Workspace(network, batch_size, self._params.dtype)  # shared, batch rows
         # The step's inputs, copied (each worker its rows) into one of two
         # buffers in turn: the first layer's update reads every row of the
@@ -146,6 +160,13 @@ class ThreadsExecutor(Executor):
             cuts[0] = 0
             cuts.append(width)
             self._columns.append([(cuts[k], cuts[k + 1]) for k in range(T)])
+        # Worker k's flat range [cut_k, cut_k+1) of the parameters, for updates that
+        # come after every gradient column is written (mpi; the rules other than SGD).
+        P = self._params.size
+        self._flat_cuts = [min(P, round(k * P / T / COLUMN_ALIGN) * COLUMN_ALIGN)
+                           for k in range(T)] + [P]
+        self._update_segments = [self._optimizer.segments(*self._flat_cuts[k:k + 2])
+                                 for k in range(T)]
         self._losses = [0.0] * T
 
         self._job: tuple = (_SYNC,)
@@ -162,12 +183,13 @@ class ThreadsExecutor(Executor):
 
     # ---- the public contract -------------------------------------------------
 
-    def step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
+    def step(self, x: np.ndarray, y: np.ndarray, lr: float,
+             weights: np.ndarray | None = None) -> float:
         n = x.shape[0]
         if not 1 <= n <= self.batch_size:
             raise ConfigError(
                 f"batch of {n} rows: expected 1 to {self.batch_size} (the batch size)")
-        self._post_step(x, y, lr / n)
+        self._post_step(x, y, check_weights(weights, n), lr, n)
         return sum(self._losses[:min(n, self._workers)])  # worker order: reproducible
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -179,6 +201,10 @@ class ThreadsExecutor(Executor):
     def params(self) -> np.ndarray:
         self._run((_SYNC,))   # the last step's update may still be running on workers
         return self._params.copy()
+
+    def optimizer_state(self) -> OptimizerState:
+        self._run((_SYNC,))   # as for params: the last update may still be running
+        return self._optimizer.snapshot()
 
     def close(self) -> None:
         if self._closed:
@@ -241,15 +267,17 @@ class ThreadsExecutor(Executor):
         every worker has read ``self._job``, so the caller never overwrites it early."""
         kind = job[0]
         if kind is _STEP:
-            _, caller_x, x, y, scale, n = job
+            _, caller_x, x, y, weights, lr, batch, t = job
+            n = x.shape[0]
             start, stop = shard_bounds(n, self._workers, k)
             if start < stop:
                 rows, xs = self._shards(n)[k], x[start:stop]
                 xs[...] = caller_x[start:stop]
                 forward(self._layers, xs, rows)
-                self._losses[k] = deltas(self._layers, xs, y[start:stop], rows)
+                self._losses[k] = deltas(self._layers, xs, y[start:stop], rows,
+                                         None if weights is None else weights[start:stop])
             self._barrier.wait()             # every delta is written, W no longer read
-            self._update(k, x, n, scale)
+            self._update(k, x, n, lr, batch, t)
         elif kind is _PREDICT:
             _, x, out = job
             busy = min(self._workers, self.batch_size)   # workers with >= 1 workspace row
@@ -263,12 +291,20 @@ class ThreadsExecutor(Executor):
         else:                                # _SYNC
             self._barrier.wait()
 
-    def _post_step(self, x: np.ndarray, y: np.ndarray, scale: float) -> None:
-        """Run the step job on rows ``x`` (n, n_in), targets ``y``, update scale ``lr / batch``."""
+    def _host_optimizer(self, optimizer: OptimizerConfig | None,
+                        state: OptimizerState | None) -> HostOptimizer:
+        """The update rule's buffers over this executor's parameters."""
+        return HostOptimizer(self.network, self._params, optimizer, state)
+
+    def _post_step(self, x: np.ndarray, y: np.ndarray, weights: np.ndarray | None, lr: float,
+                   batch: int) -> None:
+        """Run the step job on rows ``x`` (n, n_in), targets ``y``, row weights ``weights``
+        (n,) or None; ``batch`` is the global batch the gradient is averaged over."""
         n = x.shape[0]
         inputs = self._inputs[self._turn][:n]
         self._turn ^= 1
-        self._run((_STEP, x, inputs, y, scale, n))
+        t = self._optimizer.next_step()
+        self._run((_STEP, x, inputs, y, weights, lr, batch, t))
 
     def _shards(self, n: int) -> list[Workspace]:
         """The T row views of the shared workspace for a batch of ``n`` rows (cached)."""
@@ -279,12 +315,16 @@ class ThreadsExecutor(Executor):
             self._row_shards[n] = shards
         return shards
 
-    def _update(self, k: int, x: np.ndarray, n: int, scale: float) -> None:
-        """Worker k's columns of every layer: W -= scale * a_prev^T @ delta, b likewise."""
-        ws = self._ws
-        for l, (weights, bias) in enumerate(self._layers):
+    def _update(self, k: int, x: np.ndarray, n: int, lr: float, batch: int, t: int) -> None:
+        """Worker k's columns of every layer: W -= lr/batch * a_prev^T @ delta, b likewise;
+        or those columns of the gradient mean, then the rule on its flat range."""
+        ws, optimizer = self._ws, self._optimizer
+        for l in range(len(self._layers)):
             c0, c1 = self._columns[l][k]
             if c0 < c1:
                 a_prev = x if l == 0 else ws.a[l - 1][:n]
-                update(weights[:, c0:c1], bias[c0:c1], a_prev, ws.delta[l][:n, c0:c1],
-                       scale, ws.bias_step[l][c0:c1])
+                optimizer.columns(l, c0, c1, a_prev, ws.delta[l][:n, c0:c1], lr, batch,
+                                  ws.bias_step[l][c0:c1])
+        if not optimizer.folded:
+            self._barrier.wait()             # every column of the gradient mean is written
+            optimizer.apply_flat(self._update_segments[k], lr, t)

@@ -87,6 +87,7 @@ class Measurement(_Outcome):
     net: str | None = None                  # sizes joined by "-"; None for a ceiling
     net_name: str | None = None
     batch_size: int | None = None
+    optimizer: str | None = None            # the update rule of a trainer (optim.OPTIMIZERS)
     threads: int = 1
     workers: int | None = None
     ranks: int | None = None
