@@ -101,7 +101,8 @@ def test_toy_executor_trains_the_estimator_like_serial(toy_plugin, monkeypatch):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((120, 6)).astype(np.float32)
     y = (x[:, 0] + x[:, 1] > 0).astype(int)
-    settings = dict(hidden_layer_sizes=(8,), batch_size=16, max_epochs=3, random_state=1)
+    settings = dict(hidden_layer_sizes=(8,), batch_size=16, max_iter=3, random_state=1,
+                    solver="sgd", momentum=0.0, alpha=0.0)   # plain SGD: all the toy applies
     toy = BackpropClassifier(executor="toy", **settings).fit(x, y)
     serial = BackpropClassifier(**settings).fit(x, y)
     assert np.array_equal(toy.params_, serial.params_)

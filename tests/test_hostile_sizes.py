@@ -238,8 +238,8 @@ def test_prediction_too_wide_for_one_batch_runs_in_smaller_ones(tmp_path):
 def fitted(activation="relu"):
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((60, 4)), rng.integers(0, 3, 60)
-    return BackpropClassifier(hidden_layer_sizes=(8,), activation=activation, max_epochs=1,
-                              random_state=0).fit(x, y)
+    return BackpropClassifier(hidden_layer_sizes=(8,), activation=activation, max_iter=1,
+                              solver="sgd", momentum=0.0, alpha=0.0, random_state=0).fit(x, y)
 
 
 def test_estimator_outputs_that_overflow_name_the_rows():
@@ -264,7 +264,9 @@ def test_estimator_with_diverged_weights():
 def test_training_on_inputs_of_absurd_scale_blames_their_scale():
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((60, 4)) * 1e30, rng.integers(0, 3, 60)
-    model = BackpropClassifier(hidden_layer_sizes=(8,), activation="relu", max_epochs=1)
+    model = BackpropClassifier(hidden_layer_sizes=(8,), activation="relu", max_iter=1,
+                               solver="sgd", momentum=0.0, alpha=0.0, learning_rate_init=0.1,
+                               batch_size=32)
     with pytest.raises(TrainingDiverged, match=r"the training inputs reach magnitude [0-9.]+e\+30"
                                                r": scale them"):
         model.fit(x, y)
