@@ -46,11 +46,6 @@ METHODS = {
 }
 
 
-def needs_optimizer(executor, method):
-    """Skip a method the executor does not apply (yet)."""
-    name = {"momentum": "momentum", "adam": "adam"}.get(method)
-    if name is not None and name not in EXECUTORS[executor].optimizers:
-        pytest.skip(f"executor {executor} does not apply {name}")
 KILL_REPEATS = int(os.environ.get("PBP_KILL_REPEATS", "1"))
 
 
@@ -300,7 +295,6 @@ def wait_for(condition, timeout=60.0):
 @pytest.mark.parametrize("executor,threads", [("serial", 1), ("threads", 2)])
 def test_sigkill_at_a_random_moment_then_resume_gives_the_same_model(
         executor, threads, method, repeat, references, tmp_path, capsys):
-    needs_optimizer(executor, method)
     folder = tmp_path / "ckpt"
     process = start_run(folder, executor, threads, "--save", tmp_path / "killed.npz",
                         method=method)

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from parallel_backprop.cli import main
-from parallel_backprop.executors import SerialExecutor
 from parallel_backprop.modelio import load_model
 from parallel_backprop.trainer import predict_outputs
 
@@ -394,8 +393,6 @@ def test_the_seed_preset_is_the_seeds_method_and_options_override_it(capsys, tmp
 
 
 def test_the_default_preset_trains_relu_cross_entropy_with_adam(capsys, tmp_path):
-    if "adam" not in SerialExecutor.optimizers:
-        pytest.skip("the serial executor does not apply adam yet")
     metrics = tmp_path / "m.json"
     small = [a for a in SMALL if a not in ("--lr", "0.5")][2:]
     code, _, err = run(["train", *small, "--metrics-json", metrics], capsys)
@@ -435,8 +432,6 @@ def test_bad_method_options_give_one_line(argv, message, capsys):
 
 
 def test_tune_searches_update_rules_with_the_same_seed(tmp_path, capsys):
-    if "momentum" not in SerialExecutor.optimizers:
-        pytest.skip("the serial executor does not apply momentum yet")
     written = tmp_path / "tune.json"
     code, out, err = run(["tune", *SMALL[:12], "--epochs", "1", "--lrs", "0.1",
                           "--optimizers", "sgd,momentum", "--momentums", "0.5,0.9",

@@ -18,15 +18,8 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 from parallel_backprop import (BackpropClassifier, BackpropRegressor, ConfigError,  # noqa: E402
                                InputError, Network, TrainConfig, train)
-from parallel_backprop.executors import SerialExecutor  # noqa: E402
 from parallel_backprop.optim import OptimizerConfig  # noqa: E402
 
-# The trainer's optimizers and row weights: until both are in, only plain SGD
-# on unweighted rows runs, and the tests that need more are skipped.
-OPTIMIZERS_IN = ("adam" in SerialExecutor.optimizers
-                 and "optimizer" in TrainConfig.__dataclass_fields__)
-needs_optimizers = pytest.mark.skipif(not OPTIMIZERS_IN, reason="the trainer's optimizers "
-                                      "and sample_weight are not in this build")
 # Settings that run on plain SGD, the seed's method (and the trainer's default).
 PLAIN = dict(solver="sgd", momentum=0.0, alpha=0.0, learning_rate_init=0.1, batch_size=32)
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -36,14 +29,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceW
 EXPECTED_FAILED_CHECKS = {
     "check_sample_weight_equivalence_on_dense_data":
         "float32 training: equal to about 1e-6, the check asks 1e-7"}
-if not OPTIMIZERS_IN:
-    EXPECTED_FAILED_CHECKS.update({
-        check: "needs the trainer's weighted steps or weight decay" for check in (
-            "check_sample_weights_not_overwritten", "check_class_weight_classifiers",
-            "check_regressors_train")})
-ESTIMATORS = ([BackpropClassifier(), BackpropRegressor()] if OPTIMIZERS_IN else
-              [BackpropClassifier(**PLAIN), BackpropRegressor(**{**PLAIN,
-                                                                "learning_rate_init": 0.01})])
+ESTIMATORS = [BackpropClassifier(), BackpropRegressor()]
 
 
 @parametrize_with_checks(ESTIMATORS, expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS)
@@ -267,15 +253,13 @@ def test_row_weights_average_one_and_class_weights_multiply():
     assert scaled is None and mean == 3.0          # uniform weights: plain steps
     with pytest.raises(InputError, match="sample_weight is zero for every"):
         model._scaled_weights(np.zeros(6))
-    if OPTIMIZERS_IN:
-        scaled, mean = model._scaled_weights(np.array([1.0, 3.0]))
-        assert scaled.tolist() == [0.5, 1.5] and scaled.dtype == np.float32 and mean == 2.0
+    scaled, mean = model._scaled_weights(np.array([1.0, 3.0]))
+    assert scaled.tolist() == [0.5, 1.5] and scaled.dtype == np.float32 and mean == 2.0
 
 
 # ---- end to end on the trainer's optimizers and row weights -----------------------------
 
 
-@needs_optimizers
 def test_adam_fit_is_train_with_the_same_config():
     x, y = problem()
     model = BackpropClassifier(hidden_layer_sizes=(9,), solver="adam", alpha=0.01,
@@ -288,7 +272,6 @@ def test_adam_fit_is_train_with_the_same_config():
     assert np.array_equal(model.params_, expected.params)
 
 
-@needs_optimizers
 def test_integer_sample_weights_are_repeated_rows():
     x, y = problem(n=40)
     counts = np.random.default_rng(0).integers(0, 4, 40)
@@ -301,7 +284,6 @@ def test_integer_sample_weights_are_repeated_rows():
                                rtol=1e-4, atol=1e-5)
 
 
-@needs_optimizers
 def test_balanced_class_weight_is_the_same_sample_weight():
     x, y = problem(n=120)
     y = np.where(np.arange(120) < 100, 0, y)                # class 0 dominates
@@ -315,7 +297,6 @@ def test_balanced_class_weight_is_the_same_sample_weight():
     assert not np.allclose(plain.params_, balanced.params_)
 
 
-@needs_optimizers
 def test_early_stopping_with_adam_sets_the_best_validation_score():
     x, y = problem(n=300)
     model = BackpropClassifier(hidden_layer_sizes=(16,), early_stopping=True, max_iter=30,

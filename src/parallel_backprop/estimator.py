@@ -88,11 +88,10 @@ dependency of the package: ``import parallel_backprop`` works without it.
 
 from __future__ import annotations
 
-import inspect
 import math
 import numbers
 import warnings
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -124,8 +123,6 @@ __all__ = ["BackpropClassifier", "BackpropRegressor"]
 # Until the trainer takes an optimizer and row weights (they are being added),
 # only plain SGD on unweighted rows can run; these two flags say which trainer
 # this is, and go once it has both.
-_TRAINER_OPTIMIZERS = "optimizer" in {f.name for f in fields(TrainConfig)}
-_TRAINER_WEIGHTS = "sample_weight" in inspect.signature(train).parameters
 
 # scikit-learn's hidden activations and ours; ours are accepted too.
 _ACTIVATIONS = {"identity": "linear", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
@@ -284,8 +281,8 @@ class _Backprop(BaseEstimator):
                        epochs=1, executor=self.executor,
                        threads=_python_number(self.threads, int),
                        blas_threads=_python_number(self.blas_threads, int))
-        if _TRAINER_OPTIMIZERS:   # its own rules off: the estimator applies scikit-learn's
-            fields_.update(lr_schedule="constant", early_stopping=False)
+        # The trainer's own rules off: the estimator applies scikit-learn's.
+        fields_.update(lr_schedule="constant", early_stopping=False)
         try:
             return TrainConfig(seed=seed, **fields_)
         except ConfigError as exc:
@@ -317,9 +314,6 @@ class _Backprop(BaseEstimator):
             optimizer = OptimizerConfig(weight_decay=decay, **settings)
         except ConfigError as exc:
             raise self._renamed(exc) from None
-        if not (_TRAINER_OPTIMIZERS or optimizer.is_plain_sgd):
-            raise ConfigError(f"{type(self).__name__}: solver={self.solver!r}: this trainer "
-                              "runs plain SGD only (solver='sgd', momentum=0, alpha=0)")
         return optimizer
 
     def _seed(self) -> int:
@@ -379,9 +373,6 @@ class _Backprop(BaseEstimator):
         scaled = (raw / mean).astype(np.float32)
         if np.all(scaled == 1):
             return None, mean          # the same steps as no weights, at no cost
-        if not _TRAINER_WEIGHTS:
-            raise ConfigError(f"{type(self).__name__}: sample_weight (or class_weight) "
-                              "other than uniform needs the trainer's weighted steps")
         return scaled, mean
 
     # ---- training: scikit-learn's epochs and stopping rule around the trainer ----
@@ -400,8 +391,7 @@ class _Backprop(BaseEstimator):
         batch = min(200, n) if self.batch_size == "auto" else min(int(self.batch_size), n)
         config = replace(settings.config, batch_size=batch)
         optimizer = self._optimizer(batch, mean)
-        if _TRAINER_OPTIMIZERS:
-            config = replace(config, optimizer=optimizer)
+        config = replace(config, optimizer=optimizer)
         check_fits_in_memory(self.network_, batch, config.threads)
         if first_pass:
             self._initialize(settings)
