@@ -26,7 +26,7 @@ from parallel_backprop.checkpoint import (FREE_ON_RESUME, NOT_RECORDED, Checkpoi
 from parallel_backprop.cli import main
 from parallel_backprop.data import Identity
 from parallel_backprop.errors import ConfigError, ModelFileError
-from parallel_backprop.executors import EXECUTORS, OptimizerState
+from parallel_backprop.executors import OptimizerState
 from parallel_backprop.modelio import load_model
 from parallel_backprop.network import Network
 from parallel_backprop.trainer import TrainConfig, TrainingDiverged, train

@@ -221,9 +221,7 @@ def test_earlier_names_still_work_with_a_warning():
      OptimizerConfig("momentum", momentum=0.5)),
     (dict(solver="sgd", momentum=0.0), OptimizerConfig("sgd")),
 ])
-def test_solver_maps_to_the_update_rule(params, expected, monkeypatch):
-    from parallel_backprop import estimator
-    monkeypatch.setattr(estimator, "_TRAINER_OPTIMIZERS", True)   # the mapping alone
+def test_solver_maps_to_the_update_rule(params, expected):
     model = BackpropClassifier(alpha=0.5, **params)
     # scikit-learn: (sum of gradients + alpha W) / weight sum; ours the mean + decay W.
     assert model._optimizer(batch=25, weight_mean=2.0) == replace(expected,

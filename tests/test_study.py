@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from parallel_backprop.cli import main
-from parallel_backprop.data import DATASETS, load_dataset
+from parallel_backprop.data import load_dataset
 from parallel_backprop.network import Network
 from parallel_backprop.study import TuneConfig, tune
 from parallel_backprop.trainer import TrainConfig
