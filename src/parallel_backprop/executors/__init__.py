@@ -74,6 +74,11 @@ def check_options(name: str, *, threads: int = 1, blas_threads: int = 1,
     if optimizer is not None and optimizer.name not in cls.optimizers:
         raise ConfigError(f"--optimizer {optimizer.name}: executor {name!r} applies "
                           f"{', '.join(cls.optimizers)}")
+    # An executor that lists plain SGD alone folds it into its product and takes no
+    # ``optimizer=``: weight decay needs one that applies the update rules.
+    if optimizer is not None and not optimizer.is_plain_sgd and cls.optimizers == ("sgd",):
+        raise ConfigError(f"--weight-decay {optimizer.weight_decay:g}: executor {name!r} "
+                          "applies plain SGD only; leave weight decay at 0")
     if blas_threads != 1 and not cls.nested_blas:
         nested = [n for n, c in EXECUTORS.items() if c.nested_blas]
         raise ConfigError(
