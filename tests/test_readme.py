@@ -44,7 +44,8 @@ class Run:
 
 
 COMMANDS = {
-    "pbp train --dataset fashion-mnist --net 1h --batch-size 8 --lr 0.3 --lr-schedule linear "
+    "pbp train --dataset fashion-mnist --save fashion.npz": Run(SHORT, makes=("fashion.npz",)),
+    "pbp train --dataset fashion-mnist --preset seed --batch-size 8 --lr 0.3 --lr-schedule linear "
     "--epochs 10 --save fashion.npz": Run(SHORT, makes=("fashion.npz",)),
     "pbp train --dataset fashion-mnist --net 1h --batch-size 128 --executor threads "
     "--threads 2 --save fashion.npz": Run(SHORT, makes=("fashion.npz",)),
@@ -61,7 +62,7 @@ COMMANDS = {
     "header=','.join(d.feature_names + ['progression']), comments='')\"":
         Run(makes=("diabetes.csv",)),
     "pbp train --train-file diabetes.csv --target progression --net 10-64-64-1 --activation relu "
-    "--lr 0.01 --batch-size 32 --epochs 100 --save diabetes.npz":
+    "--preset seed --lr 0.01 --batch-size 32 --epochs 100 --save diabetes.npz":
         Run(("--epochs", "2"), makes=("diabetes.npz",)),
     "pbp predict diabetes.npz --input diabetes.csv --output progression.csv":
         Run(makes=("progression.csv",)),
@@ -69,9 +70,10 @@ COMMANDS = {
     "pq.write_table(csv.read_csv('diabetes.csv'), 'diabetes.parquet')\"":
         Run(makes=("diabetes.parquet",)),
     "pbp train --train-file diabetes.parquet --target progression --net 10-64-64-1 "
-    "--activation relu --lr 0.01 --batch-size 32 --epochs 100": Run(("--epochs", "2")),
+    "--activation relu --preset seed --lr 0.01 --batch-size 32 --epochs 100":
+        Run(("--epochs", "2")),
     "pbp --plugin my_activations.py train --dataset fashion-mnist --activation softsign "
-    "--output-activation sigmoid --epochs 5": Run(SHORT),
+    "--epochs 5": Run(SHORT),
     "pbp bench --quick --out bench-results": Run((*TINY_GRID, "--no-plots"),
                                                  makes=("bench-results/bench.json",)),
     "pbp study --preset quick --out study-results": Run(
