@@ -9,14 +9,15 @@ import click
 from ..fileio import write_json
 from .options import (dataset_choice, dataset_options, epochs_option, executor_options,
                       lr_schedule_option, network_options, out_option, quiet_option,
-                      seed_option)
+                      seed_option, table_options)
 from .runs import (DataOptions, ExecutorOptions, NetOptions, command_argv, command_plugins,
                    launch_ranks, start_run)
 
 
 @click.command("tune")
-@dataset_choice()
+@dataset_choice(required=False, help="The data set (default: file, with --train-file).")
 @dataset_options
+@table_options
 @network_options
 @click.option("--lrs", help="Comma-separated learning rates (default: the seed's grid, "
                             "0.001,0.002,0.01,0.1,0.5,1).")
