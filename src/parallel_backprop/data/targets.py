@@ -168,7 +168,7 @@ class TargetCode:
         distinct = np.asarray(strings.unique().to_pylist(), str)
         mapping = target_map(self.mapping)
         classes = []
-        for value in distinct:
+        for value in distinct.tolist():
             try:
                 classes.append(self.class_names.index(mapping.function(value)))
             except (DataError, ValueError) as exc:
