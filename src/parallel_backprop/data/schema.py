@@ -48,11 +48,16 @@ def register_target_map(name: str, function: Callable[[str], str],
     return name
 
 
+def named(registry: dict, name: str, what: str):
+    """``registry[name]``; an unknown name is a DataError listing the known ones."""
+    if name not in registry:
+        raise DataError(f"{what} {name!r}: unknown, expected one of "
+                        f"{', '.join(registry) or 'none registered'}")
+    return registry[name]
+
+
 def target_map(name: str) -> TargetMap:
-    if name not in TARGET_MAPS:
-        raise DataError(f"target map {name!r}: unknown, expected one of "
-                        f"{', '.join(TARGET_MAPS) or 'none registered'}")
-    return TARGET_MAPS[name]
+    return named(TARGET_MAPS, name, "target map")
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,4 @@ def register_schema(name: str, schema: TableSchema) -> TableSchema:
 
 
 def schema_named(name: str) -> TableSchema:
-    if name not in SCHEMAS:
-        raise DataError(f"--schema {name!r}: unknown, expected one of "
-                        f"{', '.join(SCHEMAS) or 'none registered'}")
-    return SCHEMAS[name]
+    return named(SCHEMAS, name, "--schema")
