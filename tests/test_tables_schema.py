@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from parallel_backprop.data import KddEncoder, load_dataset, read_kdd
-from parallel_backprop.data.kdd import (CATEGORICAL, CATEGORIES, FEATURES, FLAGS, NUMERIC,
+from parallel_backprop.data.kdd import (CATEGORIES, FEATURES, FLAGS, NUMERIC,
                                         PROTOCOLS, SERVICES, attack_category, kdd_schema)
 from parallel_backprop.data.schema import TableSchema
 from parallel_backprop.data.tables import read_table

@@ -212,6 +212,18 @@ def copy_columns(out: np.ndarray, scratch: np.ndarray, block: int = 4096) -> Non
         out[start:start + block] = scratch[:, start:start + block].T
 
 
+@dataclass(frozen=True)
+class _Rows:
+    """Some rows of a column, taken only when the column is encoded."""
+
+    column: object
+    rows: np.ndarray
+
+
+def _taken(column):
+    return column.column.take(column.rows) if isinstance(column, _Rows) else column
+
+
 class TablePreprocessor:
     """A user's table (a ``pyarrow.Table``) -> float32 inputs and targets (module docstring).
 
@@ -332,15 +344,19 @@ class TablePreprocessor:
 
     # ---- applying ------------------------------------------------------------------------
 
-    def transform_table(self, table, what: str = "table") -> np.ndarray:
-        """float32 (n, n_features) inputs for ``table``, its columns matched by name.
+    def transform_table(self, table, what: str = "table", rows=None) -> np.ndarray:
+        """float32 (n, n_features) inputs for ``table`` (its rows ``rows``: None, all), its
+        columns matched by name.
 
         A table without a header whose columns are exactly as many as the
         inputs is matched by position instead (a training table without a
-        header had its target somewhere among them).
+        header had its target somewhere among them). The rows of one column
+        at a time are taken: never a second copy of the whole table.
         """
         columns = self._columns(self.named(table, what), what)
-        shape = (table.num_rows, self.n_features)
+        if rows is not None:
+            columns = [_Rows(column, rows) for column in columns]
+        shape = (table.num_rows if rows is None else len(rows), self.n_features)
         check_allocation(4 * shape[0] * shape[1], f"{what}: float32 inputs of shape {shape}",
                          DataError, "give a smaller --max-categories or fewer rows")
         out = np.zeros(shape, dtype=np.float32)
@@ -352,12 +368,12 @@ class TablePreprocessor:
         for start in range(0, len(scaled), group):
             chunk = scaled[start:start + group]
             for k, (code, column) in enumerate(chunk):
-                scaled_values(code, column, scratch[k], what)
+                scaled_values(code, _taken(column), scratch[k], what)
             copy_columns(out[:, start:start + len(chunk)], scratch[:len(chunk)])
         offset = len(scaled)
         for code, column in zip(self.codes, columns):
             if code.kind == "category":
-                one_hot(code, column, out[:, offset:offset + code.width], what)
+                one_hot(code, _taken(column), out[:, offset:offset + code.width], what)
                 offset += code.width
         return out
 

@@ -168,9 +168,9 @@ def _encode(request: LoadRequest, prep, table, parts: list[np.ndarray], what: st
     rows = np.concatenate(parts)
     if request.fitted is None:
         # Fitting read every row of the file and named the first bad one: only the rows
-        # used are encoded (a --limit of a large file encodes little).
-        used = table.take(rows)
-        x, y = prep.transform_table(used, what), prep.targets_of(used, what)
+        # used are encoded (a --limit of a large file encodes little), a column at a time.
+        x, y = prep.transform_table(table, what, rows), prep.targets_of(table, what)
+        y = None if y is None else y[rows]
     else:
         # A saved model's preprocessor: the whole file, so that a message names its row.
         x, y = prep.transform_table(table, what), prep.targets_of(table, what)
