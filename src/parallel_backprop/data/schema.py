@@ -85,16 +85,16 @@ class TableSchema:
         if self.target_map is not None:
             target_map(self.target_map)
 
-    def name_columns(self, table, what: str):
+    def name_columns(self, table, what: str, targets: bool = False):
         """``table`` with the schema's column names when it was read without a header.
 
-        A table of ``len(names)`` columns takes them all; one column fewer takes
-        them without the target (a file to predict).
+        A table of ``len(names)`` columns takes them all; unless ``targets``,
+        one column fewer takes them without the target (a file to predict).
         """
         if not self.names or table.column_names != [str(i) for i in range(table.num_columns)]:
             return table
         names = list(self.names)
-        if table.num_columns == len(names) - 1 and self.target in names:
+        if not targets and table.num_columns == len(names) - 1 and self.target in names:
             names.remove(self.target)
         if table.num_columns != len(names):
             raise DataError(f"{what}: {table.num_columns} columns, expected {len(self.names)} "

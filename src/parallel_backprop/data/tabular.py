@@ -313,6 +313,8 @@ class TablePreprocessor:
                 self.codes.append(fit_listed(column, name, rows, schema, what))
                 continue
             kind = column_kind(column, name, what)
+            if kind == "category" and schema is not None and name in schema.keep:
+                kind = "numeric"   # a kept column is a number column: a word in it is named
             if kind == "category":
                 code = fit_category(column, name, rows, self.options, what)
             else:

@@ -67,7 +67,7 @@ def _read(path, what: str, schema: TableSchema | None, progress: bool):
 
     header = False if schema is not None and schema.names else None
     table = read_table(path, header=header, what=what, progress=progress)
-    return table if schema is None else schema.name_columns(table, f"{what} {path}")
+    return table if schema is None else schema.name_columns(table, f"{what} {path}", True)
 
 
 def _train_table(request: LoadRequest, schema: TableSchema | None, option: str):
