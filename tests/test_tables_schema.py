@@ -178,3 +178,11 @@ def test_bench_times_the_rows_of_a_table(kdd_file, tmp_path, capsys):
     x_train = load_dataset("file", train_file=kdd_file, schema="kdd99", progress=False).x_train
     with np.load(out / "pool.npz") as pool:
         np.testing.assert_array_equal(pool["x"], x_train)
+
+
+def test_encoding_some_rows_equals_encoding_those_rows_taken(kdd_file):
+    prep, _ = schema_prep(kdd_file, "onehot")
+    table = kdd_schema().name_columns(read_table(kdd_file, header=False), "t")
+    rows = np.random.default_rng(1).permutation(300)[:120]
+    np.testing.assert_array_equal(prep.transform_table(table, rows=rows),
+                                  prep.transform_table(table.take(rows)))
