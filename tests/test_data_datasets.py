@@ -348,9 +348,9 @@ def test_real_kdd_with_limit():
     assert (len(data.x_train), len(data.x_val)) == (5000, 1000)
     assert len(data.x_test) == round(494_021 * 0.2)
     assert 0.1 < data.y_test.mean() < 0.95 and 0.1 < data.y_train.mean() < 0.95
-    # 38 numeric + one-hot of the protocols, services and flags seen in the 5,000
-    # training rows (the test rows have services never seen: encoded as zeros).
-    assert 38 + 3 + 10 < data.n_features <= 38 + 3 + 66 + 11
+    # 38 numeric + one-hot of every protocol, service and flag of the KDD files, whatever
+    # the 5,000 training rows hold.
+    assert data.n_features == 38 + 3 + 70 + 11
 
 
 # --- preprocessors and user files ---------------------------------------------------------
