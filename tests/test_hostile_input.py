@@ -70,11 +70,12 @@ def test_damaged_idx_file_through_the_cli(damage, expected, saved, tmp_path, cap
 
 
 @pytest.mark.parametrize("content,expected", [
-    (KDD_ROW.replace(",181,", ",1o1,") + "\n", "line 1: column src_bytes: '1o1' is not a number"),
-    (KDD_ROW.replace(",SF,", ",") + "\n", "line 1: 41 fields, expected 42"),
-    ("", "empty file, expected KDD Cup 99 rows"),
+    ("\n".join([KDD_ROW.replace(",181,", ",1o1,")] + [KDD_ROW] * 3) + "\n",
+     "row 1, column 'src_bytes': '1o1' is not a number"),
+    ("\n".join([KDD_ROW.replace(",SF,", ",")] * 3) + "\n", "41 columns, expected 42"),
+    ("", "empty file"),
     ("\n".join([KDD_ROW] * 5 + [KDD_ROW.replace("normal.", "teleport.")]) + "\n",
-     "line 6: unknown label 'teleport.'"),
+     "row 6, target 'label': 'teleport.': not mapped"),
 ])
 def test_bad_kdd_file_through_the_cli(content, expected, saved, tmp_path, capsys):
     path = tmp_path / "kdd.csv"

@@ -84,6 +84,9 @@ class BenchConfig:
     # ~6 MB of Net-1h inputs, more than the L2 caches hold, so steps read
     # fresh data as in training, not the same batch from cache.
     pool_samples: int = 2048
+    # An .npz of a loaded table's inputs "x" and classes "labels" (``pbp bench --train-file``):
+    # steps then cycle through its rows instead of synthetic ones.
+    pool_file: str | None = None
     notes: tuple[str, ...] = ()       # what a preset left out, for the report
 
     def __post_init__(self) -> None:

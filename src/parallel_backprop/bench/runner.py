@@ -84,7 +84,7 @@ class Run:
             "executor_blas_threads": self.executor_blas_threads, "cpus": self.cpus,
             "ranks": self.ranks, "plugins": list(plugins),
             "lr": config.lr, "seed": config.seed, "pool_samples": config.pool_samples,
-            "gemm_size": config.gemm_size,
+            "gemm_size": config.gemm_size, "pool_file": config.pool_file,
             "timing": {"warmup_s": config.timing.warmup_s,
                        "min_time_s": config.timing.min_time_s,
                        "repeats": config.timing.repeats},

@@ -175,22 +175,36 @@ class Pool:
 
     @classmethod
     def make(cls, network: Network, n_classes: int, batch_size: int, min_samples: int,
-             seed: int) -> "Pool":
+             seed: int, pool_file: str | None = None) -> "Pool":
         """``min_samples`` rounded up to whole batches, within 2 to 64 batches.
 
         At most 64 steps per pass keeps passes of tiny batches short; at
-        least two keeps consecutive steps on different data.
+        least two keeps consecutive steps on different data. With
+        ``pool_file`` (``write_pool``) the rows are a loaded table's, cycled
+        when it has fewer.
         """
         n_batches = min(64, max(2, -(-min_samples // batch_size)))
         n = n_batches * batch_size
+        if pool_file is not None:
+            with np.load(pool_file) as arrays:
+                rows = np.arange(n) % len(arrays["labels"])
+                x, labels = arrays["x"][rows], arrays["labels"][rows]
+            return cls(np.ascontiguousarray(x, np.float32), network.targets(labels), labels,
+                       batch_size)
         rng = np.random.default_rng(seed)
         x = rng.random((n, network.sizes[0]), dtype=np.float32)
         labels = rng.integers(0, n_classes, size=n)
         return cls(x, network.targets(labels), labels, batch_size)
 
+
     def batches(self) -> list[tuple[np.ndarray, np.ndarray]]:
         b = self.batch_size
         return [(self.x[i:i + b], self.y[i:i + b]) for i in range(0, len(self.x), b)]
+
+
+def write_pool(path, x: np.ndarray, labels: np.ndarray, most: int) -> None:
+    """Keep the first ``most`` rows of a data set's inputs and classes for ``Pool.make``."""
+    np.savez(path, x=np.asarray(x[:most], np.float32), labels=np.asarray(labels[:most]))
 
 
 @dataclass(frozen=True)
@@ -209,6 +223,7 @@ class Setup:
     pool_samples: int
     gemm_size: int
     optimizer: str = "sgd"        # an update rule of ..optim, its default settings
+    pool_file: str | None = None
 
 
 def build(setup: Setup) -> Workload:
@@ -221,7 +236,7 @@ def build(setup: Setup) -> Workload:
     if system.kind == "ceiling":
         return _CEILING_BUILDERS[system.name](setup)
     pool = Pool.make(setup.network, setup.n_classes, setup.batch_size, setup.pool_samples,
-                     setup.seed)
+                     setup.seed, setup.pool_file)
     builder = _executor if system.kind == "executor" else _PEER_BUILDERS[system.name]
     workload = builder(setup, pool)
     workload.flops_per_step = setup.network.train_flops_per_sample() * setup.batch_size

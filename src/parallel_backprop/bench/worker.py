@@ -115,7 +115,8 @@ def run(spec: dict) -> dict | None:
         optimizer=spec.get("optimizer") or "sgd",
         threads=spec["threads"], executor_threads=spec["executor_threads"],
         executor_blas_threads=spec["executor_blas_threads"], lr=spec["lr"], seed=spec["seed"],
-        pool_samples=spec["pool_samples"], gemm_size=spec["gemm_size"])
+        pool_samples=spec["pool_samples"], gemm_size=spec["gemm_size"],
+        pool_file=spec.get("pool_file"))
     start = time.perf_counter()
     try:
         workload = build(setup)

@@ -6,9 +6,17 @@ from pathlib import Path
 
 import click
 
-from .options import (out_option, parse_comma_lists, quiet_option, seed_option, timing_options,
-                      timing_settings)
+from .data import DataOptions
+from .options import (out_option, parse_comma_lists, quiet_option, seed_option, table_options,
+                      timing_options, timing_settings)
 from .runs import command_argv, command_plugins
+
+TABLE_OPTIONS = ("train_file", "target_file", "target", "task", "columns", "drop", "impute",
+                 "max_categories", "log_scale", "schema")
+# What DataOptions holds for a built-in data set, none of which bench reads.
+NO_DATASET = {"dataset": None, "data_dir": None, "limit": None, "kdd_task": "binary",
+              "kdd_encoding": "onehot", "kdd_file": None, "test_file": None, "samples": 0,
+              "features": 0, "classes": 0}
 
 
 @click.command("bench")
@@ -50,6 +58,7 @@ from .runs import command_argv, command_plugins
               help="List the systems and whether each can run here, then exit.")
 @click.option("--replot", type=click.Path(path_type=Path),
               help="Redraw the plots of an earlier bench.json into --out; measure nothing.")
+@table_options
 @quiet_option("No progress bar and no summary.")
 @click.pass_context
 def bench_command(ctx: click.Context, quick: bool, out: Path, no_plots: bool, list_systems: bool,
@@ -64,7 +73,10 @@ def bench_command(ctx: click.Context, quick: bool, out: Path, no_plots: bool, li
     if replot is not None:
         _replot(replot, out, echo)
         return
+    table = DataOptions(**NO_DATASET, **{name: grid.pop(name) for name in TABLE_OPTIONS})
     config = bench_config(ctx, quick, grid)
+    if table.train_file is not None:
+        config = table_pool(config, table, out, echo)
     try:
         run_bench(config, out, plots=not no_plots, progress=not quiet, log=echo,
                   command=["pbp", *command_argv()], plugins=command_plugins())
@@ -87,6 +99,28 @@ def bench_config(ctx: click.Context, quick: bool, grid: dict):
         optimizers=lists["optimizers"],
         threads=lists["thread_counts"], hybrid_blas_threads=grid.pop("blas_threads"),
         **timing_settings(grid), **grid)
+
+
+def table_pool(config, table: DataOptions, out: Path, echo):
+    """``config`` timed on the rows of ``--train-file``: its input width, classes and rows."""
+    from dataclasses import replace
+
+    from ..bench.systems import write_pool
+    from ..errors import ConfigError
+
+    data = table.load(config.seed, quiet=True)
+    if data.task == "regress":
+        raise ConfigError(f"--train-file {table.train_file}: a regression; pbp bench times "
+                          "classifiers (give --task classify)")
+    out.mkdir(parents=True, exist_ok=True)
+    pool_file = out / "pool.npz"
+    write_pool(pool_file, data.x_train, data.y_train, 64 * max(config.batch_sizes))
+    shape = f"{len(data.x_train)} rows x {data.x_train.shape[1]} inputs, {data.n_classes} classes"
+    echo(f"--train-file {table.train_file}: {shape}")
+    return replace(config, features=data.x_train.shape[1], classes=data.n_classes,
+                   epoch_samples=len(data.x_train), pool_file=str(pool_file),
+                   notes=(*config.notes, f"inputs: the training rows of {table.train_file} "
+                                         f"({shape})"))
 
 
 def list_bench_systems() -> None:

@@ -55,6 +55,7 @@ class DataOptions(OptionGroup):
     impute: str | None = None
     max_categories: int | None = None
     log_scale: bool = False
+    schema: str | None = None
 
     @property
     def name(self) -> str | None:
@@ -79,7 +80,7 @@ class DataOptions(OptionGroup):
                     "target": self.target, "task": self.task,
                     "columns": comma_list(self.columns), "drop": comma_list(self.drop),
                     "impute": self.impute, "max_categories": self.max_categories,
-                    "log_scale": self.log_scale or None}
+                    "log_scale": self.log_scale or None, "schema": self.schema}
         return {key: value for key, value in settings.items() if value is not None}
 
     def load(self, seed: int, quiet: bool, dataset: str | None = None, fitted=None):

@@ -94,6 +94,8 @@ table_options = stack(
                       "grouped (default: the data set's)."),
     click.option("--log-scale", is_flag=True,
                  help="Scale heavy-tailed non-negative columns by log1p before standardising."),
+    click.option("--schema", help="A registered table schema (e.g. kdd99): the column names of a "
+                                  "file without a header, category lists, log-scaled columns."),
 )
 """The options of ``--dataset file``, a user's own table (see :class:`.runs.DataOptions`)."""
 

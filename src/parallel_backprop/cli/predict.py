@@ -19,7 +19,7 @@ from ..errors import PbpError
 from ..fileio import atomic_open, check_outputs
 from ..modelio import load_model
 from ..trainer import class_probabilities, predict_outputs, regression_metrics
-from .data import DataOptions
+from .data import TABLE_DATASET, DataOptions
 from .options import dataset_choice, dataset_options, quiet_option, seed_option
 
 OUTPUT_SUFFIXES = (".csv", ".npy")
@@ -50,7 +50,9 @@ def predict_command(model_path: Path, input_path: Path | None, seed: int, output
     inputs = ({"--input": input_path} if input_path is not None
               else data.input_files(data.dataset or model.dataset))
     check_outputs({"--output": output}, {"MODEL": model_path, **inputs})
-    if getattr(model.preprocessor, "kind", None) == "table":
+    # A built-in data set read as a table (kdd99) predicts its test split as any other.
+    own_table = input_path is not None or (data.dataset or model.dataset) == TABLE_DATASET
+    if getattr(model.preprocessor, "kind", None) == "table" and own_table:
         return _predict_table(model, model_path, input_path, output, proba, quiet)
     if input_path is not None:
         from ..data import load_features_file

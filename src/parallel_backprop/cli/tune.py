@@ -9,7 +9,8 @@ import click
 from ..fileio import write_json
 from .methods import MethodOptions, apply_preset, method_options
 from .options import (dataset_choice, dataset_options, epochs_option, executor_options,
-                      network_options, out_option, quiet_option, seed_option, stack)
+                      network_options, out_option, quiet_option, seed_option, stack,
+                      table_options)
 from .runs import (DataOptions, ExecutorOptions, NetOptions, command_argv, command_plugins,
                    launch_ranks, start_run)
 
@@ -24,8 +25,9 @@ optimizer_grid_options = stack(*(
 
 
 @click.command("tune")
-@dataset_choice()
+@dataset_choice(required=False, help="The data set (default: file, with --train-file).")
 @dataset_options
+@table_options
 @network_options
 @click.option("--lrs", help="Comma-separated learning rates (default: 0.0003,0.001,0.003; "
                             "seed preset: the seed's grid, 0.001,0.002,0.01,0.1,0.5,1).")

@@ -92,6 +92,7 @@ class LoadRequest:
     impute: str | None = None
     max_categories: int = 50
     log_scale: bool = False
+    schema: object = None          # a TableSchema or a registered schema's name (schema.py)
     synthetic_samples: int = 60000
     synthetic_features: int = 784
     synthetic_classes: int = 10
@@ -125,7 +126,8 @@ class DatasetSpec:
                    splits it with ``rng`` (seeded by ``request.seed``) and fits the
                    preprocessing on the training split, unless ``request.fitted``
     preprocessing  the ``kind`` of preprocessor it fits ("image", "kdd",
-                   "identity"); a ``fitted`` preprocessor of another kind is refused
+                   "identity", "table"); a ``fitted`` preprocessor of another kind
+                   is refused, unless one of ``older_preprocessing``
     locate         ``locate(request) -> Located``: finds the files, downloading them
                    when ``request.download`` allows. For a generated data set it
                    finds nothing and returns its sizes as ``load`` options.
@@ -142,6 +144,7 @@ class DatasetSpec:
     generated: bool = False
     options: tuple[str, ...] = ()
     user_files: bool = False
+    older_preprocessing: tuple[str, ...] = ()   # kinds of earlier saved models it still applies
 
 
 def split_pool(n: int, limit: int | None, val_fraction: float,

@@ -19,6 +19,7 @@ Splits, all seeded by ``request.seed`` through one generator:
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from functools import partial
 
 import numpy as np
@@ -26,10 +27,11 @@ import numpy as np
 from ..errors import DataError
 from .base import Dataset, DatasetSpec, LoadRequest, Located, hold_out, split_pool
 from .idx import load_idx_pair
-from .kdd import TASKS, read_kdd
+from .kdd import TASKS, kdd_schema, read_kdd
 from .preprocess import Identity, ImageScaler, KddPreprocessor
+from .tabular import TablePreprocessor
 from .sources import FASHION_MNIST_FILES, MNIST_FILES, IdxFiles, locate_kdd
-from .userfile import FILE_DATASET
+from .userfile import FILE_DATASET, load_table
 from .validate import check_choice, check_fraction, check_int
 
 IMAGE_SHAPE = (28, 28)
@@ -96,6 +98,23 @@ def _locate_kdd(request: LoadRequest) -> Located:
 
 
 def _load_kdd(request: LoadRequest, rng: np.random.Generator) -> Dataset:
+    """The KDD file as a table with the KDD schema (``kdd.kdd_schema``): the "file" data set's
+    pipeline; a model saved with the earlier ``KddPreprocessor`` is applied as before."""
+    if request.fitted is not None and request.fitted.kind == KddPreprocessor.kind:
+        return _load_kdd_rows(request, rng)
+    schema = kdd_schema(request.kdd_task, request.kdd_encoding)   # checked before any reading
+    test_file = None if request.test_file is None else locate_kdd(
+        request.test_file, request.data_dir, request.download, request.progress,
+        what="KDD test file")
+    table_request = replace(
+        request, train_file=_locate_kdd(request).paths[0], test_file=test_file, target=None,
+        target_file=None, task=None, columns=None, drop=None, impute=None, log_scale=False,
+        schema=schema)
+    return load_table(table_request, rng, "kdd99", "KDD file")
+
+
+def _load_kdd_rows(request: LoadRequest, rng: np.random.Generator) -> Dataset:
+    """KDD rows read by ``read_kdd`` and a saved ``KddPreprocessor`` (models of kind "kdd")."""
     fitted = request.fitted
     task = fitted.task if fitted is not None else request.kdd_task
     # Both options are checked before any reading.
@@ -179,7 +198,8 @@ BUILTIN = (
     image_dataset("fashion-mnist", "Fashion-MNIST clothing, 28x28 grey images, 10 classes",
                   FASHION_MNIST_FILES, FASHION_CLASSES),
     DatasetSpec("kdd99", "KDD Cup 1999 network connections: normal or attack (or its category)",
-                _load_kdd, KddPreprocessor.kind, _locate_kdd, options=KDD_OPTIONS),
+                _load_kdd, TablePreprocessor.kind, _locate_kdd, options=KDD_OPTIONS,
+                older_preprocessing=(KddPreprocessor.kind,)),
     DatasetSpec("synthetic", "Gaussian inputs labelled by a fixed random linear teacher",
                 _load_synthetic, Identity.kind, _locate_synthetic, generated=True,
                 options=SYNTHETIC_OPTIONS),

@@ -83,7 +83,7 @@ def load_dataset(name: str, *, data_dir=None, limit: int | None = None, seed: in
                  fitted=None, image_scaling: str = "standard", train_file=None,
                  target_file=None, target: str | None = None, task: str | None = None,
                  columns=None, drop=None, impute: str | None = None,
-                 max_categories: int = 50, log_scale: bool = False,
+                 max_categories: int = 50, log_scale: bool = False, schema=None,
                  kdd_test_file=None, kdd_test_fraction: float | None = None) -> Dataset:
     """Load data set ``name`` (a key of ``DATASETS``), split and preprocessed.
 
@@ -101,7 +101,8 @@ def load_dataset(name: str, *, data_dir=None, limit: int | None = None, seed: in
         check_int("limit", limit, 1)
     check_int("seed", seed, 0)
     check_fraction("val_fraction", val_fraction)
-    if fitted is not None and fitted.kind != spec.preprocessing:
+    if fitted is not None and fitted.kind not in (spec.preprocessing,
+                                                  *spec.older_preprocessing):
         raise DataError(f"fitted preprocessing of kind {fitted.kind!r} cannot be applied to "
                         f"{name}: expected {spec.preprocessing!r}")
     request = LoadRequest(
@@ -112,7 +113,7 @@ def load_dataset(name: str, *, data_dir=None, limit: int | None = None, seed: in
         synthetic_classes=synthetic_classes, train_file=train_file, target_file=target_file,
         target=target, task=task, columns=_names(columns), drop=_names(drop), impute=impute,
         max_categories=max_categories, log_scale=log_scale, test_file=test_file,
-        test_fraction=test_fraction)
+        test_fraction=test_fraction, schema=schema)
     dataset = spec.load(request, np.random.default_rng(seed))
     # Every split is validated here, at the boundary: the trainer can then trust them.
     for split in ("train", "val", "test"):

@@ -25,6 +25,7 @@ import numpy as np
 from ..errors import DataError
 from ..fileio import one_line
 from .io import open_data
+from .schema import TableSchema, register_schema, register_target_map
 from .validate import check_choice
 
 FEATURES = (
@@ -69,6 +70,21 @@ ATTACK_CATEGORY = {"normal": "normal", **{name: category
                                           for name in names}}
 TASKS = {"binary": ("normal", "attack"), "category": CATEGORIES}
 
+# Every value of the categorical features in the KDD files (the 10% file has 66 of the 70
+# services): a fixed list keeps the one-hot width the same whatever rows are trained on.
+PROTOCOLS = ("icmp", "tcp", "udp")
+SERVICES = (
+    "IRC", "X11", "Z39_50", "aol", "auth", "bgp", "courier", "csnet_ns", "ctf", "daytime",
+    "discard", "domain", "domain_u", "echo", "eco_i", "ecr_i", "efs", "exec", "finger", "ftp",
+    "ftp_data", "gopher", "harvest", "hostnames", "http", "http_2784", "http_443", "http_8001",
+    "imap4", "iso_tsap", "klogin", "kshell", "ldap", "link", "login", "mtp", "name",
+    "netbios_dgm", "netbios_ns", "netbios_ssn", "netstat", "nnsp", "nntp", "ntp_u", "other",
+    "pm_dump", "pop_2", "pop_3", "printer", "private", "red_i", "remote_job", "rje", "shell",
+    "smtp", "sql_net", "ssh", "sunrpc", "supdup", "systat", "telnet", "tftp_u", "tim_i", "time",
+    "urh_i", "urp_i", "uucp", "uucp_path", "vmnet", "whois")
+FLAGS = ("OTH", "REJ", "RSTO", "RSTOS0", "RSTR", "S0", "S1", "S2", "S3", "SF", "SH")
+LABEL = "label"
+
 _BLOCK_BYTES = 1 << 26  # read 64 MiB at a time: the full file is 743 MB unzipped
 
 
@@ -102,6 +118,30 @@ def attack_category(label: str) -> str:
         raise DataError(f"unknown KDD Cup 99 label {label!r}, expected normal or one of the "
                         f"{len(ATTACK_CATEGORY) - 1} known attack names")
     return ATTACK_CATEGORY[name]
+
+
+def _binary_class(label: str) -> str:
+    return "normal" if attack_category(label) == "normal" else "attack"
+
+
+TARGET_MAPS = {"binary": register_target_map("kdd99-binary", _binary_class, TASKS["binary"]),
+               "category": register_target_map("kdd99-category", attack_category, CATEGORIES)}
+
+
+def kdd_schema(task: str | None = None, encoding: str = "onehot") -> TableSchema:
+    """The table schema of a KDD file: its 41 feature names and "label", the categorical
+    features' every value, the heavy-tailed counts log-scaled, every numeric feature kept;
+    the label mapped to ``task``'s classes (None: left as the 23 labels)."""
+    if task is not None:
+        check_choice("KDD task", task, TASKS)
+    check_choice("KDD encoding", encoding, ("onehot", "ordinal"))
+    return TableSchema(
+        names=(*FEATURES, LABEL), categories=dict(zip(CATEGORICAL, (PROTOCOLS, SERVICES, FLAGS))),
+        ordinal=CATEGORICAL if encoding == "ordinal" else (), log_scaled=LOG_SCALED,
+        keep=NUMERIC, target=LABEL, target_map=None if task is None else TARGET_MAPS[task])
+
+
+register_schema("kdd99", kdd_schema())
 
 
 def kdd_targets(labels: np.ndarray, task: str) -> np.ndarray:

@@ -16,6 +16,11 @@ blocks of the string columns, each group in the table's order:
   takes every remaining value, unseen ones included. Without an "other"
   column a value the training split never had gives all zeros.
 
+A ``TableSchema`` (``schema.py``) fixes what the values alone would decide:
+a column's category list (its one-hot width; "ordinal": its index in the
+list, standardised), log scaling, keeping a constant column (divided by 1),
+the column names of a file without a header, and a target map.
+
 Missing values (``columns.py``) are a DataError naming the row and column
 unless ``impute``: "mean" or "median" fill numeric and bool columns,
 "most-frequent" every column, with the training split's statistic.
@@ -32,6 +37,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..resources import check_allocation
+from .schema import TableSchema
 from .columns import (as_strings, category_codes, category_counts, column_kind, first_missing,
                       missing_mask, name_list, numeric_values)
 from .targets import TargetCode
@@ -45,7 +51,7 @@ IMPUTE_HINT = "give --impute mean, median or most-frequent to fill missing value
 
 @dataclass
 class ColumnCode:
-    """How one input column is encoded: "numeric", "log", "bool" or "category"."""
+    """How one input column is encoded: "numeric", "log", "bool", "category" or "ordinal"."""
 
     name: str
     kind: str
@@ -85,8 +91,10 @@ def _numeric_fill(values: np.ndarray, impute: str) -> float:
     return float(distinct[np.argmax(counts)])
 
 
-def fit_numeric(column, name: str, kind: str, rows, options: dict, what: str):
-    """The ``ColumnCode`` of a numeric or bool column, or None when it is constant."""
+def fit_numeric(column, name: str, kind: str, rows, options: dict, what: str,
+                schema: TableSchema | None = None):
+    """The ``ColumnCode`` of a numeric or bool column, or None when it is constant
+    (unless the schema keeps it)."""
     values = numeric_values(column, name, what)
     missing = np.isnan(values)
     if options["impute"] is None:
@@ -99,14 +107,36 @@ def fit_numeric(column, name: str, kind: str, rows, options: dict, what: str):
     if options["impute"] is not None:
         code.fill = _numeric_fill(present, options["impute"])
         train = np.where(np.isnan(train), code.fill, train)
-    if kind == "numeric" and options["log_scale"] and present.min() >= 0 \
+    if schema is not None and name in schema.log_scaled:
+        code.kind, train = "log", _log1p(train)
+    elif kind == "numeric" and options["log_scale"] and present.min() >= 0 \
             and _skew(present) > LOG_SKEW:
         code.kind, train = "log", np.log1p(train)
     if train.min() == train.max():
-        return None
+        if schema is None or name not in schema.keep:
+            return None
+        code.kind = "numeric" if kind == "bool" else code.kind
+        code.mean = float(train[0])
+        return code
     if kind != "bool":
         code.mean, code.std = float(train.mean()), float(train.std())
     return code
+
+
+def fit_listed(column, name: str, rows, schema: TableSchema, what: str) -> ColumnCode:
+    """The ``ColumnCode`` of a column whose categories the schema lists (never dropped)."""
+    code = ColumnCode(name, "ordinal" if name in schema.ordinal else "category",
+                      vocabulary=np.sort(np.asarray(schema.categories[name], str)))
+    if code.kind == "ordinal":
+        values = ordinal_codes(code, column if rows is None else column.take(rows))
+        code.mean, code.std = float(values.mean()), float(values.std())
+        code.std = code.std if code.std > 0 else 1.0
+    return code
+
+
+def ordinal_codes(code: ColumnCode, column) -> np.ndarray:
+    """float64 (n,): each value's index in the vocabulary, -1 outside it (or missing)."""
+    return category_codes(as_strings(column), code.vocabulary).astype(np.float64)
 
 
 def fit_category(column, name: str, rows, options: dict, what: str):
@@ -138,7 +168,10 @@ def fit_category(column, name: str, rows, options: dict, what: str):
 
 
 def scaled_values(code: ColumnCode, column, out: np.ndarray, what: str) -> None:
-    """Write a numeric or bool ``column`` encoded by ``code`` into ``out`` float32 (n,)."""
+    """Write a numeric, bool or ordinal ``column`` encoded by ``code`` into ``out`` float32 (n,)."""
+    if code.kind == "ordinal":
+        np.divide(ordinal_codes(code, column) - code.mean, code.std, out=out, casting="unsafe")
+        return
     values = numeric_values(column, code.name, what)
     missing = np.isnan(values)
     if np.isnan(code.fill):
@@ -179,6 +212,18 @@ def copy_columns(out: np.ndarray, scratch: np.ndarray, block: int = 4096) -> Non
         out[start:start + block] = scratch[:, start:start + block].T
 
 
+@dataclass(frozen=True)
+class _Rows:
+    """Some rows of a column, taken only when the column is encoded."""
+
+    column: object
+    rows: np.ndarray
+
+
+def _taken(column):
+    return column.column.take(column.rows) if isinstance(column, _Rows) else column
+
+
 class TablePreprocessor:
     """A user's table (a ``pyarrow.Table``) -> float32 inputs and targets (module docstring).
 
@@ -189,6 +234,8 @@ class TablePreprocessor:
         One-hot columns per string column at most (the last one "other").
     log_scale : bool
         log1p heavy-tailed non-negative numeric columns before standardising.
+    schema : TableSchema or None
+        What is fixed about the columns (the module docstring).
 
     After ``fit``: ``feature_columns`` (the input columns a table must have),
     ``task``, ``class_names``, ``n_features``, ``notes`` (what fitting decided,
@@ -198,12 +245,13 @@ class TablePreprocessor:
     kind = "table"
 
     def __init__(self, impute: str | None = None, max_categories: int = 50,
-                 log_scale: bool = False):
+                 log_scale: bool = False, schema: TableSchema | None = None):
         if impute is not None:
             check_choice("impute", impute, IMPUTE)
         check_int("max_categories", max_categories, 2)
         self.options = {"impute": impute, "max_categories": int(max_categories),
                         "log_scale": bool(log_scale)}
+        self.schema = schema
         self.codes: list[ColumnCode] = []
         self.target: TargetCode | None = None
         self.positional = False   # the training table had no header: columns "0", "1", ...
@@ -258,13 +306,19 @@ class TablePreprocessor:
         self.codes, dropped = [], []
         names = table.column_names
         self.positional = names == [str(i) for i in range(len(names))]
+        schema = self.schema
         for name in features:
             column = table.column(name)
+            if schema is not None and name in schema.categories:
+                self.codes.append(fit_listed(column, name, rows, schema, what))
+                continue
             kind = column_kind(column, name, what)
+            if kind == "category" and schema is not None and name in schema.keep:
+                kind = "numeric"   # a kept column is a number column: a word in it is named
             if kind == "category":
                 code = fit_category(column, name, rows, self.options, what)
             else:
-                code = fit_numeric(column, name, kind, rows, self.options, what)
+                code = fit_numeric(column, name, kind, rows, self.options, what, schema)
             if code is None:
                 dropped.append(name)
             else:
@@ -292,15 +346,19 @@ class TablePreprocessor:
 
     # ---- applying ------------------------------------------------------------------------
 
-    def transform_table(self, table, what: str = "table") -> np.ndarray:
-        """float32 (n, n_features) inputs for ``table``, its columns matched by name.
+    def transform_table(self, table, what: str = "table", rows=None) -> np.ndarray:
+        """float32 (n, n_features) inputs for ``table`` (its rows ``rows``: None, all), its
+        columns matched by name.
 
         A table without a header whose columns are exactly as many as the
         inputs is matched by position instead (a training table without a
-        header had its target somewhere among them).
+        header had its target somewhere among them). The rows of one column
+        at a time are taken: never a second copy of the whole table.
         """
-        columns = self._columns(table, what)
-        shape = (table.num_rows, self.n_features)
+        columns = self._columns(self.named(table, what), what)
+        if rows is not None:
+            columns = [_Rows(column, rows) for column in columns]
+        shape = (table.num_rows if rows is None else len(rows), self.n_features)
         check_allocation(4 * shape[0] * shape[1], f"{what}: float32 inputs of shape {shape}",
                          DataError, "give a smaller --max-categories or fewer rows")
         out = np.zeros(shape, dtype=np.float32)
@@ -312,14 +370,18 @@ class TablePreprocessor:
         for start in range(0, len(scaled), group):
             chunk = scaled[start:start + group]
             for k, (code, column) in enumerate(chunk):
-                scaled_values(code, column, scratch[k], what)
+                scaled_values(code, _taken(column), scratch[k], what)
             copy_columns(out[:, start:start + len(chunk)], scratch[:len(chunk)])
         offset = len(scaled)
         for code, column in zip(self.codes, columns):
             if code.kind == "category":
-                one_hot(code, column, out[:, offset:offset + code.width], what)
+                one_hot(code, _taken(column), out[:, offset:offset + code.width], what)
                 offset += code.width
         return out
+
+    def named(self, table, what: str):
+        """``table`` with the schema's column names when it has no header (``TableSchema``)."""
+        return table if self.schema is None else self.schema.name_columns(table, what)
 
     def transform(self, raw, what: str = "table") -> np.ndarray:
         """``transform_table`` for a ``pyarrow.Table``; anything else is a DataError."""
@@ -342,7 +404,7 @@ class TablePreprocessor:
 
     def targets_of(self, table, what: str = "table") -> np.ndarray | None:
         """int64 (n,) classes or float32 (n, n_targets) standardised targets; None if absent."""
-        return self._target().targets_of(table, what)
+        return self._target().targets_of(self.named(table, what), what)
 
     def inverse_targets(self, y: np.ndarray) -> np.ndarray:
         """Standardised regression outputs back in the targets' units, float32 (n, n_targets)."""
@@ -365,9 +427,10 @@ class TablePreprocessor:
             "impute": np.array(self.options["impute"] or ""),
             "max_categories": np.array(self.options["max_categories"], np.int64),
             "log_scale": np.array(self.options["log_scale"]),
+            "schema_names": np.array(self.schema.names if self.schema else (), str),
             **target.to_arrays()}
         for j, code in enumerate(codes):
-            if code.kind == "category":
+            if code.kind in ("category", "ordinal"):
                 arrays[f"vocab_{j}"] = code.vocabulary.astype(str)
         return arrays
 
@@ -385,25 +448,30 @@ class TablePreprocessor:
                 zip(*per_column)):
             code = ColumnCode(str(name), str(kind), float(mean), float(std), float(fill),
                               other=bool(other), fill_category=str(fill_category))
-            if code.kind == "category":
+            if code.kind in ("category", "ordinal"):
                 code.vocabulary = np.asarray(arrays[f"vocab_{j}"]).astype(str).reshape(-1)
             prep.codes.append(code)
         prep.positional = bool(arrays["positional"])
         prep.target = TargetCode.from_arrays(arrays)
+        # Models saved before schemas have no names: their files were read as they are.
+        names = tuple(str(n) for n in np.asarray(arrays.get("schema_names", ())).reshape(-1))
+        if names:
+            prep.schema = TableSchema(names=names, target=prep.target.columns[0])
         prep.check_state()
         return prep
 
     def check_state(self) -> None:
         """Raise a DataError unless the fitted state is consistent (after ``from_arrays``)."""
         for code in self.codes:
-            if code.kind not in ("numeric", "log", "bool", "category"):
+            if code.kind not in ("numeric", "log", "bool", "category", "ordinal"):
                 raise DataError(f"table preprocessor arrays: column {code.name!r} of kind "
-                                f"{code.kind!r}, expected numeric, log, bool or category")
+                                f"{code.kind!r}, expected numeric, log, bool, category or "
+                                "ordinal")
             if not (np.isfinite(code.mean) and np.isfinite(code.std) and code.std > 0):
                 raise DataError(f"table preprocessor arrays: column {code.name!r}: mean must be "
                                 "finite and std positive")
             vocabulary = code.vocabulary
-            if code.kind == "category" and (code.width < 1 or np.any(vocabulary[1:]
+            if code.kind in ("category", "ordinal") and (len(vocabulary) < 1 or np.any(vocabulary[1:]
                                                                       <= vocabulary[:-1])):
                 raise DataError(f"table preprocessor arrays: column {code.name!r}: vocabulary "
                                 "must be sorted, distinct and not empty")

@@ -10,6 +10,10 @@
   split's mean and deviation into float32 (n, n_targets);
   ``inverse_targets`` maps network outputs back to the original units.
 
+With a target map (``schema.TARGET_MAPS``, by name) a classification's
+classes are the map's, in its order, and a row's class is the map of its
+value: the 23 labels of KDD Cup 99 become "normal" / "attack".
+
 ``infer_task``: a target of strings or booleans, or of whole numbers with
 at most ``MAX_INFERRED_CLASSES`` distinct values, is a classification;
 any other numeric target a regression.
@@ -21,6 +25,7 @@ import numpy as np
 
 from ..errors import DataError
 from .columns import as_strings, category_codes, column_kind, missing_mask, numeric_values
+from .schema import target_map
 
 TASKS = ("classify", "regress")
 MAX_INFERRED_CLASSES = 50
@@ -61,9 +66,10 @@ class TargetCode:
     class_names    classify: str (k,), sorted as the classes are
     class_values   classify, numeric target: float64 (k,) sorted; None for text targets
     mean, std      regress: float64 (n_targets,)
+    mapping        classify: the name of a target map, or None
     """
 
-    def __init__(self, columns: list[str], task: str):
+    def __init__(self, columns: list[str], task: str, mapping: str | None = None):
         if task not in TASKS:
             raise DataError(f"task {task!r}: expected one of {', '.join(TASKS)}")
         if task == "classify" and len(columns) != 1:
@@ -74,6 +80,11 @@ class TargetCode:
         self.class_values: np.ndarray | None = None
         self.mean = np.zeros(len(columns))
         self.std = np.ones(len(columns))
+        self.mapping = mapping
+        if mapping is not None:
+            if task != "classify":
+                raise DataError(f"target map {mapping!r}: maps to classes, not a regression")
+            self.class_names = list(target_map(mapping).classes)
 
     def fit(self, table, rows: np.ndarray | None, what: str) -> "TargetCode":
         """Learn the classes (from every row) or the scaling (from ``rows``) of ``table``."""
@@ -94,6 +105,9 @@ class TargetCode:
         name = self.columns[0]
         column = table.column(name)
         self._check_present(column, name, what)
+        if self.mapping is not None:
+            self._mapped_codes(column, what)   # every value must map
+            return
         if column_kind(column, name, what) == "numeric":
             self.class_values = np.unique(numeric_values(column, name, what))
             self.class_names = [class_name(v) for v in self.class_values]
@@ -132,7 +146,9 @@ class TargetCode:
         name = self.columns[0]
         column = table.column(name)
         self._check_present(column, name, what)
-        if self.class_values is not None:
+        if self.mapping is not None:
+            codes = self._mapped_codes(column, what)
+        elif self.class_values is not None:
             values = numeric_values(column, name, what)
             codes = np.minimum(np.searchsorted(self.class_values, values),
                                len(self.class_values) - 1)
@@ -145,6 +161,23 @@ class TargetCode:
                             f"{as_strings(column)[row].as_py()!r} is not one of the training "
                             f"file's {len(self.class_names)} classes")
         return codes.astype(np.int64)
+
+    def _mapped_codes(self, column, what: str) -> np.ndarray:
+        """int64 (n,) classes of ``column`` through the target map (each distinct value once)."""
+        strings = as_strings(column)
+        distinct = np.asarray(strings.unique().to_pylist(), str)
+        mapping = target_map(self.mapping)
+        classes = []
+        for value in distinct.tolist():
+            try:
+                classes.append(self.class_names.index(mapping.function(value)))
+            except (DataError, ValueError) as exc:
+                row = int(np.argmax(category_codes(strings, distinct) == len(classes)))
+                raise DataError(f"{what}: row {row + 1}, target {self.columns[0]!r}: "
+                                f"{value!r}: not mapped to a class by {self.mapping!r} "
+                                f"({exc})") from None
+        codes = category_codes(strings, distinct)
+        return np.asarray(classes, np.int64)[codes]
 
     def inverse_targets(self, y: np.ndarray) -> np.ndarray:
         """Standardised regression outputs (n, n_targets) in the targets' own units, float32."""
@@ -163,14 +196,17 @@ class TargetCode:
                   "task": np.array(self.task), "class_names": np.array(self.class_names, str),
                   "target_mean": np.asarray(self.mean, np.float64),
                   "target_std": np.asarray(self.std, np.float64)}
+        if self.mapping is not None:
+            arrays["target_map"] = np.array(self.mapping)
         if self.class_values is not None:
             arrays["class_values"] = np.asarray(self.class_values, np.float64)
         return arrays
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "TargetCode":
+        mapping = str(arrays["target_map"]) if "target_map" in arrays else None
         code = cls([str(c) for c in np.asarray(arrays["target_columns"]).reshape(-1)],
-                   str(arrays["task"]))
+                   str(arrays["task"]), mapping)
         code.class_names = [str(c) for c in np.asarray(arrays["class_names"]).reshape(-1)]
         if "class_values" in arrays:
             code.class_values = np.asarray(arrays["class_values"], np.float64).reshape(-1)

@@ -11,7 +11,10 @@ Read with ``tables.read_table`` (CSV, TSV, gzipped or not, Parquet, ``.npz``,
 3. the splits, seeded by ``seed``: the test split is ``test_file`` or a
    held-out ``test_fraction`` (0.2) of the rows; ``limit`` then keeps a
    subset of the rest, split into training and validation (``val_fraction``).
-4. a ``TablePreprocessor`` fitted on the training split (or the saved
+4. with ``schema`` (a ``TableSchema`` or a registered schema's name), the
+   columns of a file without a header are named by it, and the target is
+   its target column unless ``target`` says otherwise (``load_table``).
+5. a ``TablePreprocessor`` fitted on the training split (or the saved
    model's, ``fitted``), applied to every split.
 
 Rows in messages are counted from 1 over a file's data rows.
@@ -19,6 +22,7 @@ Rows in messages are counted from 1 over a file's data rows.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +31,13 @@ from ..errors import DataError
 from .base import Dataset, DatasetSpec, LoadRequest, Located, hold_out, split_pool
 from .columns import name_list
 from .io import check_file
+from .schema import TableSchema, schema_named
 from .tabular import TablePreprocessor
 from .targets import TASKS, TargetCode, infer_task
 from .validate import check_choice, check_fraction
 
 OPTIONS = ("train_file", "target_file", "test_file", "test_fraction", "target", "task",
-           "columns", "drop", "impute", "max_categories", "log_scale")
+           "columns", "drop", "impute", "max_categories", "log_scale", "schema")
 ARRAY_SUFFIXES = (".npz", ".npy")
 
 
@@ -50,16 +55,31 @@ def _located(request: LoadRequest) -> Located:
     return Located(paths, load, str(paths[0]))
 
 
-def _train_table(request: LoadRequest):
+def request_schema(request: LoadRequest) -> TableSchema | None:
+    """The request's schema: None, one given, or a registered one's name."""
+    schema = request.schema
+    return schema_named(schema) if isinstance(schema, str) else schema
+
+
+def _read(path, what: str, schema: TableSchema | None, progress: bool):
+    """A table file read (without a header when the schema names its columns)."""
+    from .tables import read_table   # pyarrow, imported only when used
+
+    header = False if schema is not None and schema.names else None
+    table = read_table(path, header=header, what=what, progress=progress)
+    return table if schema is None else schema.name_columns(table, f"{what} {path}", True)
+
+
+def _train_table(request: LoadRequest, schema: TableSchema | None, option: str):
     """The training file's table, the targets of ``target_file`` appended as columns."""
-    from .tables import read_table, read_xy_pair   # pyarrow, imported only when used
+    from .tables import read_xy_pair
 
     _located(request)   # a train file is given
     if request.target_file is None:
-        table = read_table(request.train_file, what="--train-file", progress=request.progress)
+        table = _read(request.train_file, option, schema, request.progress)
     else:
         table = read_xy_pair(request.train_file, request.target_file, progress=request.progress)
-    return table, f"--train-file {request.train_file}"
+    return table, f"{option} {request.train_file}"
 
 
 def _resolve(names: list[str], item: str, option: str, what: str) -> str:
@@ -103,11 +123,9 @@ def select_columns(table, request: LoadRequest, what: str) -> tuple[list[str], l
     return inputs, targets
 
 
-def _test_table(request: LoadRequest, table, used: list[str]):
+def _test_table(request: LoadRequest, table, used: list[str], schema: TableSchema | None):
     """The test file's table, checked to have the training file's columns."""
-    from .tables import read_table
-
-    test = read_table(request.test_file, what="--test-file", progress=request.progress)
+    test = _read(request.test_file, "--test-file", schema, request.progress)
     what = f"--test-file {request.test_file}"
     names = table.column_names
     headerless = names == [str(i) for i in range(len(names))]
@@ -128,14 +146,20 @@ def _check_options(request: LoadRequest) -> None:
     TablePreprocessor(request.impute, request.max_categories, request.log_scale)
 
 
-def _fit(request: LoadRequest, table, rows: np.ndarray, what: str):
+def _fit(request: LoadRequest, table, rows: np.ndarray, what: str,
+         schema: TableSchema | None):
     """The preprocessor for ``table`` (fitted on ``rows``, or the saved one) and the notes."""
     if request.fitted is not None:
         return request.fitted, []
+    mapping = None
+    if schema is not None and request.target is None and schema.target is not None:
+        request = replace(request, target=schema.target)
+        mapping = schema.target_map
     inputs, targets = select_columns(table, request, what)
-    task, note = (request.task, None) if request.task else infer_task(table, targets, what)
-    prep = TablePreprocessor(request.impute, request.max_categories, request.log_scale)
-    prep.fit(table, inputs, TargetCode(targets, task), rows, what)
+    task, note = ("classify", None) if mapping else (
+        (request.task, None) if request.task else infer_task(table, targets, what))
+    prep = TablePreprocessor(request.impute, request.max_categories, request.log_scale, schema)
+    prep.fit(table, inputs, TargetCode(targets, task, mapping), rows, what)
     return prep, ([note] if note else []) + prep.notes
 
 
@@ -144,9 +168,9 @@ def _encode(request: LoadRequest, prep, table, parts: list[np.ndarray], what: st
     rows = np.concatenate(parts)
     if request.fitted is None:
         # Fitting read every row of the file and named the first bad one: only the rows
-        # used are encoded (a --limit of a large file encodes little).
-        used = table.take(rows)
-        x, y = prep.transform_table(used, what), prep.targets_of(used, what)
+        # used are encoded (a --limit of a large file encodes little), a column at a time.
+        x, y = prep.transform_table(table, what, rows), prep.targets_of(table, what)
+        y = None if y is None else y[rows]
     else:
         # A saved model's preprocessor: the whole file, so that a message names its row.
         x, y = prep.transform_table(table, what), prep.targets_of(table, what)
@@ -158,24 +182,31 @@ def _encode(request: LoadRequest, prep, table, parts: list[np.ndarray], what: st
     return np.split(x, cuts), np.split(y, cuts)
 
 
-def _load_file(request: LoadRequest, rng: np.random.Generator) -> Dataset:
+def load_table(request: LoadRequest, rng: np.random.Generator, name: str = "file",
+               option: str = "--train-file") -> Dataset:
+    """The data set ``name`` of the table ``request.train_file`` (the module docstring);
+    ``option`` is what messages call that file."""
     _check_options(request)
-    table, what = _train_table(request)
+    schema = request_schema(request)
+    if schema is None and request.fitted is not None:
+        schema = request.fitted.schema   # a saved model's: names a file without a header
+    table, what = _train_table(request, schema, option)
     test_rows, pool = (None, np.arange(table.num_rows)) if request.test_file is not None \
         else hold_out(table.num_rows, request.test_fraction, rng, what)
     train, val = split_pool(len(pool), request.limit, request.val_fraction, rng)
     train, val = pool[train], pool[val]
-    prep, notes = _fit(request, table, train, what)
+    prep, notes = _fit(request, table, train, what, schema)
     parts = [train, val] if test_rows is None else [train, val, test_rows]
     xs, ys = _encode(request, prep, table, parts, what)
     if test_rows is None:
-        test, test_what = _test_table(request, table, prep.feature_columns + prep.target.columns)
+        test, test_what = _test_table(request, table,
+                                      prep.feature_columns + prep.target.columns, prep.schema)
         xs.append(prep.transform_table(test, test_what))
         ys.append(prep.targets_of(test, test_what))
-    return Dataset("file", xs[0], ys[0], xs[1], ys[1], xs[2], ys[2], prep.n_outputs,
+    return Dataset(name, xs[0], ys[0], xs[1], ys[1], xs[2], ys[2], prep.n_outputs,
                    prep, prep.class_names, task=prep.task, notes=notes)
 
 
 FILE_DATASET = DatasetSpec(
     "file", "a table of your own: CSV, TSV, Parquet, .npz or .npy (--train-file)",
-    _load_file, TablePreprocessor.kind, _located, options=OPTIONS, user_files=True)
+    load_table, TablePreprocessor.kind, _located, options=OPTIONS, user_files=True)
