@@ -94,7 +94,7 @@ from ..network import Network
 from ..optim import OptimizerConfig
 from .base import Layout, OptimizerState
 from .optimizing import HostOptimizer, check_weights
-from .threads import ThreadsExecutor, shard_bounds
+from .threads import ThreadsExecutor, check_batch_rows, shard_bounds
 
 INSTALL_HINT = install_hint("mpi")
 
@@ -354,10 +354,7 @@ class MPIExecutor(ThreadsExecutor):
 
     def step(self, x: np.ndarray, y: np.ndarray, lr: float,
              weights: np.ndarray | None = None) -> float:
-        n = x.shape[0]
-        if not 1 <= n <= self.global_batch_size:
-            raise ConfigError(
-                f"batch of {n} rows: expected 1 to {self.global_batch_size} (the batch size)")
+        n = check_batch_rows(x, self.global_batch_size)
         weights = check_weights(weights, n)
         start, stop = shard_bounds(n, self.ranks, self.rank)      # 1. this rank's rows
         self._post_step(x[start:stop], y[start:stop],

@@ -90,6 +90,14 @@ class ExecutorStopped(RuntimeError):
     """The executor was closed, or a worker failed earlier; it cannot run a step."""
 
 
+def check_batch_rows(x: np.ndarray, batch_size: int) -> int:
+    """The rows of a step's batch ``x``, refused unless 1 to ``batch_size``."""
+    n = x.shape[0]
+    if not 1 <= n <= batch_size:
+        raise ConfigError(f"batch of {n} rows: expected 1 to {batch_size} (the batch size)")
+    return n
+
+
 def shard_bounds(n: int, parts: int, k: int) -> tuple[int, int]:
     """Rows ``[start, stop)`` of part ``k`` when ``n`` rows are split in ``parts``.
 
@@ -185,10 +193,7 @@ class ThreadsExecutor(Executor):
 
     def step(self, x: np.ndarray, y: np.ndarray, lr: float,
              weights: np.ndarray | None = None) -> float:
-        n = x.shape[0]
-        if not 1 <= n <= self.batch_size:
-            raise ConfigError(
-                f"batch of {n} rows: expected 1 to {self.batch_size} (the batch size)")
+        n = check_batch_rows(x, self.batch_size)
         self._post_step(x, y, check_weights(weights, n), lr, n)
         return sum(self._losses[:min(n, self._workers)])  # worker order: reproducible
 

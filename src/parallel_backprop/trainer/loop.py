@@ -299,16 +299,12 @@ def train(network: Network, config: TrainConfig,
     x_train : float32 (n, n_in)
     y_train : int (n,) class indices, or float32 (n, n_out) targets as they are
     x_val, y_val : optional validation set (class indices or float targets), scored each epoch
-    params : float32 (n_params,), optional
-        Starting parameters; default Glorot-uniform from ``config.seed``.
+    params : float32 (n_params,), optional: starting parameters (default: from ``config.seed``)
     progress : bool
-        Show a progress bar (only on a terminal) and, unless ``log`` says
-        otherwise, one line per epoch on stderr. ``False``: neither.
+        A progress bar (on a terminal) and, unless ``log`` says otherwise, a line per epoch.
     log : callable, None or False
-        Receives the line of each epoch (loss, validation accuracy, time,
-        samples/s). None (the default): the line goes to stderr when
-        ``progress`` is on, so a run started from Python is never silent;
-        False: no line.
+        Receives each epoch's line. None (the default): stderr while
+        ``progress`` is on, so a run from Python is never silent; False: none.
     resume : TrainState, optional
         Continue from this state (a checkpoint's) instead of starting afresh.
     checkpoint : callable, optional
@@ -321,8 +317,8 @@ def train(network: Network, config: TrainConfig,
     checkpoint_every : int, optional
         Steps between checkpoints; default: only at epoch ends.
     task : "classify", "regress" or None (inferred: see :func:`.evaluation.task_of`)
-        Validation scored by accuracy, or by R², RMSE and MAE. Early stopping
-        and the plateau schedule watch the validation accuracy, or R².
+        Validation scored by accuracy, or by R², RMSE and MAE (early stopping
+        and the plateau schedule watch the accuracy, or R²).
     sample_weight : float (n,), optional
         Per training row; scaled to average 1, each batch's weights go to the
         executor's ``step`` (the loss and gradient are the weighted means).
