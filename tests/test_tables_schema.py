@@ -91,6 +91,18 @@ def test_kdd99_is_the_file_data_set_with_the_kdd_schema(kdd_file):
     np.testing.assert_array_equal(mapped, kdd.y_test)
 
 
+@pytest.mark.parametrize("task", ["binary", "category"])
+@pytest.mark.parametrize("target", [None, "41", "label"])
+def test_a_copy_of_the_file_with_the_task_schema_is_kdd99(kdd_file, task, target):
+    kdd = load_dataset("kdd99", kdd_file=kdd_file, kdd_task=task, progress=False, seed=5)
+    generic = load_dataset("file", train_file=kdd_file, schema=f"kdd99-{task}", target=target,
+                           progress=False, seed=5)
+    assert generic.class_names == kdd.class_names
+    for split in ("train", "val", "test"):
+        np.testing.assert_array_equal(getattr(kdd, f"x_{split}"), getattr(generic, f"x_{split}"))
+        np.testing.assert_array_equal(getattr(kdd, f"y_{split}"), getattr(generic, f"y_{split}"))
+
+
 def test_category_width_does_not_move_with_the_training_rows(kdd_file):
     widths = {load_dataset("kdd99", kdd_file=kdd_file, limit=limit, progress=False).x_train.shape[1]
               for limit in (3, 50, 300)}

@@ -151,11 +151,13 @@ def _fit(request: LoadRequest, table, rows: np.ndarray, what: str,
     """The preprocessor for ``table`` (fitted on ``rows``, or the saved one) and the notes."""
     if request.fitted is not None:
         return request.fitted, []
-    mapping = None
     if schema is not None and request.target is None and schema.target is not None:
         request = replace(request, target=schema.target)
-        mapping = schema.target_map
     inputs, targets = select_columns(table, request, what)
+    # The schema's mapping belongs to its target column, however the column was named
+    # (by name, by index, or left to the schema).
+    mapping = (schema.target_map if schema is not None and list(targets) == [schema.target]
+               else None)
     task, note = ("classify", None) if mapping else (
         (request.task, None) if request.task else infer_task(table, targets, what))
     prep = TablePreprocessor(request.impute, request.max_categories, request.log_scale, schema)
