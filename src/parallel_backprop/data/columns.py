@@ -22,7 +22,6 @@ import numpy as np
 
 from ..errors import DataError
 
-KINDS = ("numeric", "bool", "category")
 # A number as text: what float() reads, including inf and nan (named as errors later).
 NUMBER = r"^[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf|infinity|nan)$"
 
