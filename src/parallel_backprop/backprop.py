@@ -27,7 +27,7 @@ import copy
 
 import numpy as np
 
-from .activations import get_activation, loss_sum, output_delta
+from .activations import Activation, get_activation, loss_sum, output_delta
 from .gemm import gemm
 from .network import Network
 
@@ -60,6 +60,24 @@ class Workspace:
         view.a, view.delta, view.scratch = ([buffer[start:stop] for buffer in buffers]
                                             for buffers in (self.a, self.delta, self.scratch))
         view.z = [None if buffer is None else buffer[start:stop] for buffer in self.z]
+        return view
+
+    def layers_view(self, first: int, stop: int,
+                    columns: tuple[int, int] | None = None) -> "Workspace":
+        """A workspace over layers [first, stop) of this one, optionally only output
+        columns [c0, c1) of each: views, no copy.
+
+        :func:`forward` on it, given those layers' ``(W, b)`` (or their column
+        slices) and layer ``first``'s input, computes just those layers (or
+        columns): how parallel workers split one layer's outputs between them.
+        """
+        view = copy.copy(self)
+        cut = (slice(None),) if columns is None else (slice(None), slice(*columns))
+        view.functions = self.functions[first:stop]
+        view.a, view.delta, view.scratch = ([buffer[cut] for buffer in buffers[first:stop]]
+                                            for buffers in (self.a, self.delta, self.scratch))
+        view.z = [None if buffer is None else buffer[cut] for buffer in self.z[first:stop]]
+        view.bias_step = [buffer[cut[1:]] for buffer in self.bias_step[first:stop]]
         return view
 
 
@@ -115,8 +133,11 @@ def backward(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, y: np.n
 
 
 def deltas(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, y: np.ndarray,
-           ws: Workspace, weights: np.ndarray | None = None) -> float:
+           ws: Workspace, weights: np.ndarray | None = None, lowest: int = 0) -> float:
     """Every layer's delta into ``ws.delta`` (n rows); returns the loss sum.
+
+    ``lowest``: the deltas of layers ``lowest..`` only, the output layer's
+    down (a parallel executor computes the lower ones split another way).
 
     Needs the activations of a :func:`forward` on the same ``x`` in ``ws``.
     Reads the weights and changes nothing else, so the updates can come after.
@@ -135,15 +156,27 @@ def deltas(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, y: np.nda
                          out=ws.delta[last][:n], scratch=ws.scratch[last][:n])
     if weights is not None:
         delta *= weights[:, None]     # dLoss_w/dz of row i is w_i times the unweighted one
-    for l in range(last, 0, -1):
-        # Hidden delta: (delta @ W^T) * f'(a_prev), f' from the stored output.
-        layer_weights = layers[l][0]
-        a_prev, delta_prev = ws.a[l - 1][:n], ws.delta[l - 1][:n]
-        gemm(delta, layer_weights.T, delta_prev)                 # (n, n_out) @ (n_out, n_in)
-        z_prev = None if ws.z[l - 1] is None else ws.z[l - 1][:n]
-        ws.functions[l - 1].scale_delta(delta_prev, a_prev, z_prev, ws.scratch[l - 1][:n])
+    for l in range(last, lowest, -1):
+        delta_prev = ws.delta[l - 1][:n]
+        hidden_delta(ws.functions[l - 1], layers[l][0], delta, ws.a[l - 1][:n],
+                     None if ws.z[l - 1] is None else ws.z[l - 1][:n],
+                     delta_prev, ws.scratch[l - 1][:n])
         delta = delta_prev
     return loss
+
+
+def hidden_delta(function: Activation, weights: np.ndarray, delta: np.ndarray,
+                 a_prev: np.ndarray, z_prev: np.ndarray | None, out: np.ndarray,
+                 scratch: np.ndarray) -> None:
+    """The delta of the layer below: ``out = (delta @ W^T) * f'(a_prev)``.
+
+    ``delta`` (n, n_out), W (n_in, n_out); ``out``, ``a_prev``, ``scratch``
+    (and ``z_prev``, kept only for an activation whose f' needs it) (n, n_in).
+    W may be some rows of a layer's weights, and the others then the same
+    columns of theirs: f' comes from the stored output (or input).
+    """
+    gemm(delta, weights.T, out)                                # (n, n_out) @ (n_out, n_in)
+    function.scale_delta(out, a_prev, z_prev, scratch)
 
 
 def update(weights: np.ndarray, bias: np.ndarray, a_prev: np.ndarray, delta: np.ndarray,
