@@ -80,6 +80,7 @@ idempotent.
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 import numpy as np
@@ -178,8 +179,9 @@ class ThreadsExecutor(Executor):
         self._plans: dict[int, tuple[list[tuple[int, int, bool]], int]] = {}  # n -> _plan
         # Worker k's columns [c0, c1) of each layer's output, W and b views of them.
         # Cuts are counted from the right, so a layer narrower than 16 columns
-        # per worker (the output layer) goes to worker 0, the caller: it
-        # finishes first, as the others start their part of a step a wake-up later.
+        # per worker (the output layer) falls whole to worker 0: split by columns
+        # it is the caller's (the others start a wake-up later); its update is
+        # shared (self._shared).
         self._columns = []
         for weights, bias in self._layers:
             width = bias.shape[0]
@@ -189,6 +191,13 @@ class ThreadsExecutor(Executor):
             cuts.append(width)
             self._columns.append([(cuts[k], cuts[k + 1]) for k in range(T)])
         self._parts: list[dict] = [{} for _ in range(T)]    # k -> layer -> _column_part
+        # Layers whose columns all fall to one worker (fewer than 16 per worker:
+        # the output layer): updated by whichever worker is done with its own
+        # columns first, from the step's iterator over them (_update).
+        self._shared = [l for l, columns in enumerate(self._columns)
+                        if T > 1 and columns[0] == (0, self._layers[l][1].shape[0])]
+        self._own = [l for l in range(len(self._layers)) if l not in self._shared]
+        self._spare: list = [iter(()) for _ in range(T)]    # k -> the step's iterator
         # Worker k's flat range [cut_k, cut_k+1) of the parameters, for updates that
         # come after every gradient column is written (mpi; the rules other than SGD).
         P = self._params.size
@@ -293,7 +302,8 @@ class ThreadsExecutor(Executor):
         every worker has read ``self._job``, so the caller never overwrites it early."""
         kind = job[0]
         if kind is _STEP:
-            _, caller_x, x, y, weights, lr, batch, t = job
+            _, caller_x, x, y, weights, lr, batch, t, shared = job
+            self._spare[k] = shared
             n = x.shape[0]
             start, stop = shard_bounds(n, self._workers, k)
             x[start:stop] = caller_x[start:stop]
@@ -336,7 +346,7 @@ class ThreadsExecutor(Executor):
             inputs[...] = x                  # the first layer's columns read every row of x:
             x = inputs                       # rows gemm takes as they are
         t = self._optimizer.next_step()
-        self._run((_STEP, x, inputs, y, weights, lr, batch, t))
+        self._run((_STEP, x, inputs, y, weights, lr, batch, t, iter(self._shared)))
 
     def _shards(self, n: int, first: int = 0) -> list[Workspace]:
         """The T row views of the shared workspace for a batch of ``n`` rows, over its
@@ -454,8 +464,13 @@ class ThreadsExecutor(Executor):
         """Worker k's columns of every layer: W -= lr/batch * a_prev^T @ delta, b likewise;
         or those columns of the gradient mean, then the rule on its flat range."""
         ws, optimizer = self._ws, self._optimizer
-        for l in range(len(self._layers)):
-            c0, c1 = self._columns[l][k]
+        # Its columns of the other layers, then shared layers until none is left,
+        # each taken by one worker: next() on the step's iterator is atomic under
+        # the GIL, and a layer's update is the same product whichever worker runs
+        # it, so the run stays reproducible.
+        for l in itertools.chain(self._own, self._spare[k]):
+            c0, c1 = (0, self._layers[l][1].shape[0]) if l in self._shared \
+                else self._columns[l][k]
             if c0 < c1:
                 a_prev = x if l == 0 else ws.a[l - 1][:n]
                 optimizer.columns(l, c0, c1, a_prev, ws.delta[l][:n, c0:c1], lr, batch,
