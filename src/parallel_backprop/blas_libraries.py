@@ -1,0 +1,147 @@
+"""The BLAS libraries :mod:`.gemm` can call, loaded through ctypes.
+
+Each is presented the same way, as a :class:`BlasLibrary` whose routines take
+row-major operands (what a C-ordered NumPy array is)::
+
+    routine(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+
+with ``trans_*`` ``b"N"`` or ``b"T"`` and ``a``, ``b``, ``c`` addresses.
+Every routine is a foreign call through ctypes, which drops the GIL for it.
+
+openblas
+    The BLAS SciPy ships and exports for Cython (``scipy.linalg.cython_blas``,
+    a stable interface): Fortran ABI, so column-major; ``c = a @ b`` is
+    computed as ``c^T = b^T @ a^T``, the operands passed swapped.
+mkl
+    Intel's oneMKL from the ``mkl`` wheel (``pip install 'parallel-backprop[mkl]'``):
+    ``libmkl_rt``'s CBLAS with row-major layout, and its bf16 GEMM
+    ``cblas_gemm_bf16bf16f32`` (bfloat16 operands, float32 accumulation and
+    result; AMX tiles on CPUs that have them).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .errors import ConfigError
+
+try:                                   # NumPy has no bfloat16 dtype of its own
+    import ml_dtypes
+    bfloat16: np.dtype | None = np.dtype(ml_dtypes.bfloat16)
+except ImportError:
+    bfloat16 = None
+
+BLAS_NAMES = ("openblas", "mkl")
+
+
+@dataclass(frozen=True)
+class BlasLibrary:
+    """One loaded BLAS: its routines by operand dtype, and its bf16 GEMM if it has one."""
+
+    name: str
+    routines: dict[np.dtype, Callable]
+    bf16: Callable | None
+    bf16_missing: str = ""     # why ``bf16`` is None, for the error message
+    path: str = ""             # the shared library, for records
+
+
+_int = ctypes.c_int
+
+
+def _scipy_routine(name: str, real: type) -> Callable:
+    """SciPy's Fortran-ABI ``name`` (sgemm/dgemm), wrapped to take row-major operands."""
+    import scipy.linalg.cython_blas as cython_blas
+
+    capsule = cython_blas.__pyx_capi__[name]
+    get_name = ctypes.pythonapi.PyCapsule_GetName
+    get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
+    get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+    get_pointer.restype = ctypes.c_void_p
+    get_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    int_p, real_p = ctypes.POINTER(_int), ctypes.POINTER(real)
+    # gemm(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc), every
+    # argument by reference; CFUNCTYPE (not PYFUNCTYPE): ctypes drops the GIL.
+    prototype = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, int_p, int_p, int_p,
+                                 real_p, ctypes.c_void_p, int_p, ctypes.c_void_p, int_p,
+                                 real_p, ctypes.c_void_p, int_p)
+    fortran = prototype(get_pointer(capsule, get_name(capsule)))
+
+    def row_major(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+        # Column-major c^T (n, m) = b^T (n, k) @ a^T (k, m): operands swapped.
+        fortran(trans_b, trans_a, _int(n), _int(m), _int(k), real(alpha), b, _int(ldb),
+                a, _int(lda), real(beta), c, _int(ldc))
+    return row_major
+
+
+def _load_openblas() -> BlasLibrary:
+    import scipy
+
+    routines = {np.dtype(np.float32): _scipy_routine("sgemm", ctypes.c_float),
+                np.dtype(np.float64): _scipy_routine("dgemm", ctypes.c_double)}
+    return BlasLibrary("openblas", routines, None,
+                       "SciPy's OpenBLAS is built without bf16; install the mkl extra",
+                       os.path.dirname(scipy.__file__))
+
+
+_ROW_MAJOR, _CBLAS_TRANSPOSE = 101, {b"N": 111, b"T": 112}
+
+
+def _mkl_path() -> str | None:
+    """Where ``libmkl_rt`` lies: the ``mkl`` wheel puts it in the environment's lib/."""
+    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
+        found = sorted(glob.glob(os.path.join(prefix, "lib", "libmkl_rt.so*")))
+        if found:
+            return found[0]
+    return None
+
+
+def _cblas_routine(function, real: type) -> Callable:
+    """A CBLAS ``?gemm`` (or the bf16 one) as a row-major routine."""
+    def row_major(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+        function(_ROW_MAJOR, _CBLAS_TRANSPOSE[trans_a], _CBLAS_TRANSPOSE[trans_b], m, n, k,
+                 real(alpha), a, lda, b, ldb, real(beta), c, ldc)
+    return row_major
+
+
+def _load_mkl() -> BlasLibrary:
+    path = _mkl_path()
+    if path is None:
+        raise ConfigError("--blas mkl: libmkl_rt not found in this environment; install it with "
+                          "pip install 'parallel-backprop[mkl]'")
+    library = ctypes.CDLL(path)
+    routines = {}
+    for dtype, symbol, real in ((np.float32, "cblas_sgemm", ctypes.c_float),
+                                (np.float64, "cblas_dgemm", ctypes.c_double)):
+        function = getattr(library, symbol)
+        function.restype = None
+        function.argtypes = [_int, _int, _int, _int, _int, _int, real, ctypes.c_void_p, _int,
+                             ctypes.c_void_p, _int, real, ctypes.c_void_p, _int]
+        routines[np.dtype(dtype)] = _cblas_routine(function, real)
+    bf16 = library.cblas_gemm_bf16bf16f32
+    bf16.restype = None
+    bf16.argtypes = [_int, _int, _int, _int, _int, _int, ctypes.c_float,
+                     ctypes.c_void_p, _int, ctypes.c_void_p, _int, ctypes.c_float,
+                     ctypes.c_void_p, _int]
+    if bfloat16 is None:
+        return BlasLibrary("mkl", routines, None, "ml_dtypes is not installed", path)
+    return BlasLibrary("mkl", routines, _cblas_routine(bf16, ctypes.c_float), "", path)
+
+
+_LOADERS = {"openblas": _load_openblas, "mkl": _load_mkl}
+_loaded: dict[str, BlasLibrary] = {}
+
+
+def load_library(name: str) -> BlasLibrary:
+    """The BLAS ``name`` (one of :data:`BLAS_NAMES`), loaded once per process."""
+    if name not in _LOADERS:
+        raise ConfigError(f"--blas {name!r}: expected one of {', '.join(BLAS_NAMES)}")
+    if name not in _loaded:
+        _loaded[name] = _LOADERS[name]()
+    return _loaded[name]
