@@ -1,0 +1,257 @@
+"""bf16 mixed precision on the CPU: products in bfloat16, accumulated and updated in float32.
+
+A bf16 step's gradient must stay within bf16's tolerance of the float32 one,
+layer by layer; every CPU executor must agree with the serial one in bf16; a
+run must repeat bit for bit; and where the machine has no native bf16 path
+(no AMX or AVX512-BF16, or a BLAS without a bf16 GEMM) bf16 must be refused
+in one line, never emulated. The float32 -> bfloat16 converter (compiled or
+NumPy's) must round to nearest even on every path.
+"""
+
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from helpers import random_batch
+from parallel_backprop import gemm as gemm_module
+from parallel_backprop import precision
+from parallel_backprop.backprop import gradient
+from parallel_backprop.blas_libraries import bfloat16, load_library
+from parallel_backprop.errors import ConfigError
+from parallel_backprop.executors import check_options, make_executor
+from parallel_backprop.network import Network
+from parallel_backprop.optim import OptimizerConfig
+
+
+def _bf16_skip_reason():
+    reason = precision.bf16_unavailable()
+    if reason is not None:
+        return reason
+    try:
+        load_library("mkl")
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
+SKIP_REASON = _bf16_skip_reason()
+needs_bf16 = pytest.mark.skipif(SKIP_REASON is not None, reason=f"no bf16 here: {SKIP_REASON}")
+needs_ml_dtypes = pytest.mark.skipif(bfloat16 is None, reason="ml_dtypes is not installed")
+LR = 0.3
+
+
+@pytest.fixture(autouse=True)
+def restore_blas():
+    """Executors in bf16 switch the process to a BLAS with bf16: put the old one back."""
+    before = gemm_module.current_blas().name
+    yield
+    gemm_module.use_blas(before)
+
+
+def network_and_batch(rows=64, seed=3):
+    # Widths that split unevenly across workers (columns go in blocks of 16).
+    network = Network((40, 96, 50, 10), ("tanh", "sigmoid", "softmax"), "cross-entropy")
+    rng = np.random.default_rng(seed)
+    params = network.init_params(rng)
+    x, y = random_batch(network, rows, rng, np.float32)
+    return network, params, x, y
+
+
+@needs_bf16
+def test_bf16_gradient_is_within_bf16_tolerance_of_fp32_per_layer():
+    network, params, x, y = network_and_batch(rows=128)
+    loss32, grad32 = gradient(network, params, x, y)
+    loss16, grad16 = gradient(network, params, x, y, precision="bf16")
+    assert abs(loss16 - loss32) <= 1e-2 * abs(loss32)
+    for l, ((w32, b32), (w16, b16)) in enumerate(zip(network.layers(grad32),
+                                                     network.layers(grad16))):
+        for what, exact, low in (("W", w32, w16), ("b", b32, b16)):
+            relative = np.linalg.norm(low - exact) / np.linalg.norm(exact)
+            assert relative < 1e-2, f"layer {l} {what}: relative error {relative:.3g}"
+            # bf16 products, not float32 ones: the rounding must show
+            assert what == "b" or relative > 1e-6, f"layer {l}: no bf16 rounding at all"
+
+
+def cpu_executors():
+    """(name, kwargs) for every CPU executor that runs in this process."""
+    return [("serial", {}), ("threads", {"threads": 2}), ("threads", {"threads": 3}),
+            ("blas", {"threads": 2}), ("hybrid", {"threads": 2, "blas_threads": 2})]
+
+
+def steps(name, network, params, batches, prec="bf16", optimizer=None, **kwargs):
+    # Adam moves every weight by ~lr whatever its gradient's size: a small lr
+    lr = LR if optimizer is None or optimizer.name == "sgd" else 0.01
+    with make_executor(name, network, params, batch_size=batches[0][0].shape[0],
+                       precision=prec, optimizer=optimizer, **kwargs) as executor:
+        losses = [executor.step(x, y, lr) for x, y in batches]
+        return losses, executor.params()
+
+
+def batches(network, seed=4, rows=(37, 37, 11)):
+    rng = np.random.default_rng(seed)
+    return [random_batch(network, n, rng, np.float32) for n in rows]
+
+
+@needs_bf16
+@pytest.mark.parametrize("optimizer", [None, OptimizerConfig("adam"),
+                                       OptimizerConfig("sgd", weight_decay=1e-3)],
+                         ids=["sgd", "adam", "sgd-decay"])
+def test_every_cpu_executor_in_bf16_agrees_with_serial_bf16(optimizer):
+    network, params, _, _ = network_and_batch()
+    data = batches(network)
+    serial_losses, serial = steps("serial", network, params, data, optimizer=optimizer)
+    _, fp32 = steps("serial", network, params, data, prec="fp32", optimizer=optimizer)
+    moved = np.abs(serial - params).max()
+    if optimizer is None or optimizer.name == "sgd":     # bf16 trains like fp32
+        assert np.abs(serial - fp32).max() < 0.05 * moved
+    for name, kwargs in cpu_executors():
+        losses, got = steps(name, network, params, data, optimizer=optimizer, **kwargs)
+        assert np.allclose(losses, serial_losses, rtol=1e-2), (name, kwargs)
+        assert np.abs(got - serial).max() <= 1e-2 * moved, (name, kwargs)
+
+
+@needs_bf16
+@pytest.mark.parametrize("name,kwargs", [("serial", {}), ("threads", {"threads": 2})])
+def test_bf16_runs_repeat_bit_for_bit(name, kwargs):
+    network, params, _, _ = network_and_batch()
+    data = batches(network)
+    first = steps(name, network, params, data, **kwargs)
+    second = steps(name, network, params, data, **kwargs)
+    assert first[0] == second[0]
+    assert np.array_equal(first[1], second[1])
+
+
+@needs_bf16
+def test_bf16_predictions_follow_the_bf16_products():
+    network, params, x, _ = network_and_batch(rows=50)
+    with make_executor("serial", network, params, batch_size=16, precision="bf16") as low, \
+            make_executor("serial", network, params, batch_size=16) as exact:
+        got, want = low.predict(x), exact.predict(x)
+    assert not np.array_equal(got, want)
+    assert np.abs(got - want).max() < 2e-2
+
+
+@needs_bf16
+def test_bf16_switches_to_a_blas_with_a_bf16_gemm():
+    network, params, x, y = network_and_batch()
+    gemm_module.use_blas("openblas")
+    with make_executor("serial", network, params, batch_size=64, precision="bf16") as executor:
+        executor.step(x, y, LR)
+    assert gemm_module.current_blas().bf16 is not None
+
+
+@needs_ml_dtypes
+def test_a_blas_without_bf16_refuses_bf16_products_in_one_line():
+    gemm_module.use_blas("openblas")
+    a = np.ones((4, 3), bfloat16)
+    with pytest.raises(ConfigError, match="no bf16 GEMM") as caught:
+        gemm_module.gemm(a, np.ones((3, 2), bfloat16), np.zeros((4, 2), np.float32))
+    assert "\n" not in str(caught.value)
+    with pytest.raises(ConfigError, match="--blas openblas: that BLAS has no bf16 GEMM"):
+        precision.blas_for("bf16", "openblas")
+    assert precision.blas_for("bf16", "auto") == "mkl"
+    assert precision.blas_for("fp32", "auto") is None
+
+
+def test_a_cpu_without_native_bf16_is_refused_in_one_line(monkeypatch):
+    # An AVX-512 CPU without its bf16 instructions (AMD EPYC of Zen 3, Intel before Cooper Lake).
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx512f", "avx512bw", "fma"})
+    for name in ("serial", "threads", "blas", "hybrid", "mpi"):
+        with pytest.raises(ConfigError, match="no native bf16 products") as caught:
+            check_options(name, precision="bf16")
+        assert "\n" not in str(caught.value) and "emulated" in str(caught.value)
+    assert precision.cpu_bf16_missing({"amx_bf16"}) is None
+    assert precision.cpu_bf16_missing({"avx512_bf16"}) is None
+
+
+def converter_inputs():
+    rng = np.random.default_rng(0)
+    # Normal numbers only: AVX512-BF16's conversion flushes float32 subnormals
+    # (below 1.2e-38, never met in training) to zero; see test_subnormals_*.
+    values = (rng.standard_normal(1000) * 10.0 ** rng.integers(-37, 38, 1000)).astype(np.float32)
+    values[np.abs(values) < np.finfo(np.float32).tiny] = 1.0
+    ties = np.array([0x3F808000, 0x3F818000, 0x3F80FFFF, 0x7F7FFFFF],
+                    np.uint32).view(np.float32)       # halfway cases both ways, the largest
+    special = np.array([0.0, -0.0, np.inf, -np.inf, -3.4e38], np.float32)
+    return np.concatenate([values, ties, special])
+
+
+@needs_ml_dtypes
+@pytest.mark.parametrize("length", [0, 1, 15, 16, 17, 31, 32, 33, 1011])
+def test_converters_round_to_nearest_even_like_numpy(length):
+    source = converter_inputs()[:length]
+    expected = source.astype(bfloat16).view(np.uint16)
+    out = np.empty(source.shape, bfloat16)
+    assert np.array_equal(precision.to_bf16(source, out).view(np.uint16), expected)
+    native = sys.modules.get("parallel_backprop._bf16")
+    if native is None:
+        pytest.skip("the compiled converter is not built (pip install -e . builds it)")
+    for convert in (native.to_bf16, native.to_bf16_portable):
+        bits = np.zeros(source.shape, np.uint16)
+        convert(source, bits)
+        assert np.array_equal(bits, expected), convert.__name__
+
+
+@needs_ml_dtypes
+def test_converters_write_only_the_columns_asked():
+    matrix = converter_inputs()[:1000].reshape(40, 25)
+    out = np.zeros((40, 25), bfloat16)
+    precision.to_bf16(matrix[:, 7:20], out[:, 7:20])
+    assert np.array_equal(out[:, 7:20], matrix[:, 7:20].astype(bfloat16))
+    assert not out[:, :7].any() and not out[:, 20:].any()
+
+
+def test_subnormals_become_zero_or_their_rounding():
+    source = np.array([1e-45, -1e-40, 1e-39], np.float32)
+    got = precision.to_bf16(source, np.empty(3, bfloat16)).astype(np.float32)
+    exact = source.astype(bfloat16).astype(np.float32)
+    assert ((got == exact) | (got == 0)).all()
+
+
+def test_nan_stays_nan():
+    if "parallel_backprop._bf16" not in sys.modules:
+        pytest.skip("the compiled converter is not built (pip install -e . builds it)")
+    native = sys.modules["parallel_backprop._bf16"]
+    source = np.array([np.nan, -np.nan, 1.0], np.float32)
+    for convert in (native.to_bf16, native.to_bf16_portable):
+        bits = np.zeros(3, np.uint16)
+        convert(source, bits)
+        assert (bits[:2] & 0x7F80 == 0x7F80).all() and (bits[:2] & 0x7F).any(), convert
+        assert bits[2] == 0x3F80
+
+
+MPI_SCRIPT = """
+    import numpy as np
+    from parallel_backprop.executors import make_executor
+    from parallel_backprop.network import Network
+
+    network = Network((40, 96, 50, 10), ("tanh", "sigmoid", "softmax"), "cross-entropy")
+    rng = np.random.default_rng(3)
+    params = network.init_params(rng)
+    data = [(rng.standard_normal((n, 40)).astype(np.float32),
+             network.targets(rng.integers(0, 10, n))) for n in (37, 37, 11)]
+    results = {}
+    for name in ("mpi", "serial"):
+        with make_executor(name, network, params, batch_size=37, precision="bf16") as executor:
+            losses = [executor.step(x, y, 0.3) for x, y in data]
+            results[name] = (losses, executor.params())
+    moved = np.abs(results["serial"][1] - params).max()
+    assert np.allclose(results["mpi"][0], results["serial"][0], rtol=1e-2)
+    assert np.abs(results["mpi"][1] - results["serial"][1]).max() <= 1e-2 * moved
+    print("ok")
+"""
+
+
+@needs_bf16
+def test_mpi_in_bf16_agrees_with_serial_bf16(tmp_path):
+    test_mpi = pytest.importorskip("test_mpi")
+    if test_mpi.MPIEXEC is None:
+        pytest.skip("needs mpi4py and mpiexec: pip install -e '.[mpi]'")
+    script = tmp_path / "bf16_mpi.py"
+    script.write_text(textwrap.dedent(MPI_SCRIPT))
+    code, out, err, _ = test_mpi.run_job([test_mpi.MPIEXEC, "-n", "2", sys.executable,
+                                          str(script)])
+    assert code == 0, err
+    assert out.count("ok") == 2, out
