@@ -255,3 +255,27 @@ def test_mpi_in_bf16_agrees_with_serial_bf16(tmp_path):
                                           str(script)])
     assert code == 0, err
     assert out.count("ok") == 2, out
+
+
+@needs_bf16
+def test_estimators_train_in_bf16_like_fp32():
+    estimator = pytest.importorskip("parallel_backprop.estimator")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 8)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 0).astype(int)
+    scores = {}
+    for prec in ("fp32", "bf16"):
+        model = estimator.BackpropClassifier((32,), solver="sgd", learning_rate_init=0.1,
+                                             max_iter=20, random_state=0, precision=prec)
+        scores[prec] = model.fit(x, y).score(x, y)
+    assert scores["bf16"] > 0.9 and abs(scores["bf16"] - scores["fp32"]) < 0.05, scores
+    regressor = estimator.BackpropRegressor(hidden_layer_sizes=(16,), max_iter=5, random_state=0, precision="bf16")
+    assert regressor.fit(x, x[:, 0]).predict(x).shape == (300,)
+
+
+def test_estimators_name_a_bad_precision():
+    estimator = pytest.importorskip("parallel_backprop.estimator")
+    x = np.zeros((10, 3), np.float32)
+    with pytest.raises(ConfigError, match=r"precision.*expected one of") as caught:
+        estimator.BackpropClassifier(precision="fp8").fit(x, np.arange(10) % 2)
+    assert "\n" not in str(caught.value)
