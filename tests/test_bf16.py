@@ -8,6 +8,7 @@ in one line, never emulated. The float32 -> bfloat16 converter (compiled or
 NumPy's) must round to nearest even on every path.
 """
 
+import importlib.util
 import sys
 import textwrap
 
@@ -258,6 +259,7 @@ def test_mpi_in_bf16_agrees_with_serial_bf16(tmp_path):
 
 
 @needs_bf16
+@pytest.mark.filterwarnings("ignore:.*max_iter")
 def test_estimators_train_in_bf16_like_fp32():
     estimator = pytest.importorskip("parallel_backprop.estimator")
     rng = np.random.default_rng(0)
@@ -279,3 +281,68 @@ def test_estimators_name_a_bad_precision():
     with pytest.raises(ConfigError, match=r"precision.*expected one of") as caught:
         estimator.BackpropClassifier(precision="fp8").fit(x, np.arange(10) % 2)
     assert "\n" not in str(caught.value)
+
+
+# ---- pbp bench at matched precision ---------------------------------------------------
+
+def test_bench_plans_each_system_at_the_precisions_it_computes_in(monkeypatch):
+    from parallel_backprop.bench import runner
+    from parallel_backprop.bench.config import BenchConfig, Timing
+
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"amx_bf16"})
+    config = BenchConfig(systems=("serial", "threads", "torch", "torch-bf16", "gemm"),
+                         nets=("20-16-3",), batch_sizes=(8,), threads=(2,),
+                         precisions=("fp32", "bf16"), timing=Timing(0, 0, 1))
+    runs = [(r.system, r.precision) for r in runner.plan(config) if r.net]
+    assert runs == [("serial", "fp32"), ("threads", "fp32"), ("torch", "fp32"),
+                    ("serial", "bf16"), ("threads", "bf16"), ("torch-bf16", "bf16")]
+    assert all(r.record().precision == r.precision for r in runner.plan(config))
+    # Without native bf16 the executors' bf16 runs are skipped with the reason, the peer runs.
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx512f"})
+    skipped = {(r.system, r.precision): r.skip for r in runner.plan(config)}
+    assert "no native bf16" in skipped["threads", "bf16"] and skipped["threads", "fp32"] is None
+    assert skipped["torch-bf16", "bf16"] is None or "torch" in skipped["torch-bf16", "bf16"]
+
+
+def test_bench_refuses_an_unknown_precision_in_one_line():
+    from parallel_backprop.bench.config import BenchConfig
+
+    with pytest.raises(ConfigError, match="--precisions 'fp8': expected some of fp32"):
+        BenchConfig(precisions=("fp32", "fp8"))
+
+
+def test_bf16_records_are_drawn_beside_fp32_and_speedups_are_over_fp32_serial():
+    from parallel_backprop.bench.plots import system_colors, system_style
+    from parallel_backprop.harness import Measurement, series, speedups
+
+    records = [Measurement("serial", "executor", precision=p, status="ok", samples_per_s=rate)
+               for p, rate in (("fp32", 100.0), ("bf16", 250.0))]
+    records.append(Measurement("torch-bf16", "peer", precision="bf16", status="ok",
+                               samples_per_s=150.0))
+    assert speedups(records, lambda r: None) == [1.0, 2.5, 1.5]
+    docs = [r.to_dict() for r in records]
+    assert [series(d) for d in docs] == ["serial", "serial bf16", "torch-bf16"]
+    colors = system_colors(docs)
+    assert colors["serial"] == colors["serial bf16"] != colors["torch-bf16"]
+    assert system_style("serial bf16")["linestyle"] == ":"
+    assert system_style("serial")["linestyle"] == "-"
+
+
+@pytest.mark.parametrize("system", ["torch-bf16", "jax-bf16", "serial"])
+def test_bf16_workloads_take_steps(system):
+    from parallel_backprop.bench.systems import SYSTEMS, Setup, build
+
+    needs = SYSTEMS[system].requires
+    if needs and importlib.util.find_spec(needs[0]) is None:
+        pytest.skip(f"{needs[0]} not installed")
+    if system == "serial" and SKIP_REASON:
+        pytest.skip(SKIP_REASON)
+    network = Network((6, 5, 3), ("sigmoid", "sigmoid"))
+    setup = Setup(system=system, network=network, n_classes=3, batch_size=4, threads=1,
+                  executor_threads=1, executor_blas_threads=1, lr=0.1, seed=0,
+                  pool_samples=8, gemm_size=8, precision="bf16")
+    workload = build(setup)
+    try:
+        workload.run(3)
+    finally:
+        workload.close()
