@@ -346,3 +346,21 @@ def test_bf16_workloads_take_steps(system):
         workload.run(3)
     finally:
         workload.close()
+
+
+def test_study_report_compares_bf16_executors_with_bf16_peers():
+    from parallel_backprop.study.report import best_rows
+
+    def record(system, kind, prec, rate):
+        return {"system": system, "kind": kind, "precision": prec, "status": "ok",
+                "net": "784-1024-10", "net_name": "Net-1h", "batch_size": 128, "threads": 2,
+                "samples_per_s": rate, "speedup_vs_serial": None, "gflops": 1.0,
+                "efficiency": None}
+
+    grid = {"records": [record("threads", "executor", "fp32", 100.0),
+                        record("torch", "peer", "fp32", 90.0),
+                        record("threads", "executor", "bf16", 300.0),
+                        record("torch-bf16", "peer", "bf16", 200.0)]}
+    rows = best_rows(grid)
+    assert [(r["best"]["precision"], r["peer"]["system"], r["peer_ratio"]) for r in rows] == \
+        [("fp32", "torch", 100 / 90), ("bf16", "torch-bf16", 1.5)]
