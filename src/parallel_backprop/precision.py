@@ -32,10 +32,20 @@ BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 BF16_BLAS = ("mkl",)
 
 try:
-    from . import _bf16 as _native       # the compiled converter (optional)
+    from . import _bf16 as _compiled       # the compiled converter (optional)
 except ImportError:
-    _native = None
-NATIVE_KERNEL = _native.KERNEL if _native is not None else None
+    _compiled = None
+NATIVE_KERNEL = _compiled.KERNEL if _compiled is not None else None
+_native = _compiled                        # what to_bf16 calls: the converter, or None
+
+
+def use_native_converter(enabled: bool) -> bool:
+    """Whether :func:`to_bf16` calls the compiled converter (when built) or NumPy's cast;
+    returns the previous setting. For comparing the two (tests, benchmarks)."""
+    global _native
+    before = _native is not None
+    _native = _compiled if enabled else None
+    return before
 
 
 def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
@@ -122,4 +132,5 @@ def to_bf16(source: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 
 __all__ = ["BF16_BLAS", "BF16_CPU_FLAGS", "NATIVE_KERNEL", "PRECISIONS", "bf16_unavailable",
-           "blas_for", "cpu_bf16_missing", "cpu_flags", "to_bf16", "use_bf16_blas"]
+           "blas_for", "cpu_bf16_missing", "cpu_flags", "to_bf16", "use_bf16_blas",
+           "use_native_converter"]
