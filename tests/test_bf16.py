@@ -364,3 +364,17 @@ def test_study_report_compares_bf16_executors_with_bf16_peers():
     rows = best_rows(grid)
     assert [(r["best"]["precision"], r["peer"]["system"], r["peer_ratio"]) for r in rows] == \
         [("fp32", "torch", 100 / 90), ("bf16", "torch-bf16", 1.5)]
+
+
+@needs_bf16
+def test_a_bf16_step_is_the_same_with_and_without_the_compiled_converter():
+    network, params, _, _ = network_and_batch()
+    data = batches(network)
+    before = precision.use_native_converter(True)
+    try:
+        native = steps("threads", network, params, data, threads=2)
+        precision.use_native_converter(False)
+        fallback = steps("threads", network, params, data, threads=2)
+    finally:
+        precision.use_native_converter(before)
+    assert native[0] == fallback[0] and np.array_equal(native[1], fallback[1])
