@@ -73,10 +73,7 @@ def bf16_unavailable(flags: set[str] | None = None) -> str | None:
     """Why ``--precision bf16`` cannot run on the CPU here, or None. Loads no BLAS."""
     if bfloat16 is None:
         return "ml_dtypes is not installed (it comes with the mkl extra)"
-    missing = cpu_bf16_missing(flags)
-    if missing is not None:
-        return missing
-    return None
+    return cpu_bf16_missing(flags)
 
 
 def blas_for(precision: str, requested: str | None = None) -> str | None:

@@ -3,13 +3,16 @@
 Same work for every trainer: the same all-sigmoid network, the same batch,
 the same update rule (plain SGD unless the grid names others: momentum,
 Adam... with :class:`~parallel_backprop.optim.OptimizerConfig`'s default
-settings, no weight decay) on ``0.5 * sum((a - y)^2) / batch``,
-float32, the same initial weights where the library lets us set them, and
-the same number of threads. Three kinds of system:
+settings, no weight decay) on ``0.5 * sum((a - y)^2) / batch``, the same
+precision (float32 products unless the grid names bf16: then our executors
+in bf16 beside ``torch-bf16`` and ``jax-bf16``, float32 parameters
+throughout), the same initial weights where the library lets us set them,
+and the same number of threads. Three kinds of system:
 
 executor  ours, through :func:`~parallel_backprop.executors.make_executor`
-peer      what a user would run instead: a plain NumPy loop, PyTorch eager,
-          ``torch.compile``, JAX ``jit``, scikit-learn's ``MLPClassifier``
+peer      what a user would run instead: a plain NumPy loop, PyTorch eager (and
+          under bf16 autocast), ``torch.compile``, JAX ``jit`` (fp32 and bf16
+          products), scikit-learn's ``MLPClassifier``
 ceiling   a large float32 GEMM: the machine's rate for the work that
           dominates a step (``gemm`` through the BLAS our executors call;
           ``gemm-torch`` and ``gemm-jax`` through those libraries' own)
