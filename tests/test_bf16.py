@@ -378,3 +378,11 @@ def test_a_bf16_step_is_the_same_with_and_without_the_compiled_converter():
     finally:
         precision.use_native_converter(before)
     assert native[0] == fallback[0] and np.array_equal(native[1], fallback[1])
+
+
+@needs_ml_dtypes
+def test_any_layout_converts():
+    matrix = converter_inputs()[:1000].reshape(40, 25)
+    for source in (matrix.T, matrix[::3, ::2], matrix.astype(np.float64)):
+        out = np.empty(source.shape, bfloat16)
+        assert np.array_equal(precision.to_bf16(source, out), source.astype(bfloat16))

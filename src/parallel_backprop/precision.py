@@ -116,12 +116,14 @@ def use_bf16_blas():
 def to_bf16(source: np.ndarray, out: np.ndarray) -> np.ndarray:
     """``out[...] = source`` rounded to bfloat16 (nearest even); returns ``out``.
 
-    ``source`` float32 and ``out`` bfloat16, same shape, 1-D or 2-D with
-    contiguous rows (column blocks of a matrix included). Through the
-    compiled converter when it is built (AVX512-BF16 where the CPU has it:
-    ~4x NumPy's cast here), else NumPy's cast (ml_dtypes).
+    ``source`` float32 (another float dtype takes NumPy's cast) and ``out``
+    bfloat16, same shape, 1-D or 2-D with contiguous rows (column blocks of a
+    matrix included; other layouts take NumPy's cast). Through the compiled
+    converter when it is built (AVX512-BF16 where the CPU has it: ~4x NumPy's
+    cast here), else NumPy's cast (ml_dtypes).
     """
-    if _native is not None and source.ndim <= 2 and source.size:
+    if (_native is not None and source.dtype == np.float32 and 1 <= source.ndim <= 2
+            and source.size and source.strides[-1] == 4 and out.strides[-1] == 2):
         _native.to_bf16(source, out.view(np.uint16))
     else:
         np.copyto(out, source, casting="unsafe")
