@@ -271,7 +271,8 @@ def test_estimators_train_in_bf16_like_fp32():
                                              max_iter=20, random_state=0, precision=prec)
         scores[prec] = model.fit(x, y).score(x, y)
     assert scores["bf16"] > 0.9 and abs(scores["bf16"] - scores["fp32"]) < 0.05, scores
-    regressor = estimator.BackpropRegressor(hidden_layer_sizes=(16,), max_iter=5, random_state=0, precision="bf16")
+    regressor = estimator.BackpropRegressor(hidden_layer_sizes=(16,), max_iter=5, random_state=0,
+                                            precision="bf16")
     assert regressor.fit(x, x[:, 0]).predict(x).shape == (300,)
 
 

@@ -49,7 +49,7 @@ class System:
     description: str
     extra: str = ""               # the pip extra that installs ``requires``
     peer_optimizers: tuple[str, ...] = ("sgd",)   # the update rules a peer is built with
-    peer_precisions: tuple[str, ...] = ("fp32",)  # the precision of a peer's (or ceiling's) products
+    peer_precisions: tuple[str, ...] = ("fp32",)  # a peer's (or ceiling's) product precision
 
     @property
     def optimizers(self) -> tuple[str, ...]:
