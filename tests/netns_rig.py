@@ -176,10 +176,11 @@ class Rig:
         return ["ip", "netns", "exec", self.namespace(i), "unshare", "--uts", "sh", "-c",
                 f"hostname h{i}; exec {shlex.join(command)}"]
 
-    def mpiexec(self, mpiexec: str, ranks: int, hostfile: Path, command: list[str]) -> list[str]:
+    def mpiexec(self, mpiexec: str, ranks: int, hostfile: Path, command: list[str],
+                options: tuple[str, ...] = ()) -> list[str]:
         """mpiexec started on host 1 over ``hostfile``, its proxies told to call back there."""
         return self.on_host(1, [mpiexec, "-localhost", self.address(1), "-f", str(hostfile),
-                                "-n", str(ranks), *command])
+                                *options, "-n", str(ranks), *command])
 
     def shape(self, rate: str | None, delay_ms: float | None = None) -> None:
         """Limit every host's outgoing link to ``rate`` (tc syntax) after ``delay_ms``."""

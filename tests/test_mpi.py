@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -168,8 +169,9 @@ FAIL_SCRIPT = """
 
 @needs_mpi
 @pytest.mark.parametrize("how,message", [
-    ("raise", "rank 1 of 2 failed with RuntimeError: injected failure"),
-    ("error", "pbp: error on rank 1 of 2: injected data error"),
+    ("raise", f"rank 1 of 2 (host {socket.gethostname()}) failed with RuntimeError: "
+              "injected failure"),
+    ("error", f"pbp: error on rank 1 of 2 (host {socket.gethostname()}): injected data error"),
     ("kill", ""),
 ])
 def test_a_failing_rank_ends_the_job(how, message, tmp_path):

@@ -11,6 +11,7 @@ nothing behind. Skipped where namespaces are not allowed (not root, no ip).
 """
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -83,3 +84,73 @@ def test_the_multi_host_recipe_trains_the_serial_model(rig, serial, hosts, tmp_p
     assert json.loads(metrics.read_text())["ranks"] == len(hosts)
     assert_allclose_verbose(load_model(model).params, serial, rtol=1e-5, atol=1e-6,
                             what=f"{len(hosts)} hosts x 2 threads vs serial")
+
+
+def rank_pid(rig, host: int) -> int:
+    """The pid of the pbp rank running on ``host``."""
+    for pid in rig.pids().get(rig.namespace(host), []):
+        try:
+            if b"parallel_backprop" in open(f"/proc/{pid}/cmdline", "rb").read():
+                return pid
+        except FileNotFoundError:
+            continue
+    raise AssertionError(f"no rank on host {host}")
+
+
+def start_long_job(rig, hosts, folder, extra=()):
+    command = rig.mpiexec(MPIEXEC, len(hosts), rig.hostfile(hosts),
+                          [*PBP, *TRAIN, "--epochs", "100000", "--executor", "mpi",
+                           "--checkpoint-dir", str(folder), "--checkpoint-every", "5",
+                           "--quiet", *extra])
+    process = subprocess.Popen(command, env=rig.env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while len(list(folder.glob("checkpoint-*.npz"))) < 2:
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.1)
+    return process
+
+
+def finish(process, timeout):
+    try:
+        return process.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail(f"the job was still running {timeout} s later")
+
+
+def checkpoints_whole(folder):
+    from parallel_backprop.checkpoint import checkpoint_paths, load_checkpoint
+
+    paths = checkpoint_paths(folder)
+    assert paths and all(load_checkpoint(p).state.params.size for p in paths)
+
+
+@pytest.mark.parametrize("how", ["rank", "host"])
+def test_a_killed_host_ends_the_job_within_seconds(rig, how, tmp_path):
+    folder = tmp_path / "ck"
+    process = start_long_job(rig, [1, 2, 3], folder)
+    victims = [rank_pid(rig, 2)] if how == "rank" else rig.pids()[rig.namespace(2)]
+    killed = time.monotonic()
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    finish(process, 30)
+    assert time.monotonic() - killed < 10
+    assert process.returncode != 0
+    checkpoints_whole(folder)
+
+
+def test_a_stalled_host_is_named_within_the_comm_timeout(rig, tmp_path):
+    folder = tmp_path / "ck"
+    process = start_long_job(rig, [1, 2, 3], folder, ["--comm-timeout", "2"])
+    pid = rank_pid(rig, 3)
+    os.kill(pid, signal.SIGSTOP)
+    stopped = time.monotonic()
+    err = finish(process, 30)
+    assert time.monotonic() - stopped < 2 + 10
+    assert process.returncode != 0
+    lines = [line for line in err.splitlines() if line.startswith("pbp:")]
+    assert lines == ["pbp: error on rank 0 of 3 (host h1): no gradient from rank 2 (host h3) "
+                     "for 2 s: it is stalled or the host is unreachable (the limit is "
+                     "--comm-timeout, default PBP_MPI_TIMEOUT, 2 s)"], err
+    checkpoints_whole(folder)

@@ -78,11 +78,11 @@ def _fail(code: int, message: str = "", what: str = "error") -> int:
     Returning would leave the other ranks waiting for this one in a collective
     (or this one waiting for them in MPI_Finalize): the job would hang.
     """
-    from ..executors.mpi import abort_job, distributed_rank
+    from ..executors.mpi import abort_job, rank_label
 
-    where = distributed_rank()
-    if where is not None:
-        what += f" on rank {where[0]} of {where[1]}"
+    where = rank_label()
+    if where:
+        what += f" on {where}"
     click.echo(f"pbp: {what}" + (f": {message}" if message else ""), err=True)
     abort_job(code)
     return code

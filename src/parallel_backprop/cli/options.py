@@ -129,6 +129,9 @@ executor_options = stack(
     click.option("--ranks", type=click.IntRange(min=1),
                  help="mpi: start N ranks on this machine with mpiexec (under mpiexec, leave "
                       "it out: mpiexec -n sets the ranks)."),
+    click.option("--comm-timeout", type=click.FloatRange(min=0, min_open=True),
+                 help="mpi: seconds a rank waits for the others before it names the silent "
+                      "ones and ends the job [default: PBP_MPI_TIMEOUT, else 120]."),
 )
 """The options that choose and size the executor (see :class:`.runs.ExecutorOptions`)."""
 

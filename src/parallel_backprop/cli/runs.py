@@ -62,6 +62,7 @@ class ExecutorOptions(OptionGroup):
     blas_threads: int
     precision: str
     ranks: int | None
+    comm_timeout: float | None = None
 
     def train_config(self, **settings) -> TrainConfig:
         """A TrainConfig with this executor and ``settings`` (batch_size, lr, epochs...)."""
@@ -105,6 +106,10 @@ def start_run(data: DataOptions, net: NetOptions, run: ExecutorOptions, *, seed:
     Under MPI every rank calls this with the same seed (same data, same
     batches); only rank 0 checks and writes outputs, and prints.
     """
+    if run.distributed:
+        from ..executors.mpi import set_comm_timeout
+
+        set_comm_timeout(run.comm_timeout)
     rank, n_ranks = mpi_world() if run.distributed else (0, 1)
     if rank == 0:   # fail on an unwritable output now, not after the training it would lose
         check_outputs(outputs, data.input_files())

@@ -78,6 +78,7 @@ import hashlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -115,15 +116,31 @@ class RankStalled(PbpError):
 # blocking Allreduce waits forever when one rank is stopped (SIGSTOP, a
 # swapping or hung host), spinning at full CPU. Generous: a step, an
 # evaluation or a checkpoint written by rank 0 must never come near it.
+# ``--comm-timeout`` sets it for a run; PBP_MPI_TIMEOUT is its default.
 TIMEOUT_VARIABLE, DEFAULT_TIMEOUT_S = "PBP_MPI_TIMEOUT", 120.0
 # Waiting: poll without pause this long (a healthy step's wait is shorter;
 # MPI progresses only while it is called), then sleep between polls, the
-# pause doubling up to its longest.
+# pause doubling up to its longest. Oversubscribed ranks (more ranks than
+# cores on a host) never spin: the rank they wait for needs that core.
 SPIN_S, FIRST_PAUSE_S, LONGEST_PAUSE_S = 0.05, 50e-6, 0.001
+# After a timeout, how long the ranks that waited listen for each other, to
+# tell which ranks are silent (stalled or lost) and name them.
+ROLL_CALL_S, ROLL_CALL_TAG = 5.0, 7177
+
+_comm_timeout: float | None = None     # --comm-timeout, when given
+_spin_s = SPIN_S
+
+
+def set_comm_timeout(seconds: float | None) -> None:
+    """Use ``seconds`` (``--comm-timeout``) instead of PBP_MPI_TIMEOUT; None: the variable."""
+    global _comm_timeout
+    _comm_timeout = seconds
 
 
 def mpi_timeout() -> float:
-    """Seconds to wait for the other ranks: ``PBP_MPI_TIMEOUT``, default 120."""
+    """Seconds to wait for the other ranks: --comm-timeout, else ``PBP_MPI_TIMEOUT``, else 120."""
+    if _comm_timeout is not None:
+        return _comm_timeout
     text = os.environ.get(TIMEOUT_VARIABLE, "").strip()
     if not text:
         return DEFAULT_TIMEOUT_S
@@ -139,9 +156,10 @@ def mpi_timeout() -> float:
 def wait_for(request, timeout_s: float, missing: str) -> None:
     """Wait for a non-blocking MPI ``request``; :class:`RankStalled` after ``timeout_s``.
 
-    Spins for ``SPIN_S`` (what a blocking call would do), then sleeps between
-    polls so that a rank waiting for a stalled one does not burn a core.
-    ``missing`` says what did not arrive, for the error line.
+    Spins for ``SPIN_S`` (what a blocking call would do; not at all when the
+    host is oversubscribed), then sleeps between polls so that a rank waiting
+    for a stalled one does not burn a core. ``missing`` says what did not
+    arrive, for the error line.
     """
     start = time.monotonic()
     pause = 0.0
@@ -149,10 +167,40 @@ def wait_for(request, timeout_s: float, missing: str) -> None:
         waited = time.monotonic() - start
         if waited > timeout_s:
             raise RankStalled(f"{missing} for {timeout_s:g} s; a rank is stalled or its host "
-                              f"is unreachable (the limit is {TIMEOUT_VARIABLE} seconds)")
-        if waited > SPIN_S:
+                              f"is unreachable (the limit is --comm-timeout, default "
+                              f"{TIMEOUT_VARIABLE} seconds)")
+        if waited >= _spin_s:
             pause = min(LONGEST_PAUSE_S, max(FIRST_PAUSE_S, 2 * pause))
             time.sleep(pause)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity), else the machine's."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def silent_ranks(comm, listen_s: float = ROLL_CALL_S) -> list[int]:
+    """After a timeout: the ranks of ``comm`` from which nothing arrives within ``listen_s``.
+
+    Every rank that timed out sends a one-byte message to every other and
+    listens for theirs: ranks that waited like it answer (their own timeout
+    comes within a step of this one's); a stopped rank, or one whose host is
+    gone, does not. Nothing is waited for beyond ``listen_s``.
+    """
+    me = comm.Get_rank()
+    others = [r for r in range(comm.Get_size()) if r != me]
+    token = np.ones(1, np.int8)
+    sends = [comm.Isend(token, dest=r, tag=ROLL_CALL_TAG) for r in others]
+    boxes = {r: np.zeros(1, np.int8) for r in others}
+    pending = {r: comm.Irecv(boxes[r], source=r, tag=ROLL_CALL_TAG) for r in others}
+    deadline = time.monotonic() + listen_s
+    while pending and time.monotonic() < deadline:
+        pending = {r: req for r, req in pending.items() if not req.Test()}
+        time.sleep(0.01)
+    del sends                 # never waited for: a send to a stopped rank may not complete
+    return sorted(pending)
 
 
 def import_mpi():
@@ -199,6 +247,14 @@ def distributed_rank() -> tuple[int, int] | None:
     return (MPI.COMM_WORLD.Get_rank(), size) if size > 1 else None
 
 
+def rank_label() -> str:
+    """``"rank R of N (host H)"`` for this process, or ``""`` outside a job of several ranks."""
+    where = distributed_rank()
+    if where is None:
+        return ""
+    return f"rank {where[0]} of {where[1]} (host {socket.gethostname()})"
+
+
 def abort_job(code: int = 1) -> None:
     """End every rank of the job now (``MPI_Abort``); does not return when running under MPI."""
     if distributed_rank() is not None:
@@ -230,11 +286,11 @@ def install_abort_hook() -> None:
     previous = sys.excepthook
 
     def abort_on_uncaught(kind, value, tb):
-        where = distributed_rank()
+        where = rank_label()
         try:
-            if where is not None:
-                sys.stderr.write(f"pbp: rank {where[0]} of {where[1]} failed with "
-                                 f"{kind.__name__}: {value}; aborting every rank\n")
+            if where:
+                sys.stderr.write(f"pbp: {where} failed with {kind.__name__}: {value}; "
+                                 "aborting every rank\n")
             previous(kind, value, tb)
         except BaseException:                      # noqa: BLE001 - abort regardless
             traceback.print_exception(kind, value, tb)
@@ -321,6 +377,7 @@ class MPIExecutor(ThreadsExecutor):
         self._comm, self._sum, self._IN_PLACE = comm, MPI.SUM, MPI.IN_PLACE
         self.timeout_s = mpi_timeout()
         self.rank, self.ranks = comm.Get_rank(), comm.Get_size()
+        self._meet(comm, threads)
         if self.ranks > batch_size:
             raise ConfigError(
                 f"{self.ranks} MPI ranks for a batch size of {batch_size}: expected at most "
@@ -339,13 +396,55 @@ class MPIExecutor(ThreadsExecutor):
         self.global_batch_size = batch_size
         for replicated in (self._params, self._optimizer.state):  # 0. every replica equal
             if replicated.size:
-                wait_for(comm.Ibcast(replicated, root=0), self.timeout_s,
-                         "no starting parameters from rank 0")
+                self._wait(comm.Ibcast(replicated, root=0), "no starting parameters")
         # Worker k applies flat slice [cut_k, cut_k+1) of the reduced step.
         cuts = self._flat_cuts
         self._update_params = [self._params[cuts[k]:cuts[k + 1]] for k in range(self._workers)]
         self._update_steps = [self._step[cuts[k]:cuts[k + 1]] for k in range(self._workers)]
         self._mpi_type = MPI.DOUBLE if self._params.dtype == np.float64 else MPI.FLOAT
+
+    def _meet(self, comm, threads: int) -> None:
+        """Learn every rank's host and cores; say so, and stop spinning, when oversubscribed.
+
+        ``self.hosts[r]`` names rank r's host in error lines. A second
+        communicator carries the roll call after a timeout, apart from the
+        collectives that timed out.
+        """
+        global _spin_s
+        every = comm.allgather((socket.gethostname(), usable_cores()))
+        self.hosts = [host for host, _ in every]
+        self._roll = comm.Dup()
+        crowded = sorted({(host, self.hosts.count(host), cores) for host, cores in every
+                          if self.hosts.count(host) * threads > cores})
+        if crowded:
+            _spin_s = 0.0
+            host, ranks, cores = crowded[0]
+            if self.rank == 0:
+                also = f" (and {len(crowded) - 1} more hosts)" if len(crowded) > 1 else ""
+                sys.stderr.write(
+                    f"pbp: warning: {ranks} ranks x {threads} thread{'s' * (threads > 1)} on "
+                    f"host {host}{also}, which has {cores} cores: waiting ranks sleep instead "
+                    "of spinning, but fewer ranks (or threads) would train faster\n")
+
+    def _wait(self, request, what: str) -> None:
+        """``wait_for`` the request; after a timeout, name the silent ranks and their hosts.
+
+        Of the ranks that answer the roll call, the lowest reports (one line
+        for the job); the others give it time to end the job first.
+        """
+        try:
+            wait_for(request, self.timeout_s, what)
+        except RankStalled:
+            silent = silent_ranks(self._roll, min(ROLL_CALL_S, self.timeout_s))
+            named = ", ".join(f"rank {r} (host {self.hosts[r]})" for r in silent)
+            answering = [r for r in range(self.ranks) if r not in silent]
+            if self.rank != answering[0]:
+                time.sleep(ROLL_CALL_S + 5)
+            raise RankStalled(
+                f"{what} from {named or 'the other ranks'} for {self.timeout_s:g} s: "
+                f"{'it is' if len(silent) == 1 else 'they are'} stalled or the host is "
+                f"unreachable (the limit is --comm-timeout, default {TIMEOUT_VARIABLE}, "
+                f"{self.timeout_s:g} s)") from None
 
     @property
     def is_root(self) -> bool:
@@ -369,9 +468,9 @@ class MPIExecutor(ThreadsExecutor):
         out[start:stop] = super().predict(x[start:stop])
         counts = [(b - a) * width for a, b in bounds]
         displacements = [a * width for a, _ in bounds]
-        wait_for(self._comm.Iallgatherv(self._IN_PLACE,
-                                        [out, (counts, displacements), self._mpi_type]),
-                 self.timeout_s, "no outputs from the other ranks")
+        self._wait(self._comm.Iallgatherv(self._IN_PLACE,
+                                          [out, (counts, displacements), self._mpi_type]),
+                   "no outputs")
         return out
 
     def _host_optimizer(self, optimizer: OptimizerConfig | None,
@@ -403,8 +502,8 @@ class MPIExecutor(ThreadsExecutor):
         self._barrier.wait()                          # g_r and every worker's loss written
         if k == 0:                                    # 3. one collective per step
             self._reduced[-1] = sum(self._losses[:min(n, self._workers)])
-            wait_for(self._comm.Iallreduce(self._IN_PLACE, self._reduced, op=self._sum),
-                     self.timeout_s, "no gradient from the other ranks")
+            self._wait(self._comm.Iallreduce(self._IN_PLACE, self._reduced, op=self._sum),
+                       "no gradient")
         self._barrier.wait()                          # g is the global sum on this rank
         if plain:                                     # 4. the update
             np.subtract(self._update_params[k], self._update_steps[k],
