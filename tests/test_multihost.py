@@ -154,3 +154,19 @@ def test_a_stalled_host_is_named_within_the_comm_timeout(rig, tmp_path):
                      "for 2 s: it is stalled or the host is unreachable (the limit is "
                      "--comm-timeout, default PBP_MPI_TIMEOUT, 2 s)"], err
     checkpoints_whole(folder)
+
+
+def test_a_run_resumes_on_fewer_hosts_to_the_uninterrupted_model(rig, serial, tmp_path):
+    folder, model = tmp_path / "ck", tmp_path / "model.npz"
+    first = [arg if arg != "3" or i != TRAIN.index("--epochs") + 1 else "2"
+             for i, arg in enumerate(TRAIN)]
+    code, _, err, _ = rig_job(rig, [1, 2, 3], [*first, "--executor", "mpi", "--threads", "2",
+                                               "--checkpoint-dir", str(folder), "--quiet"])
+    assert code == 0, err
+    code, out, err, _ = rig_job(rig, [1, 3], ["train", "--resume", str(folder), "--epochs", "3",
+                                              "--save", str(model)])
+    assert code == 0, err
+    assert ("the checkpointed run trained on 3 ranks x 2 threads on h1, h2, h3, this one on "
+            "2 ranks x 2 threads on h1, h3; the global batch is unchanged") in out, out
+    assert_allclose_verbose(load_model(model).params, serial, rtol=1e-5, atol=1e-6,
+                            what="3 hosts, then resumed on 2, vs serial")

@@ -147,6 +147,22 @@ def check_agreement(started: Run) -> None:
         "data": data_fingerprint(data.x_train, data.y_train, data.x_val, data.y_val)})
 
 
+def run_layout(started: Run, run: ExecutorOptions) -> dict:
+    """Where this run trains, for its checkpoints: executor, ranks, threads, the ranks' hosts.
+
+    Under MPI a collective (every rank calls it): one small allgather.
+    """
+    import socket
+
+    hosts = [socket.gethostname()]
+    if started.n_ranks > 1:
+        from ..executors.mpi import import_mpi
+
+        hosts = import_mpi().COMM_WORLD.allgather(hosts[0])
+    return {"executor": run.executor, "ranks": started.n_ranks, "threads": run.threads,
+            "hosts": hosts}
+
+
 def mpi_world() -> tuple[int, int]:
     """This process's (rank, ranks); ranks other than 0 leave Ctrl-C and SIGTERM to rank 0.
 
