@@ -276,7 +276,7 @@ def test_ranks_that_disagree_stop_before_the_first_step(tmp_path, differs):
     assert "Traceback" not in err
     [line] = messages(err)
     assert line.startswith(f"pbp: error on rank 0 of 2 (host {socket.gethostname()}): rank 1 "
-                           f"of 2 has other {differs} "
+                           f"of 2 (host {socket.gethostname()}) has other {differs} "
                            "than rank 0"), line
     assert "epoch" not in err
 

@@ -170,3 +170,35 @@ def test_a_run_resumes_on_fewer_hosts_to_the_uninterrupted_model(rig, serial, tm
             "2 ranks x 2 threads on h1, h3; the global batch is unchanged") in out, out
     assert_allclose_verbose(load_model(model).params, serial, rtol=1e-5, atol=1e-6,
                             what="3 hosts, then resumed on 2, vs serial")
+
+
+def test_a_host_that_does_not_answer_is_named_first(rig):
+    hostfile = rig.hostfile([1, 2], extra=[f"{rig.subnet}.99:1"])
+    code, _, err, seconds = rig_job(rig, [1, 2, 3], [*TRAIN, "--executor", "mpi", "--quiet"],
+                                    hostfile=hostfile)
+    assert code != 0 and seconds < 10
+    assert err.splitlines()[0] == (f"ssh: connect to host {rig.subnet}.99 port 22: "
+                                   "Connection timed out"), err
+
+
+def test_a_host_with_another_python_environment_is_one_line(rig, tmp_path):
+    # Another numpy version as importlib.metadata sees it, on host 2 only.
+    fake = tmp_path / "numpy-1.0.0.dist-info"
+    fake.mkdir()
+    (fake / "METADATA").write_text("Metadata-Version: 2.1\nName: numpy\nVersion: 1.0.0\n")
+    args = [*PBP, *TRAIN, "--executor", "mpi", "--quiet"]
+    path = f"{tmp_path}:{rig.env().get('PYTHONPATH', '')}"
+    command = rig.mpiexec(MPIEXEC, 1, rig.hostfile([1, 2]),
+                          [*args, ":", "-n", "1", "-env", "PYTHONPATH", path, *args])
+    code, _, err, _ = run_job(command, env=rig.env())
+    assert code != 0
+    [line] = [line for line in err.splitlines() if line.strip()]
+    assert re.match(r"pbp: error on rank 0 of 2 \(host h1\): rank 1 of 2 \(host h2\) has other "
+                    r"environment than rank 0 \(python \S+ numpy 1\.0\.0 .* there, ", line), line
+
+
+def test_more_ranks_than_the_batch_is_one_line(rig):
+    code, _, err, _ = rig_job(rig, [1, 2, 3], [*TRAIN, "--batch-size", "2", "--executor", "mpi",
+                                               "--quiet"])
+    assert code != 0
+    assert "pbp: error on rank" in err and "3 MPI ranks for a batch size of 2" in err, err

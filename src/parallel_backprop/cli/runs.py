@@ -142,6 +142,7 @@ def check_agreement(started: Run) -> None:
                      if not isinstance(value, Path))
     network, data = started.network, started.data
     check_ranks_agree({
+        "environment": environment(),
         "options": repr(options),
         "network": repr((network.spec, network.activations, network.loss)),
         "data": data_fingerprint(data.x_train, data.y_train, data.x_val, data.y_val)})
@@ -161,6 +162,21 @@ def run_layout(started: Run, run: ExecutorOptions) -> dict:
         hosts = import_mpi().COMM_WORLD.allgather(hosts[0])
     return {"executor": run.executor, "ranks": started.n_ranks, "threads": run.threads,
             "hosts": hosts}
+
+
+def environment() -> str:
+    """The versions that must agree between hosts: Python and the packages a step runs."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "none"
+
+    return " ".join([f"python {sys.version.split()[0]}",
+                     *(f"{name} {installed(name)}" for name in ("numpy", "mpi4py",
+                                                                "parallel-backprop"))])
 
 
 def mpi_world() -> tuple[int, int]:

@@ -314,16 +314,19 @@ def check_ranks_agree(parts: dict[str, str]) -> None:
     comm = import_mpi().COMM_WORLD
     mine = {name: hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
             for name, text in parts.items()}
-    every = comm.allgather(mine)
-    for rank, theirs in enumerate(every):
-        differing = [name for name in parts if theirs.get(name) != every[0].get(name)]
+    every = comm.allgather((socket.gethostname(), mine, parts.get("environment")))
+    for rank, (host, theirs, environment) in enumerate(every):
+        differing = [name for name in parts if theirs.get(name) != every[0][1].get(name)]
         if not differing:
             continue
         if comm.Get_rank() == 0:
+            versions = (f" ({environment} there, {every[0][2]} on rank 0)"
+                        if "environment" in differing else "")
             raise ConfigError(
-                f"rank {rank} of {len(every)} has other {' and '.join(differing)} than rank 0: "
-                "every rank must run the same command on the same data; check each rank's "
-                "command line and data files")
+                f"rank {rank} of {len(every)} (host {host}) has other "
+                f"{' and '.join(differing)} than rank 0{versions}: every rank must run the "
+                "same command on the same data in the same Python environment; check each "
+                "host's command line, data files and installed packages")
         comm.Barrier()      # never passed: rank 0's error aborts the job
 
 
