@@ -16,7 +16,7 @@ rows, ``R`` ranks, ``T`` threads per rank::
     3. allreduce  ONE in-place Allreduce(SUM) of the flat buffer [s g_r | loss_r]: every
                   rank now holds s * (g_0 + ... + g_{R-1}) and the batch's loss sum
                   (non-blocking, polled by wait_for: a stalled rank ends the job after
-                  PBP_MPI_TIMEOUT seconds instead of hanging it)
+                  --comm-timeout seconds, named, instead of hanging it)
     4. update     every rank: params -= that sum   (one pass; each worker a slice)
 
 Other update rules (momentum, Adam...; SGD with weight decay too): s = 1 / n,
