@@ -112,8 +112,9 @@ def start_long_job(rig, hosts, folder, extra=()):
 
 
 def finish(process, timeout):
+    """The job's (stdout, stderr) once it ends; a test failure if it runs past ``timeout``."""
     try:
-        return process.communicate(timeout=timeout)[1]
+        return process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         process.kill()
         pytest.fail(f"the job was still running {timeout} s later")
@@ -134,9 +135,29 @@ def test_a_killed_host_ends_the_job_within_seconds(rig, how, tmp_path):
     killed = time.monotonic()
     for pid in victims:
         os.kill(pid, signal.SIGKILL)
-    finish(process, 30)
+    out, err = finish(process, 30)
     assert time.monotonic() - killed < 10
     assert process.returncode != 0
+    if how == "rank":     # MPICH names the host and the process it lost
+        assert f"PID {victims[0]} RUNNING AT {rig.address(2)}" in out, out + err
+    checkpoints_whole(folder)
+
+
+def test_a_host_cut_off_the_network_is_named_within_the_comm_timeout(rig, tmp_path):
+    folder = tmp_path / "ck"
+    process = start_long_job(rig, [1, 2, 3], folder, ["--comm-timeout", "2"])
+    subprocess.run(["ip", "-n", rig.namespace(2), "link", "set", "eth0", "down"], check=True)
+    try:
+        cut = time.monotonic()
+        _, err = finish(process, 30)
+        assert time.monotonic() - cut < 2 + 10
+    finally:
+        subprocess.run(["ip", "-n", rig.namespace(2), "link", "set", "eth0", "up"], check=True)
+    assert process.returncode != 0
+    lines = [line for line in err.splitlines() if line.startswith("pbp:")]
+    assert lines == ["pbp: error on rank 0 of 3 (host h1): no gradient from rank 1 (host h2) "
+                     "for 2 s: it is stalled or the host is unreachable (the limit is "
+                     "--comm-timeout, default PBP_MPI_TIMEOUT, 2 s)"], err
     checkpoints_whole(folder)
 
 
@@ -146,7 +167,7 @@ def test_a_stalled_host_is_named_within_the_comm_timeout(rig, tmp_path):
     pid = rank_pid(rig, 3)
     os.kill(pid, signal.SIGSTOP)
     stopped = time.monotonic()
-    err = finish(process, 30)
+    _, err = finish(process, 30)
     assert time.monotonic() - stopped < 2 + 10
     assert process.returncode != 0
     lines = [line for line in err.splitlines() if line.startswith("pbp:")]
