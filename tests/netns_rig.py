@@ -167,7 +167,8 @@ class Rig:
         """The environment for mpiexec on the rig: Hydra's launcher hook, no shared memory."""
         env = dict(os.environ if base is None else base)
         env.update(HYDRA_LAUNCHER="ssh", HYDRA_LAUNCHER_EXEC=self.launcher,
-                   MPIR_CVAR_NOLOCAL="1", UCX_TLS="tcp,self", UCX_NET_DEVICES="eth0",
+                   HYDRA_IFACE="eth0", MPIR_CVAR_NOLOCAL="1", UCX_TLS="tcp,self",
+                   UCX_NET_DEVICES="eth0",
                    OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
         return env
 

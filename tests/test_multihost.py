@@ -223,3 +223,43 @@ def test_more_ranks_than_the_batch_is_one_line(rig):
                                                "--quiet"])
     assert code != 0
     assert "pbp: error on rank" in err and "3 MPI ranks for a batch size of 2" in err, err
+
+
+def test_ranks_and_a_hostfile_check_the_hosts_then_train_on_them(rig, serial, tmp_path):
+    model = tmp_path / "model.npz"
+    command = rig.on_host(1, [*PBP, *TRAIN, "--executor", "mpi", "--ranks", "3", "--hostfile",
+                              str(rig.hostfile()), "--save", str(model)])
+    code, out, err, _ = run_job(command, env=rig.env())
+    assert code == 0, err
+    assert "executor mpi (3 ranks x 1 thread" in out, out
+    assert_allclose_verbose(load_model(model).params, serial, rtol=1e-5, atol=1e-6,
+                            what="pbp train --ranks 3 --hostfile vs serial")
+
+
+def test_ranks_and_a_hostfile_naming_a_host_that_does_not_answer_is_one_line(rig):
+    hostfile = rig.hostfile([1], extra=[f"{rig.subnet}.99:1"])
+    code, _, err, _ = run_job(rig.on_host(1, [*PBP, *TRAIN, "--executor", "mpi", "--ranks", "2",
+                                              "--hostfile", str(hostfile)]), env=rig.env())
+    assert code != 0
+    assert err.splitlines() == [
+        f"pbp: error: --hostfile {hostfile}: host {rig.subnet}.99 does not answer (ssh: connect "
+        f"to host {rig.subnet}.99 port 22: Connection timed out); start it, or remove it from "
+        "the hostfile"], err
+
+
+def test_ranks_and_a_hostfile_with_another_environment_on_a_host_is_one_line(rig, tmp_path):
+    fake = tmp_path / "numpy-1.0.0.dist-info"
+    fake.mkdir()
+    (fake / "METADATA").write_text("Metadata-Version: 2.1\nName: numpy\nVersion: 1.0.0\n")
+    launcher = tmp_path / "launch"       # host 2 sees numpy 1.0.0
+    launcher.write_text(f'#!/bin/sh\ncase "$*" in *"{rig.address(2)} "*) '
+                        f'export PYTHONPATH={tmp_path}:$PYTHONPATH;; esac\n'
+                        f'exec {rig.launcher} "$@"\n')
+    launcher.chmod(0o755)
+    env = {**rig.env(), "HYDRA_LAUNCHER_EXEC": str(launcher)}
+    code, _, err, _ = run_job(rig.on_host(1, [*PBP, *TRAIN, "--executor", "mpi", "--ranks", "2",
+                                              "--hostfile", str(rig.hostfile([1, 2]))]), env=env)
+    assert code != 0
+    [line] = err.splitlines()
+    assert re.match(rf"pbp: error: --hostfile \S+: host {rig.address(2)} has another Python "
+                    r"environment \(python \S+ numpy 1\.0\.0 .* there, python \S+ numpy ", line), line

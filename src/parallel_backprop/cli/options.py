@@ -129,6 +129,10 @@ executor_options = stack(
     click.option("--ranks", type=click.IntRange(min=1),
                  help="mpi: start N ranks on this machine with mpiexec (under mpiexec, leave "
                       "it out: mpiexec -n sets the ranks)."),
+    click.option("--hostfile", type=click.Path(path_type=Path),
+                 help="mpi, with --ranks: start the ranks on these hosts (mpiexec's hostfile, "
+                      "`host:ranks` per line), after checking each answers and runs the same "
+                      "Python environment."),
     click.option("--comm-timeout", type=click.FloatRange(min=0, min_open=True),
                  help="mpi: seconds a rank waits for the others before it names the silent "
                       "ones and ends the job [default: PBP_MPI_TIMEOUT, else 120]."),

@@ -63,6 +63,7 @@ class ExecutorOptions(OptionGroup):
     precision: str
     ranks: int | None
     comm_timeout: float | None = None
+    hostfile: Path | None = None
 
     def train_config(self, **settings) -> TrainConfig:
         """A TrainConfig with this executor and ``settings`` (batch_size, lr, epochs...)."""
@@ -201,14 +202,19 @@ def launch_ranks(run: ExecutorOptions, batch_size: int, outputs: dict,
     The ranks re-run this process's whole command line (:func:`command_argv`)
     but ``--ranks``, global options such as ``--plugin`` included.
     """
-    from ..executors.mpi import check_launch, launch
+    from ..executors.mpi import check_hosts, check_launch, launch
 
+    if run.hostfile is not None and run.ranks is None:
+        raise ConfigError(f"--hostfile {run.hostfile}: needs --ranks N (under mpiexec, give "
+                          "the hostfile to mpiexec -f instead)")
     if not run.distributed:
         raise ConfigError(f"--ranks {run.ranks}: only the mpi executor runs on ranks; add "
                           f"--executor mpi or drop --ranks (executor {run.executor!r})")
     mpiexec = check_launch(run.ranks, batch_size)
     check_outputs(outputs, inputs)
-    return launch(mpiexec, run.ranks, command_argv())
+    if run.hostfile is not None:
+        check_hosts(run.hostfile, environment())
+    return launch(mpiexec, run.ranks, command_argv(), run.hostfile)
 
 
 def command_plugins() -> tuple[str, ...]:

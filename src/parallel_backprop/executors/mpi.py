@@ -77,6 +77,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import shlex
 import signal
 import socket
 import subprocess
@@ -553,16 +554,87 @@ def check_launch(ranks: int, batch_size: int) -> str:
 
 
 def without_ranks(argv: list[str]) -> list[str]:
-    """``argv`` with ``--ranks N`` / ``--ranks=N`` removed."""
+    """``argv`` without ``--ranks N`` and ``--hostfile F`` (or ``--ranks=N``...): the launcher's."""
     out, skip = [], False
     for arg in argv:
         if skip:
             skip = False
-        elif arg == "--ranks":
+        elif arg in LAUNCHER_OPTIONS:
             skip = True
-        elif not arg.startswith("--ranks="):
+        elif not arg.startswith(tuple(f"{name}=" for name in LAUNCHER_OPTIONS)):
             out.append(arg)
     return out
+
+
+LAUNCHER_OPTIONS = ("--ranks", "--hostfile")
+# How long a host may take to answer the check before the launch (ssh's own
+# connection timeout is set below it).
+HOST_CHECK_S, SSH_CONNECT_S = 20.0, 10
+HOST_CHECK = ("from parallel_backprop.cli.runs import environment; print(environment())")
+
+
+def hostfile_hosts(path: Path) -> list[str]:
+    """The hosts of a Hydra hostfile (``host[:ranks]`` per line, ``#`` comments); one line
+    naming the file when it cannot be read or names none."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--hostfile {path}: cannot be read ({getattr(exc, 'strerror', exc)})"
+                          ) from None
+    hosts = [line.split("#")[0].strip().split(":")[0] for line in lines]
+    hosts = list(dict.fromkeys(host for host in hosts if host))
+    if not hosts:
+        raise ConfigError(f"--hostfile {path}: names no host; expected lines `host:ranks`")
+    return hosts
+
+
+def remote_command(host: str) -> list[str]:
+    """How mpiexec will reach ``host``: its launcher (HYDRA_LAUNCHER_EXEC, else ssh)."""
+    launcher = os.environ.get("HYDRA_LAUNCHER_EXEC")
+    if launcher:
+        return [launcher, "-x", host]
+    return ["ssh", "-x", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={SSH_CONNECT_S}", host]
+
+
+def check_hosts(path: Path, here: str) -> None:
+    """Before a launch on ``path``'s hosts: each answers and has this Python environment.
+
+    Asks every host at once, through the launcher mpiexec will use, to
+    import this package with the same Python and print its
+    :func:`..cli.runs.environment`; the first host that does not answer,
+    cannot run it, or differs from ``here`` ends the launch in one line.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    hosts = hostfile_hosts(path)
+    with ThreadPoolExecutor(max_workers=min(32, len(hosts))) as pool:
+        answers = list(pool.map(ask_host, hosts))
+    for host, (status, out, err) in zip(hosts, answers):
+        said = (err.strip().splitlines() or ["no answer"])[-1]
+        if status is None or status == 255:
+            raise ConfigError(f"--hostfile {path}: host {host} does not answer ({said}); "
+                              "start it, or remove it from the hostfile")
+        if status != 0:
+            raise ConfigError(f"--hostfile {path}: host {host} cannot run {sys.executable} "
+                              f"with parallel_backprop ({said}); install the same environment "
+                              "at the same path on every host")
+        if out.strip() != here:
+            raise ConfigError(f"--hostfile {path}: host {host} has another Python environment "
+                              f"({out.strip()} there, {here} here); install the same versions "
+                              "on every host")
+
+
+def ask_host(host: str) -> tuple[int | None, str, str]:
+    """(exit status or None on a timeout, stdout, stderr) of the environment check on ``host``."""
+    command = [*remote_command(host), sys.executable, "-c", shlex.quote(HOST_CHECK)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=HOST_CHECK_S,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return None, "", f"no answer within {HOST_CHECK_S:g} s"
+    except OSError as exc:
+        return None, "", f"{command[0]}: {exc.strerror}"
+    return done.returncode, done.stdout, done.stderr
 
 
 # After a stop signal, how long the ranks may take to finish their step, write
@@ -570,8 +642,10 @@ def without_ranks(argv: list[str]) -> list[str]:
 GRACE_S = 30.0
 
 
-def launch(mpiexec: str, ranks: int, argv: list[str]) -> int:
-    """Run ``pbp`` with ``argv`` (minus ``--ranks``) on ``ranks`` local ranks; its exit status.
+def launch(mpiexec: str, ranks: int, argv: list[str], hostfile: Path | None = None) -> int:
+    """Run ``pbp`` with ``argv`` (minus ``--ranks``) on ``ranks`` ranks; its exit status.
+
+    On this machine, or on ``hostfile``'s hosts (mpiexec ``-f``).
 
     Each rank gets one BLAS thread unless the environment says otherwise (the
     executors pin BLAS anyway; this keeps ranks x cores idle OpenBLAS threads
@@ -584,7 +658,8 @@ def launch(mpiexec: str, ranks: int, argv: list[str]) -> int:
     process dies, even by SIGKILL (``PR_SET_PDEATHSIG``): no rank outlives
     its launcher.
     """
-    command = [mpiexec, "-n", str(ranks), sys.executable, "-m", "parallel_backprop.cli",
+    hosts = ["-f", str(hostfile)] if hostfile is not None else []
+    command = [mpiexec, *hosts, "-n", str(ranks), sys.executable, "-m", "parallel_backprop.cli",
                *without_ranks(argv)]
     env = dict(os.environ)
     env.setdefault("OPENBLAS_NUM_THREADS", "1")
