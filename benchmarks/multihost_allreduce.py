@@ -5,7 +5,7 @@ host count: ``benchmarks/mpi_allreduce.py --no-steps`` over the rig's
 TCP links (one rank per host), and the model's ring Allreduce time for the
 same bytes, rate and latency. Example::
 
-    python benchmarks/multihost_allreduce.py --rates 1gbit,10gbit --hosts 2,3,4
+    python benchmarks/multihost_allreduce.py --rates 1gbit,10gbit,none --hosts 2,3,4
 """
 
 from __future__ import annotations
@@ -47,14 +47,15 @@ def main() -> None:
     rig = netns_rig.Rig(max(counts)).up()
     try:
         print(f"{'rate':8} {'hosts':>5} {'network':8} {'measured ms':>12} {'model ms':>9}")
-        for rate in args.rates.split(","):
-            rig.shape(rate)
-            gbit = float(rate.removesuffix("gbit"))
-            link = Link(rate, gbit, args.latency_us)
+        for rate in args.rates.split(","):     # "none": the links as fast as the machine goes
+            rig.shape(None if rate == "none" else rate)
+            link = (None if rate == "none"
+                    else Link(rate, float(rate.removesuffix("gbit")), args.latency_us))
             for hosts in counts:
                 for name, ms in measure(rig, hosts, args.nets, args.repeats).items():
-                    model = allreduce_s(gradient_bytes(NETWORKS[name]), hosts, link) * 1e3
-                    print(f"{rate:8} {hosts:>5} {name:8} {ms:>12.2f} {model:>9.2f}", flush=True)
+                    model = (f"{allreduce_s(gradient_bytes(NETWORKS[name]), hosts, link) * 1e3:9.2f}"
+                             if link else f"{'-':>9}")
+                    print(f"{rate:8} {hosts:>5} {name:8} {ms:>12.2f} {model}", flush=True)
     finally:
         rig.down()
 
