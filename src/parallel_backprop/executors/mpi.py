@@ -110,7 +110,7 @@ class MPIUnavailable(PbpError):
 
 
 class RankStalled(PbpError):
-    """The other ranks sent nothing for ``PBP_MPI_TIMEOUT`` seconds."""
+    """The other ranks sent nothing for ``--comm-timeout`` (``PBP_MPI_TIMEOUT``) seconds."""
 
 
 # How long a rank waits for the others' gradients before it ends the job. A
