@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -263,3 +264,20 @@ def test_ranks_and_a_hostfile_with_another_environment_on_a_host_is_one_line(rig
     [line] = err.splitlines()
     assert re.match(rf"pbp: error: --hostfile \S+: host {rig.address(2)} has another Python "
                     r"environment \(python \S+ numpy 1\.0\.0 .* there, python \S+ numpy ", line), line
+
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.skipif(not FASHION.is_dir(), reason=f"needs Fashion-MNIST in {FASHION}")
+def test_a_host_that_cannot_find_the_data_is_named(rig, tmp_path):
+    args = ["train", "--dataset", "fashion-mnist", "--net", "784-16-10", "--limit", "300",
+            "--epochs", "1", "--executor", "mpi", "--quiet", "--data-dir"]
+    missing = tmp_path / "nowhere"         # host 2's copy of the data is not there
+    command = rig.mpiexec(MPIEXEC, 1, rig.hostfile([1, 2]),
+                          [*PBP, *args, str(FASHION), ":", "-n", "1", *PBP, *args, str(missing)])
+    code, _, err, _ = run_job(command, env={**rig.env(), "PBP_OFFLINE": "1"})
+    assert code != 0
+    lines = [line for line in err.splitlines() if line.startswith("pbp:")]
+    assert lines and lines[0].startswith("pbp: error on rank 1 of 2 (host h2): "), err
+    assert str(missing) in lines[0], err
