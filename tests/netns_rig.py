@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 
 PREFIX = "pbprig"          # every namespace the rig creates starts with this
+SCRIPT_FOLDER = Path(tempfile.gettempdir()) / f"{PREFIX}-script"   # the `up` command's files
 
 
 def unavailable() -> str | None:
@@ -105,14 +106,18 @@ class Rig:
     lives in namespace ``self.namespace(i)``.
     """
 
-    def __init__(self, hosts: int = 3, tag: str | None = None):
+    def __init__(self, hosts: int = 3, tag: str | None = None, folder: Path | None = None):
         if not 1 <= hosts <= 200:
             raise ValueError(f"{hosts} hosts: expected 1..200")
         self.hosts = hosts
         self.tag = tag or str(os.getpid())
         subnet = int(self.tag) % 250 + 1 if self.tag.isdigit() else 7
         self.subnet = f"10.213.{subnet}"
-        self.dir = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-"))
+        if folder is None:
+            self.dir = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-"))
+        else:
+            self.dir = folder
+            folder.mkdir(parents=True, exist_ok=True)
         self.switch = f"{PREFIX}{self.tag}sw"
 
     def namespace(self, i: int) -> str:
@@ -247,12 +252,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "down":
         remove(rig_namespaces())
+        shutil.rmtree(SCRIPT_FOLDER, ignore_errors=True)
         return 0
     reason = unavailable()
     if reason:
         print(f"netns_rig: {reason}", file=sys.stderr)
         return 1
-    rig = Rig(args.hosts, tag="0").up()
+    if args.delay_ms and not netem_available():
+        print("netns_rig: --delay-ms needs the kernel's netem (CONFIG_NET_SCH_NETEM), which "
+              "this kernel lacks; --rate works without it", file=sys.stderr)
+        return 1
+    rig = Rig(args.hosts, tag="0", folder=SCRIPT_FOLDER).up()
     if args.rate or args.delay_ms:
         rig.shape(args.rate, args.delay_ms)
     hostfile = rig.hostfile()
