@@ -223,7 +223,10 @@ def test_more_ranks_than_the_batch_is_one_line(rig):
     code, _, err, _ = rig_job(rig, [1, 2, 3], [*TRAIN, "--batch-size", "2", "--executor", "mpi",
                                                "--quiet"])
     assert code != 0
-    assert "pbp: error on rank" in err and "3 MPI ranks for a batch size of 2" in err, err
+    assert [line for line in err.splitlines() if line.strip()] == [
+        "pbp: error on rank 0 of 3 (host h1): 3 MPI ranks for a batch size of 2: expected at "
+        "most 2 ranks, so that each has a sample of every full batch; use fewer ranks or a "
+        "larger --batch-size"], err
 
 
 def test_ranks_and_a_hostfile_check_the_hosts_then_train_on_them(rig, serial, tmp_path):

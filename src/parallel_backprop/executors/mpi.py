@@ -383,6 +383,8 @@ class MPIExecutor(ThreadsExecutor):
         self.rank, self.ranks = comm.Get_rank(), comm.Get_size()
         self._meet(comm, threads)
         if self.ranks > batch_size:
+            if self.rank != 0:        # every rank knows; rank 0 says it, once, and ends the job
+                time.sleep(ROLL_CALL_S)
             raise ConfigError(
                 f"{self.ranks} MPI ranks for a batch size of {batch_size}: expected at most "
                 f"{batch_size} ranks, so that each has a sample of every full batch; use "
