@@ -182,6 +182,17 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
+_roll_calls: dict = {}      # communicator handle -> its duplicate for roll calls
+
+
+def roll_call_comm(comm):
+    """A duplicate of ``comm`` for roll calls, made once per communicator (collective then)."""
+    key = comm.py2f()
+    if key not in _roll_calls:
+        _roll_calls[key] = comm.Dup()
+    return _roll_calls[key]
+
+
 def silent_ranks(comm, listen_s: float = ROLL_CALL_S) -> list[int]:
     """After a timeout: the ranks of ``comm`` from which nothing arrives within ``listen_s``.
 
@@ -419,7 +430,7 @@ class MPIExecutor(ThreadsExecutor):
         global _spin_s
         every = comm.allgather((socket.gethostname(), usable_cores()))
         self.hosts = [host for host, _ in every]
-        self._roll = comm.Dup()
+        self._roll = roll_call_comm(comm)
         crowded = sorted({(host, self.hosts.count(host), cores) for host, cores in every
                           if self.hosts.count(host) * threads > cores})
         if crowded:
