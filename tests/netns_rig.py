@@ -60,7 +60,14 @@ def unavailable() -> str | None:
     made = _ip("netns", "add", probe, check=False)
     if made.returncode != 0:
         return f"'ip netns add' refused: {made.stderr.strip()}"
-    _ip("netns", "del", probe, check=False)
+    try:
+        for kind in (["veth", "peer", "name", "vb"], ["bridge"]):   # the links the rig makes
+            link = _ip("-n", probe, "link", "add", "va", "type", *kind, check=False)
+            if link.returncode != 0:
+                return f"no {kind[0]} links in this kernel: {link.stderr.strip()}"
+            _ip("-n", probe, "link", "del", "va", check=False)
+    finally:
+        _ip("netns", "del", probe, check=False)
     return None
 
 
