@@ -102,6 +102,10 @@ if [ -z "$line" ]; then
 fi
 set -- "$line" "$@"
 ns=${1#* }; ns=${ns%% *}; name=${1##* }; shift
+if ! ip -n "$ns" link show eth0 | grep -q "state UP"; then    # cut off: as ssh would say
+    echo "ssh: connect to host $host port 22: Connection timed out" >&2
+    exit 255
+fi
 exec ip netns exec "$ns" unshare --uts sh -c "hostname $name; exec $*"
 """
 

@@ -284,3 +284,29 @@ def test_a_host_that_cannot_find_the_data_is_named(rig, tmp_path):
     lines = [line for line in err.splitlines() if line.startswith("pbp:")]
     assert lines and lines[0].startswith("pbp: error on rank 1 of 2 (host h2): "), err
     assert str(missing) in lines[0], err
+
+
+def test_restarts_resume_without_a_lost_host_to_the_uninterrupted_model(rig, tmp_path):
+    folder, model, serial = tmp_path / "ck", tmp_path / "model.npz", tmp_path / "serial.npz"
+    args = [*TRAIN, "--epochs", "8", "--save"]
+    assert main([*args, str(serial), "--quiet"]) == 0
+    command = rig.on_host(1, [*PBP, *args, str(model), "--executor", "mpi", "--ranks", "3",
+                              "--hostfile", str(rig.hostfile()), "--checkpoint-dir", str(folder),
+                              "--checkpoint-every", "1", "--comm-timeout", "2", "--restarts", "1",
+                              "--quiet"])
+    process = subprocess.Popen(command, env=rig.env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not list(folder.glob("checkpoint-*.npz")):     # the first step is done: cut
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.02)
+        subprocess.run(["ip", "-n", rig.namespace(2), "link", "set", "eth0", "down"], check=True)
+        _, err = finish(process, 60)
+    finally:
+        subprocess.run(["ip", "-n", rig.namespace(2), "link", "set", "eth0", "up"], check=True)
+    assert process.returncode == 0, err
+    assert (f"restart 1 of 1 from the last checkpoint in {folder}, 2 ranks on "
+            f"{rig.address(1)}, {rig.address(3)}") in err, err
+    assert_allclose_verbose(load_model(model).params, load_model(serial).params, rtol=1e-5,
+                            atol=1e-6, what="3 hosts, one lost, restarted on 2, vs serial")

@@ -397,7 +397,7 @@ def check_same_run(checkpoint: Checkpoint, network: Network, fingerprint: str) -
 # ---- the resume policy of ``pbp train --resume`` ------------------------------------
 
 NOT_RECORDED = frozenset({"quiet", "checkpoint_dir", "checkpoint_every", "keep_checkpoints",
-                          "resume", "ranks", "comm_timeout", "hostfile"})
+                          "resume", "ranks", "comm_timeout", "hostfile", "restarts"})
 """Options of ``pbp train`` that do not define the run: never recorded in a checkpoint."""
 
 OUTPUTS = frozenset({"save", "metrics_json"})

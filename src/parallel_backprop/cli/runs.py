@@ -64,6 +64,7 @@ class ExecutorOptions(OptionGroup):
     ranks: int | None
     comm_timeout: float | None = None
     hostfile: Path | None = None
+    restarts: int = 0
 
     def train_config(self, **settings) -> TrainConfig:
         """A TrainConfig with this executor and ``settings`` (batch_size, lr, epochs...)."""
@@ -196,17 +197,20 @@ def mpi_world() -> tuple[int, int]:
 
 
 def launch_ranks(run: ExecutorOptions, batch_size: int, outputs: dict,
-                 inputs: dict | None = None) -> int:
+                 inputs: dict | None = None, folder: Path | None = None) -> int:
     """``--ranks N``: check what can be checked here, then run this command under mpiexec.
 
     The ranks re-run this process's whole command line (:func:`command_argv`)
     but ``--ranks``, global options such as ``--plugin`` included.
     """
-    from ..executors.mpi import check_hosts, check_launch, launch
+    from ..executors.mpi import check_hosts, check_launch, launch_with_restarts
 
-    if run.hostfile is not None and run.ranks is None:
-        raise ConfigError(f"--hostfile {run.hostfile}: needs --ranks N (under mpiexec, give "
-                          "the hostfile to mpiexec -f instead)")
+    if run.ranks is None:
+        given = f"--hostfile {run.hostfile}" if run.hostfile else f"--restarts {run.restarts}"
+        raise ConfigError(f"{given}: needs --ranks N (under mpiexec, leave it out)")
+    if run.restarts and folder is None:
+        raise ConfigError(f"--restarts {run.restarts}: needs --checkpoint-dir (where the job "
+                          "resumes from)")
     if not run.distributed:
         raise ConfigError(f"--ranks {run.ranks}: only the mpi executor runs on ranks; add "
                           f"--executor mpi or drop --ranks (executor {run.executor!r})")
@@ -214,7 +218,8 @@ def launch_ranks(run: ExecutorOptions, batch_size: int, outputs: dict,
     check_outputs(outputs, inputs)
     if run.hostfile is not None:
         check_hosts(run.hostfile, environment())
-    return launch(mpiexec, run.ranks, command_argv(), run.hostfile)
+    return launch_with_restarts(mpiexec, run.ranks, command_argv(), run.hostfile,
+                                run.restarts, folder)
 
 
 def command_plugins() -> tuple[str, ...]:

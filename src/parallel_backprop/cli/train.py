@@ -115,8 +115,8 @@ def train_command(ctx: click.Context, **params):
         raise ConfigError("--checkpoint-every: needs --checkpoint-dir (where to write them)")
     folder = saving.checkpoint_dir or saving.resume
     config = job.config(run, method)
-    if run.ranks is not None or run.hostfile is not None:
-        return launch_ranks(run, config.batch_size, job.outputs, data.input_files())
+    if run.ranks is not None or run.hostfile is not None or run.restarts:
+        return launch_ranks(run, config.batch_size, job.outputs, data.input_files(), folder)
     started = start_run(data, net, run, seed=job.seed, quiet=job.quiet, outputs=job.outputs,
                         header=lambda started: _header(started, run))
     resume_state, writer = None, None

@@ -76,14 +76,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shutil
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -127,6 +128,10 @@ SPIN_S, FIRST_PAUSE_S, LONGEST_PAUSE_S = 0.05, 50e-6, 0.001
 # After a timeout, how long the ranks that waited listen for each other, to
 # tell which ranks are silent (stalled or lost) and name them.
 ROLL_CALL_S, ROLL_CALL_TAG = 5.0, 7177
+
+# A rank other than 0 that fails waits this long before it reports, so that an
+# error every rank meets (the same command, the same input) is said once, by rank 0.
+OTHER_RANKS_WAIT_S = 2.0
 
 _comm_timeout: float | None = None     # --comm-timeout, when given
 _spin_s = SPIN_S
@@ -394,8 +399,6 @@ class MPIExecutor(ThreadsExecutor):
         self.rank, self.ranks = comm.Get_rank(), comm.Get_size()
         self._meet(comm, threads)
         if self.ranks > batch_size:
-            if self.rank != 0:        # every rank knows; rank 0 says it, once, and ends the job
-                time.sleep(ROLL_CALL_S)
             raise ConfigError(
                 f"{self.ranks} MPI ranks for a batch size of {batch_size}: expected at most "
                 f"{batch_size} ranks, so that each has a sample of every full batch; use "
@@ -579,26 +582,34 @@ def without_ranks(argv: list[str]) -> list[str]:
     return out
 
 
-LAUNCHER_OPTIONS = ("--ranks", "--hostfile")
+LAUNCHER_OPTIONS = ("--ranks", "--hostfile", "--restarts")
 # How long a host may take to answer the check before the launch (ssh's own
 # connection timeout is set below it).
 HOST_CHECK_S, SSH_CONNECT_S = 20.0, 10
 HOST_CHECK = ("from parallel_backprop.cli.runs import environment; print(environment())")
 
 
-def hostfile_hosts(path: Path) -> list[str]:
-    """The hosts of a Hydra hostfile (``host[:ranks]`` per line, ``#`` comments); one line
-    naming the file when it cannot be read or names none."""
+def hostfile_slots(path: Path) -> dict[str, int]:
+    """Host -> ranks of a Hydra hostfile (``host[:ranks]`` per line, ``#`` comments); one
+    line naming the file when it cannot be read or names no host."""
     try:
         lines = Path(path).read_text().splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"--hostfile {path}: cannot be read ({getattr(exc, 'strerror', exc)})"
                           ) from None
-    hosts = [line.split("#")[0].strip().split(":")[0] for line in lines]
-    hosts = list(dict.fromkeys(host for host in hosts if host))
-    if not hosts:
+    slots: dict[str, int] = {}
+    for line in lines:
+        host, _, count = line.split("#")[0].strip().partition(":")
+        if host:
+            slots[host] = slots.get(host, 0) + (int(count) if count.strip().isdigit() else 1)
+    if not slots:
         raise ConfigError(f"--hostfile {path}: names no host; expected lines `host:ranks`")
-    return hosts
+    return slots
+
+
+def hostfile_hosts(path: Path) -> list[str]:
+    """The hosts of a hostfile, in its order (see :func:`hostfile_slots`)."""
+    return list(hostfile_slots(path))
 
 
 def remote_command(host: str) -> list[str]:
@@ -617,8 +628,6 @@ def check_hosts(path: Path, here: str) -> None:
     :func:`..cli.runs.environment`; the first host that does not answer,
     cannot run it, or differs from ``here`` ends the launch in one line.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     hosts = hostfile_hosts(path)
     with ThreadPoolExecutor(max_workers=min(32, len(hosts))) as pool:
         answers = list(pool.map(ask_host, hosts))
@@ -648,6 +657,53 @@ def ask_host(host: str) -> tuple[int | None, str, str]:
     except OSError as exc:
         return None, "", f"{command[0]}: {exc.strerror}"
     return done.returncode, done.stdout, done.stderr
+
+
+def launch_with_restarts(mpiexec: str, ranks: int, argv: list[str], hostfile: Path | None,
+                         restarts: int, folder: Path | None) -> int:
+    """:func:`launch`; when the job fails, resume it from ``folder`` up to ``restarts`` times.
+
+    Not after a stop (Ctrl-C, SIGTERM: exit 130 or 143) nor before a first
+    checkpoint. Each restart first asks the hostfile's hosts again and
+    leaves out those that do not answer (a lost host), on as many ranks as
+    the others have slots for (at most ``ranks``); the batch is global, so
+    the resumed run takes the same steps. One line says each restart.
+    """
+    from ..checkpoint import checkpoint_paths
+
+    status = launch(mpiexec, ranks, argv, hostfile)
+    for attempt in range(1, restarts + 1):
+        if status in (0, 130, 143) or folder is None or not checkpoint_paths(folder):
+            return status
+        where = ""
+        if hostfile is not None:
+            hostfile, ranks = surviving_hosts(hostfile, ranks, folder)
+            where = f" on {', '.join(hostfile_hosts(hostfile))}"
+        sys.stderr.write(f"pbp: the job ended with status {status}; restart {attempt} of "
+                         f"{restarts} from the last checkpoint in {folder}, {ranks} "
+                         f"rank{'s' * (ranks != 1)}{where}\n")
+        sys.stderr.flush()
+        resume = [] if "--resume" in argv else ["--resume", str(folder)]
+        status = launch(mpiexec, ranks, [*argv, *resume], hostfile)
+    return status
+
+
+def surviving_hosts(hostfile: Path, ranks: int, folder: Path) -> tuple[Path, int]:
+    """A hostfile of ``hostfile``'s hosts that still answer, and the ranks they take.
+
+    Written next to the checkpoints as ``hosts.restart`` (the checkpoints
+    leave other names alone); a ConfigError when no host answers.
+    """
+    slots = hostfile_slots(hostfile)
+    with ThreadPoolExecutor(max_workers=min(32, len(slots))) as pool:
+        answers = dict(zip(slots, pool.map(ask_host, slots)))
+    alive = {host: n for host, n in slots.items() if answers[host][0] == 0}
+    if not alive:
+        raise ConfigError(f"--restarts: no host of {hostfile} answers any more; nothing to "
+                          "restart on")
+    path = Path(folder) / "hosts.restart"
+    path.write_text("".join(f"{host}:{n}\n" for host, n in alive.items()))
+    return path, min(ranks, sum(alive.values()))
 
 
 # After a stop signal, how long the ranks may take to finish their step, write
