@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -244,6 +245,16 @@ def remove(namespaces: list[str]) -> None:
                     pass
             time.sleep(0.05)
         _ip("netns", "del", ns, check=False)
+
+
+def remove_stale() -> None:
+    """Remove the rigs of test runs that were killed before their teardown (tag = pid)."""
+    stale = []
+    for ns in rig_namespaces():
+        tag = re.fullmatch(rf"{PREFIX}(\d+)(sw|h\d+)", ns)
+        if tag and int(tag[1]) > 1 and not Path(f"/proc/{tag[1]}").exists():
+            stale.append(ns)
+    remove(stale)
 
 
 def rig_namespaces() -> list[str]:

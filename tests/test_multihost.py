@@ -33,6 +33,7 @@ pytestmark = pytest.mark.skipif(REASON is not None, reason=f"multi-host rig: {RE
 
 @pytest.fixture(scope="module")
 def rig():
+    netns_rig.remove_stale()
     rig = netns_rig.Rig(3).up()
     try:
         yield rig
