@@ -2,6 +2,8 @@
 
 - ``mpi``: test_mpi.py: jobs under mpiexec, the launcher's checks and the
   scaling model.
+- ``multihost``: test_multihost.py: MPI jobs across hosts made of network
+  namespaces (tests/netns_rig.py), skipped without root and ``ip``.
 - ``gpu_interpreter``: test_gpu.py: the Triton kernels run on the CPU by
   Triton's interpreter (its few real-GPU tests skip without CUDA).
 - ``subprocess``: tests that start processes: ``pbp`` as a command,
@@ -30,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 FILE_MARKS = {
     "test_mpi.py": {"mpi"},
+    "test_multihost.py": {"multihost", "mpi", "slow", "subprocess"},
     "test_gpu.py": {"gpu_interpreter"},
     "test_hostile_signals.py": {"slow", "subprocess"},   # ~30 s: jobs stopped by signals
 }
@@ -138,6 +141,7 @@ TEST_MARKS.update({f"test_hostile_sizes.py::{name}": {"slow", "subprocess"} for 
 
 # Exceptions to FILE_MARKS: tests of a marked file that run in-process.
 UNMARKED = {
+    "test_multihost.py::test_the_rig_leaves_no_namespace_link_or_process": {"mpi"},
     "test_hostile_signals.py::test_a_second_stop_signal_is_not_deferred": {"subprocess"},
     "test_hostile_signals.py::test_a_bad_mpi_timeout_is_one_line": {"slow", "subprocess"},
 }

@@ -130,6 +130,17 @@ executor_options = stack(
     click.option("--ranks", type=click.IntRange(min=1),
                  help="mpi: start N ranks on this machine with mpiexec (under mpiexec, leave "
                       "it out: mpiexec -n sets the ranks)."),
+    click.option("--hostfile", type=click.Path(path_type=Path),
+                 help="mpi, with --ranks: start the ranks on these hosts (mpiexec's hostfile, "
+                      "`host:ranks` per line), after checking each answers and runs the same "
+                      "Python environment."),
+    click.option("--restarts", type=click.IntRange(min=0), default=0,
+                 help="mpi, with --ranks and --checkpoint-dir: after the job fails (a lost "
+                      "host, a killed rank), resume it from its last checkpoint up to N times, "
+                      "without the hosts that no longer answer."),
+    click.option("--comm-timeout", type=click.FloatRange(min=0, min_open=True),
+                 help="mpi: seconds a rank waits for the others before it names the silent "
+                      "ones and ends the job [default: PBP_MPI_TIMEOUT, else 120]."),
 )
 """The options that choose and size the executor (see :class:`.runs.ExecutorOptions`)."""
 
