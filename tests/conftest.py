@@ -169,3 +169,21 @@ def warn_of_stale_names(config, items) -> None:
     if stale:
         warnings.warn(pytest.PytestWarning(
             f"tests/conftest.py marks tests that do not exist: {', '.join(stale)}"))
+
+
+@pytest.fixture(autouse=True)
+def blas_as_found():
+    """Each test starts with the BLAS the session started with: a command that chooses one
+    (``--blas``, which also exports ``PBP_BLAS`` to the processes it starts) changes both
+    for the rest of the process."""
+    import os
+
+    from parallel_backprop.gemm import current_blas, use_blas
+
+    before, variable = current_blas().name, os.environ.get("PBP_BLAS")
+    yield
+    use_blas(before)
+    if variable is None:
+        os.environ.pop("PBP_BLAS", None)
+    else:
+        os.environ["PBP_BLAS"] = variable

@@ -508,14 +508,16 @@ def _mkl_product(setup: Setup, dtype) -> Workload:
     a, b = a.astype(dtype), b.astype(dtype)
     routine = library.routines[np.dtype(np.float32)] if dtype == np.float32 else library.bf16
     n = setup.gemm_size
-    # The routine itself, so that the executors' choice of BLAS (use_blas) is not changed.
-    arguments = (b"N", b"N", n, n, n, 1.0, a.ctypes.data, n, b.ctypes.data, n, 0.0,
-                 c.ctypes.data, n)
+    def product():
+        # The routine itself, so that the executors' choice of BLAS (use_blas) is not
+        # changed; the closure keeps the arrays (not only their addresses) alive.
+        routine(b"N", b"N", n, n, n, 1.0, a.ctypes.data, n, b.ctypes.data, n, 0.0,
+                c.ctypes.data, n)
     notes = []
     if dtype != np.float32 and not cpu_bf16_features():
         notes.append("this CPU has no bf16 instructions (AVX512-BF16, AMX-BF16)")
     # MKL's threads: the worker's thread variables (MKL_NUM_THREADS), read when it loads.
-    return Workload(_repeat(lambda: routine(*arguments)), flops_per_step=2 * n ** 3,
+    return Workload(_repeat(product), flops_per_step=2 * n ** 3,
                     blas=blas_record(library), notes=notes)
 
 
