@@ -48,6 +48,14 @@ TEST_MARKS = {
     "test_bench.py::test_torch_peer_runs_the_same_work": {"slow", "subprocess"},
     "test_bench.py::test_mpi_ranks_agree_on_the_number_of_steps": {"slow", "subprocess"},
     "test_bench.py::test_ctrl_c_writes_what_was_measured": {"slow", "subprocess"},
+    "test_blas.py::test_gemm_releases_the_gil": {"slow"},
+    "test_blas.py::test_auto_measures_once_and_caches_per_machine": {"slow"},
+    "test_blas.py::test_a_corrupt_cache_is_measured_again_and_rewritten": {"slow"},
+    "test_blas.py::test_select_blas_exports_the_choice_to_child_processes":
+        {"slow", "subprocess"},
+    "test_blas.py::test_blas_option_and_variable_reach_the_metrics": {"slow", "subprocess"},
+    "test_blas.py::test_missing_mkl_is_a_one_line_error_with_the_install_hint":
+        {"slow", "subprocess"},
     "test_checkpoint.py::test_sigkill_at_a_random_moment_then_resume_gives_the_same_model":
         {"slow", "subprocess"},
     "test_checkpoint.py::test_ctrl_c_writes_a_checkpoint_and_stops_cleanly":

@@ -38,6 +38,7 @@ PROBE_SHAPES = ((128, 784, 1024, False), (784, 128, 1024, True),
                 (1024, 784, 1024, False), (784, 1024, 1024, True))
 PROBE_BUDGET_S = 0.5         # rounds stop after this (the first, a warm-up, and at least 2 more)
 PROBE_ROUNDS = 8
+_decided: dict[str, dict] = {}  # probe key -> result, for this process: measured once
 
 
 def check_blas(name: object) -> str:
@@ -100,11 +101,14 @@ def cache_path() -> Path:
 
 
 def cached_probe(libraries: list[BlasLibrary], precision: str) -> dict:
-    """The probe's result for these libraries on this machine: from the cache, or measured
-    now and cached (a cache that cannot be read or written is no error)."""
+    """The probe's result for these libraries on this machine: as this process found it
+    before, else from the cache, else measured now and cached (a cache that cannot be
+    read or written is no error)."""
     from .fileio import OutputError, atomic_open
 
     key, path = probe_key(libraries, precision), cache_path()
+    if key in _decided:
+        return _decided[key]
     try:
         entries = json.loads(path.read_text())
         if not isinstance(entries, dict):
@@ -113,8 +117,9 @@ def cached_probe(libraries: list[BlasLibrary], precision: str) -> dict:
         entries = {}
     entry = entries.get(key)
     if isinstance(entry, dict) and entry.get("choice") in {lib.name for lib in libraries}:
+        _decided[key] = entry
         return entry
-    entry = probe(libraries, precision)
+    entry = _decided[key] = probe(libraries, precision)
     entries[key] = entry
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
