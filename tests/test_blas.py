@@ -225,9 +225,14 @@ def test_select_blas_exports_the_choice_to_child_processes(cache):
     assert child.stdout.strip() == library.name == "openblas"
 
 
-def test_a_bad_blas_name_is_a_one_line_error():
+def test_a_bad_blas_name_is_a_one_line_error(monkeypatch):
     with pytest.raises(ConfigError, match=r"blas 'fast': expected one of auto, openblas, mkl"):
         resolve_blas("fast")
+    child = subprocess.run([sys.executable, "-c", "from parallel_backprop.gemm import gemm;"
+                            "import numpy as np; a = np.ones((2, 2)); gemm(a, a, a.copy())"],
+                           capture_output=True, text=True,
+                           env={**os.environ, blas_choice.BLAS_VARIABLE: "fast"})
+    assert "ConfigError: $PBP_BLAS 'fast': expected one of auto, openblas, mkl" in child.stderr
 
 
 # ---- the command line and the records ----------------------------------------------

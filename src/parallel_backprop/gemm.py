@@ -55,9 +55,13 @@ def current_blas() -> BlasLibrary:
     """The BLAS :func:`gemm` calls now: :func:`use_blas`'s, else ``$PBP_BLAS``'s, else OpenBLAS."""
     global _current
     if _current is None:
-        from .blas_choice import BLAS_VARIABLE, resolve_blas
+        from .blas_choice import BLAS_CHOICES, BLAS_VARIABLE, resolve_blas
 
-        _current = load_library(resolve_blas(os.environ.get(BLAS_VARIABLE) or "openblas"))
+        name = os.environ.get(BLAS_VARIABLE) or "openblas"
+        if name not in BLAS_CHOICES:
+            raise ConfigError(f"${BLAS_VARIABLE} {name!r}: expected one of "
+                              f"{', '.join(BLAS_CHOICES)}")
+        _current = load_library(resolve_blas(name))
     return _current
 
 
