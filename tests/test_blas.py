@@ -122,13 +122,11 @@ def test_bf16_products_without_a_bf16_gemm_are_a_one_line_error():
         select_blas("openblas", "bf16")
 
 
-CPU_EXECUTORS = [name for name, cls in EXECUTORS.items()
-                 if cls.device == "cpu" and not cls.distributed]
+CPU_EXECUTORS = [name for name, cls in EXECUTORS.items() if cls.device == "cpu"]
 
 
-@needs_mkl
-@pytest.mark.parametrize("name", CPU_EXECUTORS)
-def test_every_executor_step_under_mkl_equals_openblas(name):
+def step_under_each_blas(name: str) -> dict:
+    """blas -> (loss, params) of one step of executor ``name`` from the same start."""
     network = Network((50, 67, 35, 3), ("tanh", "sigmoid", "sigmoid"), "mse")
     params = network.init_params(0)
     x, y = random_batch(network, 33, np.random.default_rng(5), np.float32)
@@ -139,9 +137,36 @@ def test_every_executor_step_under_mkl_equals_openblas(name):
             assert current_blas().name == blas
             loss = ex.step(x, y, 0.3)
             results[blas] = loss, ex.params()
+    return results
+
+
+def assert_same_step(results: dict) -> None:
     (loss_o, params_o), (loss_m, params_m) = results["openblas"], results["mkl"]
     assert loss_m == pytest.approx(loss_o, rel=1e-5)
     np.testing.assert_allclose(params_m, params_o, rtol=1e-5, atol=1e-6)
+
+
+@needs_mkl
+@pytest.mark.parametrize("name", [n for n in CPU_EXECUTORS if not EXECUTORS[n].distributed])
+def test_every_executor_step_under_mkl_equals_openblas(name):
+    assert_same_step(step_under_each_blas(name))
+
+
+@needs_mkl
+@pytest.mark.parametrize("name", [n for n in CPU_EXECUTORS if EXECUTORS[n].distributed])
+def test_distributed_executor_step_under_mkl_equals_openblas(name, tmp_path):
+    # One rank (MPI's singleton start) in a process of its own: this one must not start
+    # MPI (test_mpi.py checks that commands do not).
+    if EXECUTORS[name].unavailable():
+        pytest.skip(EXECUTORS[name].unavailable())
+    code = ("import sys, numpy as np; sys.path.insert(0, sys.argv[1]);"
+            "from test_blas import step_under_each_blas;"
+            "r = step_under_each_blas(sys.argv[2]);"
+            "np.savez(sys.argv[3], **{k: np.append(v[1], v[0]) for k, v in r.items()})")
+    subprocess.run([sys.executable, "-c", code, os.path.dirname(__file__), name,
+                    str(tmp_path / "r.npz")], check=True)
+    with np.load(tmp_path / "r.npz") as saved:
+        assert_same_step({k: (float(saved[k][-1]), saved[k][:-1]) for k in ("openblas", "mkl")})
 
 
 def thread_ids() -> set[str]:
