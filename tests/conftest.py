@@ -49,6 +49,8 @@ TEST_MARKS = {
     "test_bench.py::test_mpi_ranks_agree_on_the_number_of_steps": {"slow", "subprocess"},
     "test_bench.py::test_ctrl_c_writes_what_was_measured": {"slow", "subprocess"},
     "test_blas.py::test_gemm_releases_the_gil": {"slow"},
+    "test_blas.py::test_mkl_after_pytorch_runs_on_its_openmp_and_computes_right":
+        {"slow", "subprocess"},
     "test_blas.py::test_distributed_executor_step_under_mkl_equals_openblas":
         {"slow", "subprocess"},
     "test_blas.py::test_a_bad_blas_name_is_a_one_line_error": {"slow", "subprocess"},

@@ -9,6 +9,7 @@ the records and the processes a command starts. MKL tests skip, with the
 reason, where the ``mkl`` extra is not installed.
 """
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -190,6 +191,23 @@ def test_two_workers_under_mkl_start_no_threads_of_their_own():
             executor.step(x, y, 0.1)
         during = thread_ids() - before
     assert len(during) == 1, f"threads started: {len(during)} (expected the one worker)"
+
+
+@needs_mkl
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="PyTorch is not installed")
+def test_mkl_after_pytorch_runs_on_its_openmp_and_computes_right():
+    # PyTorch makes libgomp's omp_* global; MKL's Intel layer would call them and
+    # every thread would add the whole product (about twice the result).
+    code = ("import torch, numpy as np; from parallel_backprop.gemm import *\n"
+            "use_blas('mkl'); rng = np.random.default_rng(0)\n"
+            "a, b = rng.random((512, 784), np.float32), rng.random((784, 1024), np.float32)\n"
+            "c = np.empty((512, 1024), np.float32)\n"
+            "with blas_thread_limit(2): gemm(a, b, c)\n"
+            "print(blas_record()['threading_layer'], float(np.abs(c - a @ b).max()))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={k: v for k, v in os.environ.items() if k != "MKL_THREADING_LAYER"})
+    layer, error = done.stdout.split()
+    assert layer == "gnu" and float(error) < 1e-3, done.stderr
 
 
 # ---- --blas auto: the probe and its cache -------------------------------------------

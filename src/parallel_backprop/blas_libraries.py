@@ -25,8 +25,9 @@ two workers ran two MKL threads each on two cores (measured). So
 :attr:`BlasLibrary.set_threads` also sets MKL's process-wide count, which
 every thread without a local setting follows. MKL's threading layer is
 Intel's OpenMP (``libiomp5``, shipped with the wheel) unless
-``MKL_THREADING_LAYER`` says otherwise: the blas executor needs a threaded
-layer, and with the counts set this way 2 workers x 1 thread ran as fast
+``MKL_THREADING_LAYER`` says otherwise, or GNU's where PyTorch has put
+libgomp in the process first (see ``_mkl_setup``): the blas executor needs a
+threaded layer, and with the counts set this way 2 workers x 1 thread ran as fast
 under it as under the sequential layer, while the GNU layer ran 2-thread
 products 3x slower (docs/blas.md has the numbers).
 """
@@ -139,11 +140,27 @@ def _cblas_routine(function, real: type) -> Callable:
 _MKL_LAYERS = {"INTEL": 0, "SEQUENTIAL": 1, "PGI": 2, "GNU": 3, "TBB": 4}
 
 
+def gnu_openmp_global() -> bool:
+    """Whether GNU OpenMP (libgomp) is in the process's global symbol scope: PyTorch
+    puts it there when imported. (A wheel's private copy, as scikit-learn's, is not.)"""
+    return hasattr(ctypes.CDLL(None), "GOMP_parallel")
+
+
 def _mkl_setup(library: ctypes.CDLL) -> tuple[str, str]:
-    """Choose the threading layer (before any other MKL call); MKL's (version, layer)."""
+    """Choose the threading layer (before any other MKL call); MKL's (version, layer).
+
+    Intel OpenMP unless ``MKL_THREADING_LAYER`` names another, or unless
+    libgomp's ``omp_*`` functions are global already: MKL's Intel layer then
+    calls them instead of libiomp5's and every thread computes the whole
+    product (measured: results off by a factor of about 2). The GNU layer
+    runs on that same libgomp, correctly.
+    """
     asked = os.environ.get("MKL_THREADING_LAYER", "").strip().upper()
+    layer = _MKL_LAYERS.get(asked, _MKL_LAYERS["INTEL"])
+    if layer == _MKL_LAYERS["INTEL"] and gnu_openmp_global():
+        layer = _MKL_LAYERS["GNU"]
     library.MKL_Set_Threading_Layer.restype = _int
-    layer = library.MKL_Set_Threading_Layer(_MKL_LAYERS.get(asked, _MKL_LAYERS["INTEL"]))
+    layer = library.MKL_Set_Threading_Layer(layer)
     names = {code: name.lower() for name, code in _MKL_LAYERS.items()}
     text = ctypes.create_string_buffer(256)
     library.MKL_Get_Version_String(text, len(text))
