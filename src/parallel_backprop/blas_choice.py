@@ -79,11 +79,6 @@ def select_blas(name: str, precision: str = "fp32") -> BlasLibrary:
     return library
 
 
-def default_blas() -> str:
-    """``$PBP_BLAS`` when it is set, else ``auto``: the default of ``--blas``."""
-    return os.environ.get(BLAS_VARIABLE) or "auto"
-
-
 # ---- the probe and its cache --------------------------------------------------------
 
 def probe_key(libraries: list[BlasLibrary], precision: str) -> str:
@@ -181,5 +176,5 @@ def _time_product(routine, shape, a_ld, b_ld, c) -> float:
     return time.perf_counter() - start
 
 
-__all__ = ["BLAS_CHOICES", "BLAS_VARIABLE", "cached_probe", "check_blas", "default_blas",
+__all__ = ["BLAS_CHOICES", "BLAS_VARIABLE", "cached_probe", "check_blas",
            "installed_blas", "probe", "resolve_blas", "select_blas"]
