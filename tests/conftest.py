@@ -55,6 +55,19 @@ TEST_MARKS = {
     "test_bf16.py::test_estimators_name_a_bad_precision": {"slow"},   # imports scikit-learn
     "test_bench.py::test_mpi_ranks_agree_on_the_number_of_steps": {"slow", "subprocess"},
     "test_bench.py::test_ctrl_c_writes_what_was_measured": {"slow", "subprocess"},
+    "test_blas.py::test_gemm_releases_the_gil": {"slow"},
+    "test_blas.py::test_mkl_after_pytorch_runs_on_its_openmp_and_computes_right":
+        {"slow", "subprocess"},
+    "test_blas.py::test_distributed_executor_step_under_mkl_equals_openblas":
+        {"slow", "subprocess"},
+    "test_blas.py::test_a_bad_blas_name_is_a_one_line_error": {"slow", "subprocess"},
+    "test_blas.py::test_auto_measures_once_and_caches_per_machine": {"slow"},
+    "test_blas.py::test_a_corrupt_cache_is_measured_again_and_rewritten": {"slow"},
+    "test_blas.py::test_select_blas_exports_the_choice_to_child_processes":
+        {"slow", "subprocess"},
+    "test_blas.py::test_blas_option_and_variable_reach_the_metrics": {"slow", "subprocess"},
+    "test_blas.py::test_missing_mkl_is_a_one_line_error_with_the_install_hint":
+        {"slow", "subprocess"},
     "test_checkpoint.py::test_sigkill_at_a_random_moment_then_resume_gives_the_same_model":
         {"slow", "subprocess"},
     "test_checkpoint.py::test_ctrl_c_writes_a_checkpoint_and_stops_cleanly":
@@ -177,3 +190,21 @@ def warn_of_stale_names(config, items) -> None:
     if stale:
         warnings.warn(pytest.PytestWarning(
             f"tests/conftest.py marks tests that do not exist: {', '.join(stale)}"))
+
+
+@pytest.fixture(autouse=True)
+def blas_as_found():
+    """Each test starts with the BLAS the session started with: a command that chooses one
+    (``--blas``, which also exports ``PBP_BLAS`` to the processes it starts) changes both
+    for the rest of the process."""
+    import os
+
+    from parallel_backprop.gemm import current_blas, use_blas
+
+    before, variable = current_blas().name, os.environ.get("PBP_BLAS")
+    yield
+    use_blas(before)
+    if variable is None:
+        os.environ.pop("PBP_BLAS", None)
+    else:
+        os.environ["PBP_BLAS"] = variable

@@ -15,6 +15,8 @@ import textwrap
 import numpy as np
 import pytest
 
+from parallel_backprop.blas_choice import resolve_blas, select_blas
+
 from helpers import random_batch
 from parallel_backprop import gemm as gemm_module
 from parallel_backprop import precision
@@ -150,10 +152,10 @@ def test_a_blas_without_bf16_refuses_bf16_products_in_one_line():
     with pytest.raises(ConfigError, match="no bf16 GEMM") as caught:
         gemm_module.gemm(a, np.ones((3, 2), bfloat16), np.zeros((4, 2), np.float32))
     assert "\n" not in str(caught.value)
-    with pytest.raises(ConfigError, match="--blas openblas: that BLAS has no bf16 GEMM"):
-        precision.blas_for("bf16", "openblas")
-    assert precision.blas_for("bf16", "auto") == "mkl"
-    assert precision.blas_for("fp32", "auto") is None
+    with pytest.raises(ConfigError, match="the openblas BLAS has no bf16 GEMM") as caught:
+        select_blas("openblas", "bf16")
+    assert "\n" not in str(caught.value)
+    assert resolve_blas("auto", "bf16") == "mkl"
 
 
 def test_a_cpu_without_native_bf16_is_refused_in_one_line(monkeypatch):

@@ -405,10 +405,11 @@ OUTPUTS = frozenset({"save", "metrics_json"})
 run writes unless given others."""
 
 FREE_ON_RESUME = frozenset({"data_dir", "kdd_file", "test_file", "train_file", "target_file",
-                            "epochs"}) | OUTPUTS
+                            "epochs", "blas"}) | OUTPUTS
 """Recorded options a resumed run may change: where the data are (the data
-themselves are checked by fingerprint), how many epochs to train in all, and
-where the outputs go."""
+themselves are checked by fingerprint), how many epochs to train in all,
+where the outputs go, and the BLAS (it changes rounding, not the method: a
+run may continue on a machine with another library)."""
 
 
 def recorded_options(options: dict) -> dict:

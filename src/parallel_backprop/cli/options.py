@@ -13,6 +13,7 @@ from typing import Callable, Iterable
 import click
 
 from ..activations import LOSSES
+from ..blas_choice import BLAS_CHOICES, BLAS_VARIABLE
 from ..data import DATASETS
 from ..executors import EXECUTORS, all_precisions
 
@@ -115,6 +116,14 @@ network_options = stack(
 )
 """The options that build the network (see :class:`.runs.NetOptions`)."""
 
+blas_option = click.option(
+    "--blas", type=click.Choice(BLAS_CHOICES), default="auto", envvar=BLAS_VARIABLE,
+    show_default=True, show_envvar=True,
+    help="The BLAS of the CPU executors' products, in every process the command starts: "
+         "auto (the faster here, measured once per machine and cached; with --precision "
+         "bf16, one with a bf16 GEMM), openblas (SciPy's) or mkl (the mkl extra).")
+"""``--blas``, default ``$PBP_BLAS`` (see :mod:`..blas_choice`)."""
+
 executor_options = stack(
     click.option("--executor", type=RegistryChoice(lambda: list(EXECUTORS)), default="serial",
                  show_default=True, help="The executor that trains."),
@@ -127,6 +136,7 @@ executor_options = stack(
                  help="Matrix products in fp32 (IEEE), bf16 (CPU executors: bfloat16 "
                       "products, fp32 sums and weights; needs AMX or AVX512-BF16 and MKL) or "
                       "tf32 (gpu: tensor cores)."),
+    blas_option,
     click.option("--ranks", type=click.IntRange(min=1),
                  help="mpi: start N ranks on this machine with mpiexec (under mpiexec, leave "
                       "it out: mpiexec -n sets the ranks)."),

@@ -14,6 +14,7 @@ from typing import Callable
 
 import click
 
+from ..blas_choice import select_blas
 from ..data import Dataset
 from ..errors import ConfigError
 from ..executors import GpuExecutor, executor_class
@@ -65,12 +66,20 @@ class ExecutorOptions(OptionGroup):
     comm_timeout: float | None = None
     hostfile: Path | None = None
     restarts: int = 0
+    blas: str = "auto"
 
     def train_config(self, **settings) -> TrainConfig:
         """A TrainConfig with this executor and ``settings`` (batch_size, lr, epochs...)."""
         return TrainConfig(executor=self.executor, threads=self.threads,
                            blas_threads=self.blas_threads, precision=self.precision,
-                           **settings)
+                           blas=self.chosen_blas(), **settings)
+
+    def chosen_blas(self) -> str | None:
+        """The library ``--blas`` names (``auto``: the one measured faster here), in use from
+        now on here and in the processes this run starts; None for a GPU executor."""
+        if executor_class(self.executor).device != "cpu":
+            return None
+        return select_blas(self.blas, self.precision).name
 
     @property
     def distributed(self) -> bool:
