@@ -15,12 +15,11 @@ import textwrap
 import numpy as np
 import pytest
 
-from parallel_backprop.blas_choice import resolve_blas, select_blas
-
 from helpers import random_batch
 from parallel_backprop import gemm as gemm_module
 from parallel_backprop import precision
 from parallel_backprop.backprop import gradient
+from parallel_backprop.blas_choice import resolve_blas, select_blas
 from parallel_backprop.blas_libraries import bfloat16, load_library
 from parallel_backprop.errors import ConfigError
 from parallel_backprop.executors import check_options, make_executor
