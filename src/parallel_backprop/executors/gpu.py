@@ -23,13 +23,16 @@ and of the optimizer's step count. ``optimizer_state()`` copies the state
 back; ``optimizer_state=`` uploads a saved one.
 
 CUDA graphs: the first step with a given number of rows runs as plain
-launches (which also compiles the kernels), then the same 2L + 1 launches
-(2L + 2 with an optimizer step, captured with the rest) are captured once
-in a ``torch.cuda.CUDAGraph`` and every later step of that size is one
-``replay``. A step otherwise costs 2L + 1 Triton launches
-of ~10-20 us of Python each, more than the GPU work of a Net-1h step at
-batch 128 (~0.42 GFLOP). A trainer's run needs two graphs: the batch size
-and the epoch's last, smaller batch.
+launches (which also compiles the kernels), then the same launches are
+captured once in a ``torch.cuda.CUDAGraph`` and every later step of that
+size is one ``replay``. A step is 3L Triton launches for L layers (3L + 1
+with an optimizer step), plus two gathers (``index_select`` of the batch's
+inputs and targets) on resident data, each ~10-20 us of Python when
+launched one by one: more than the GPU work of a Net-1h step at batch 128
+(~0.42 GFLOP). A trainer's run needs two graphs: the batch size and the
+epoch's last, smaller batch. The graphs that gather hold the addresses of
+the resident training set: :meth:`GpuExecutor.load_data` drops them before
+it replaces the set, and the next step of each size captures anew.
 
 Two ways to feed it:
 
@@ -52,7 +55,11 @@ checking the kernels without a GPU); otherwise the executor refuses to
 start with a message that says what to do.
 
 Precision: ``"fp32"`` (default) makes every ``tl.dot`` IEEE fp32, as PyTorch
-does for fp32 matmuls by default; ``"tf32"`` lets them use tensor cores.
+does for fp32 matmuls by default; ``"tf32"`` lets them use tensor cores;
+``"bf16"`` rounds the products' operands to bfloat16 for the tensor cores
+and accumulates in fp32, while the weights (the master copy), activations
+and deltas stay fp32 in memory and the update is applied in fp32: the
+meaning ``--precision bf16`` has on the CPU executors.
 """
 
 from __future__ import annotations
@@ -70,7 +77,7 @@ from ..network import Network
 from ..optim import OPTIMIZERS, OptimizerConfig
 from .base import Executor, OptimizerState
 
-PRECISIONS = ("fp32", "tf32")
+PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 def _interpreted() -> bool:
@@ -172,7 +179,7 @@ class GpuExecutor(Executor):
         The largest batch ``step`` will be given.
     threads : int
         Must be 1: the parallelism is the GPU's.
-    precision : {"fp32", "tf32"}
+    precision : {"fp32", "tf32", "bf16"}
     cuda_graphs : bool
         Capture steps in CUDA graphs (on a GPU; ignored under the interpreter).
     """
@@ -335,6 +342,7 @@ class GpuExecutor(Executor):
             raise ConfigError(
                 f"training set of shapes {x.shape} and {targets.shape}: expected "
                 f"(n, {self.network.sizes[0]}) inputs and (n, {self.network.sizes[-1]}) targets")
+        self._forget_graphs(gather=True)     # they read the set this call replaces
         try:
             self._x_all = torch.tensor(x, dtype=torch.float32, device=self.device)
             self._t_all = torch.tensor(targets, dtype=torch.float32, device=self.device)
@@ -344,6 +352,16 @@ class GpuExecutor(Executor):
             torch.cuda.empty_cache()
             return False
         return True
+
+    def _forget_graphs(self, gather: bool) -> None:
+        """Drop the captured steps that gather (``gather``) or take staged batches."""
+        for key in [key for key in self._graphs if key[1] == gather]:
+            del self._graphs[key]
+
+    @property
+    def captured(self) -> tuple[tuple[int, bool], ...]:
+        """The (rows, gather) shapes whose steps replay a captured CUDA graph."""
+        return tuple(self._graphs)
 
     def train_epoch(self, order: np.ndarray, lr: float, on_step=None) -> float:
         """One epoch over the loaded training set in ``order`` (row indices); returns the loss sum.

@@ -1,7 +1,8 @@
 """The seed's backprop steps as Triton kernels: the GPU implementation of :mod:`..backprop`.
 
-One training step of an L-layer network is 2L + 1 launches (2L + 2 with an
-optimizer other than SGD), each named after the step it implements (shapes
+One training step of an L-layer network is 3L launches (L forward, one loss
+total, L - 1 hidden deltas, L weight updates; 3L + 1 with an optimizer other
+than SGD), each named after the step it implements (shapes
 for a batch of M rows and a layer with K inputs and N outputs; W is (K, N)
 row-major, as in backprop.py):
 
@@ -57,8 +58,14 @@ parameter with weight decay (the weights-or-biases mask): momentum ~26.8
 
 Every kernel is a tiled product with masks on every tail: no size needs to be
 a multiple of a block. Products accumulate in fp32; ``PRECISION`` is
-``"ieee"`` (fp32-exact, PyTorch's default for fp32 matmuls) or ``"tf32"``
-(tensor cores, 10-bit mantissa inputs: only when asked).
+``"ieee"`` (fp32-exact, PyTorch's default for fp32 matmuls), ``"tf32"``
+(tensor cores, 10-bit mantissa inputs: only when asked) or ``"bf16"`` (the
+operands rounded to bfloat16 as they are loaded, tensor-core products with
+fp32 accumulation; everything stored, weights included, stays fp32).
+The interpreter's ``tl.dot`` ignores ``input_precision`` and mishandles
+bfloat16 operands (and its cast to bfloat16 truncates), so under it bf16 is
+``"bf16-rounded"``: the same round-to-nearest-even of the operands, done on
+their bits, then an fp32 product, which is exact for bf16 inputs.
 
 A softmax output needs a whole row in one program (max and sum over the
 row), so its block covers the row: up to ``MAX_ROW_BLOCK`` output units.
@@ -84,7 +91,6 @@ from ..optim import OptimizerConfig
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "linear")   # hidden and output
 OUTPUT_ACTIVATIONS = (*ACTIVATIONS, "softmax")
 LOSSES = ("mse", "cross-entropy")
-PRECISIONS = {"fp32": "ieee", "tf32": "tf32"}
 # The weight update kernel's epilogues, and the rules the optimizer step kernel applies.
 UPDATES = ("sgd", "sgd-decay", "gradient")
 STEP_RULES = ("momentum", "nesterov", "adam", "adamw")
@@ -130,6 +136,26 @@ def _derivative(a, ACTIVATION: tl.constexpr):
         return tl.full(a.shape, 1.0, tl.float32)
 
 
+@triton.jit
+def _bf16_round(x):
+    # x rounded to the nearest bfloat16 (ties to even), kept in fp32: on the bits, because
+    # the interpreter's cast truncates. NaN and inf are not expected in a product's operands.
+    bits = x.to(tl.uint32, bitcast=True)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    return bits.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _dot(a, b, acc, PRECISION: tl.constexpr):
+    # acc + a @ b, accumulated in fp32, the operands as PRECISION says.
+    if PRECISION == "bf16":                  # tensor cores: bf16 operands, fp32 accumulators
+        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), acc)
+    elif PRECISION == "bf16-rounded":        # the same rounding, for the interpreter
+        return tl.dot(_bf16_round(a), _bf16_round(b), acc, input_precision="ieee")
+    else:                                    # "ieee" (FMA) or "tf32" (tensor cores)
+        return tl.dot(a, b, acc, input_precision=PRECISION)
+
+
 # ---- 1. forward layer --------------------------------------------------------
 
 @triton.jit
@@ -146,7 +172,7 @@ def _bias_plus_product(X, W, B, M, N, K, stride_xm, stride_wk, rm, rn,
                     mask=(rm[:, None] < M) & (kk[None, :] < K), other=0.0)
         w = tl.load(W + kk[:, None] * stride_wk + rn[None, :],
                     mask=(kk[:, None] < K) & (rn[None, :] < N), other=0.0)
-        acc = tl.dot(x, w, acc, input_precision=PRECISION)
+        acc = _dot(x, w, acc, PRECISION)
     return acc
 
 @triton.jit
@@ -251,7 +277,7 @@ def _hidden_delta_kernel(
                     mask=(rm[:, None] < M) & (nn[None, :] < N), other=0.0)
         w_t = tl.load(W + rk[None, :] * stride_wk + nn[:, None],      # W^T tile (BLOCK_N, BLOCK_K)
                       mask=(nn[:, None] < N) & (rk[None, :] < K), other=0.0)
-        acc = tl.dot(d, w_t, acc, input_precision=PRECISION)
+        acc = _dot(d, w_t, acc, PRECISION)
     mask = (rm[:, None] < M) & (rk[None, :] < K)
     a = tl.load(A_prev + rm[:, None] * stride_am + rk[None, :], mask=mask, other=0.0)
     tl.store(D_prev + rm[:, None] * stride_pm + rk[None, :], acc * _derivative(a, ACTIVATION),
@@ -288,7 +314,7 @@ def _weight_update_kernel(
                       mask=(rk[:, None] < K) & (mm[None, :] < M), other=0.0)
         d = tl.load(D + mm[:, None] * stride_dm + rn[None, :],
                     mask=(mm[:, None] < M) & (rn[None, :] < N), other=0.0)
-        acc = tl.dot(a_t, d, acc, input_precision=PRECISION)
+        acc = _dot(a_t, d, acc, PRECISION)
         col_sum += tl.sum(d, axis=0)     # cheap next to the product; stored by one row of programs
     scale = tl.load(Scalars)
     mask = (rk[:, None] < K) & (rn[None, :] < N)
@@ -359,6 +385,9 @@ def _optimizer_step_kernel(
 
 # Whether @triton.jit made interpreted kernels (TRITON_INTERPRET=1 at import).
 INTERPRETED: bool = type(_forward_layer_kernel).__name__ == "InterpretedFunction"
+# The executor's --precision -> the kernels' PRECISION (see the module docstring).
+PRECISIONS = {"fp32": "ieee", "tf32": "tf32",
+              "bf16": "bf16-rounded" if INTERPRETED else "bf16"}
 
 
 def _pow2(n: int, lo: int = 16, hi: int = 64) -> int:
