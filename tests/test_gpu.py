@@ -15,6 +15,7 @@ every dimension has several blocks and a tail), and 1 x 1 x 1.
 
 import importlib
 import inspect
+import json
 import os
 import subprocess
 import sys
@@ -32,7 +33,7 @@ from parallel_backprop.cli import main
 from parallel_backprop.errors import ConfigError
 from parallel_backprop.executors import OptimizerState, SerialExecutor, make_executor
 from parallel_backprop.executors import gpu as gpu_module
-from parallel_backprop.executors import gpu_accuracy
+from parallel_backprop.executors import gpu_accuracy, gpu_tuning
 from parallel_backprop.modelio import load_model
 from parallel_backprop.network import Network
 from parallel_backprop.optim import OptimizerConfig
@@ -618,6 +619,105 @@ def test_rejects_sample_weights_and_a_wrong_optimizer_state():
                                           "buffers"):
         make_executor("gpu", OPT_NET, params, batch_size=OPT_BATCH, optimizer=adam,
                       optimizer_state=wrong)
+
+
+# ---- tiles chosen by measurement: the cache logic, on the CPU ------------------------
+
+def test_tile_cache_lives_per_gpu_model_under_the_user_cache(tmp_path):
+    path = gpu_tuning.cache_path("NVIDIA H200 (141 GB)", {"XDG_CACHE_HOME": str(tmp_path)})
+    assert path == tmp_path / "parallel-backprop" / "gpu-tiles-nvidia-h200-141-gb.json"
+    home = gpu_tuning.cache_path("NVIDIA H100 80GB HBM3", {})
+    assert home.parts[-3:] == (".cache", "parallel-backprop", "gpu-tiles-nvidia-h100-80gb-hbm3.json")
+    key = gpu_tuning.cache_key("hidden_delta", (128, 1024, 10), "tf32", "3.9.0")
+    assert key == "hidden_delta 128x1024x10 tf32 triton-3.9.0"
+
+
+def test_tile_cache_round_trip_and_atomic_write(tmp_path, monkeypatch):
+    path = tmp_path / "sub" / "tiles.json"
+    cache = gpu_tuning.TileCache(path)
+    assert cache.entries == {}
+    cache.put("a", (64, 64, 32, 4, 3))
+    assert gpu_tuning.TileCache(path).get("a") == (64, 64, 32, 4, 3)
+    before = path.read_text()
+
+    def broken_dump(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(gpu_tuning.json, "dump", broken_dump)
+    with pytest.warns(UserWarning, match="not saved"):
+        cache.put("b", (16, 16, 16, 4, 3))
+    assert path.read_text() == before                     # the previous file, whole
+    assert [p.name for p in path.parent.iterdir()] == ["tiles.json"]   # no temporary left
+    assert cache.get("b") == (16, 16, 16, 4, 3)           # still holds for this run
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"k": [1, 2]}', "[1, 2, 3]"])
+def test_a_corrupt_tile_cache_is_ignored_with_a_warning(tmp_path, content):
+    path = tmp_path / "tiles.json"
+    path.write_text(content)
+    with pytest.warns(UserWarning, match="gpu tile cache .*tiles.json: ignored"):
+        cache = gpu_tuning.TileCache(path)
+    assert cache.entries == {}
+    cache.put("k", (32, 32, 32, 4, 3))                    # replaced at the next save
+    assert gpu_tuning.TileCache(path).get("k") == (32, 32, 32, 4, 3)
+
+
+def test_choose_takes_the_fastest_passes_over_failures_and_then_the_cache(tmp_path):
+    cache = gpu_tuning.TileCache(tmp_path / "tiles.json")
+    options = [(16, 16, 16, 4, 3), (32, 32, 32, 4, 3), (64, 64, 64, 8, 3)]
+    seconds = {options[0]: 3.0, options[1]: 1.0}          # the last one fails
+
+    def measure(config):
+        return seconds[config]
+
+    assert gpu_tuning.choose("k", options, measure, cache) == options[1]
+    never = lambda config: pytest.fail("measured although cached")   # noqa: E731
+    assert gpu_tuning.choose("k", options, never, gpu_tuning.TileCache(cache.path)) == options[1]
+    assert gpu_tuning.choose("none", options[2:], measure, cache) == options[2]
+    assert cache.get("none") is None                      # nothing measured: not cached
+
+
+def test_candidates_fit_the_shape_and_start_with_the_heuristic():
+    options = gpu_tuning.candidates((10, 1024, 784), (16, 64, 32, 4, 3))
+    assert options[0] == (16, 64, 32, 4, 3) and len(set(options)) == len(options)
+    assert all(config[0] == 16 and config[1] <= 128 for config in options)
+
+
+def test_the_executor_measures_at_its_first_full_batch_and_then_reads_the_cache(
+        tmp_path, monkeypatch):
+    # Under the interpreter the executor keeps the heuristic; forced here, with a
+    # fake clock that prefers the largest tiles, the choice reaches every launch.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(gk, "TUNED", {})
+    timed = []
+
+    def fake_time(launch):
+        launch()
+        timed.append(1)
+        return 1.0 / len(timed)                           # the last candidate wins
+
+    monkeypatch.setattr(gpu_tuning, "time_launch", fake_time)
+    network = NETWORKS["tanh-sigmoid-sigmoid-mse"]
+    rng = np.random.default_rng(16)
+    params = network.init_params(rng)
+    batches = [random_batch(network, rows, rng, np.float32) for rows in (20, 7)]
+    _, expected = run_steps("serial", network, params, batches, 20)
+    with make_executor("gpu", network, params, batch_size=20) as executor:
+        executor._autotune = True
+        for x, y in batches:
+            executor.step(x, y, LR)
+        actual = executor.params()
+    assert_allclose_verbose(actual, expected, rtol=1e-4, atol=1e-6, what="tuned tiles")
+    products = list(gpu_tuning.products(network.sizes, 20, False))
+    assert {(kernel, shape) for kernel, shape, _ in gk.TUNED} == set(products)
+    assert all(len(config) == 5 for config in gk.TUNED.values())
+    cached = json.loads(next((tmp_path / "parallel-backprop").iterdir()).read_text())
+    assert len(cached) == len(products)
+    measured = len(timed)
+    with make_executor("gpu", network, params, batch_size=20) as executor:
+        executor._autotune = True
+        executor.step(*batches[0], LR)
+    assert len(timed) == measured                         # read from the disk, not measured
 
 
 # ---- bad requests: one clear error ---------------------------------------------------

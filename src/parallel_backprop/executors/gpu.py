@@ -182,6 +182,10 @@ class GpuExecutor(Executor):
     precision : {"fp32", "tf32", "bf16"}
     cuda_graphs : bool
         Capture steps in CUDA graphs (on a GPU; ignored under the interpreter).
+    autotune : bool
+        Choose each product's tiles, warps and stages by measurement at the
+        first step of ``batch_size`` rows, cached on disk per GPU model
+        (:mod:`.gpu_tuning`); on a GPU only, else the fixed heuristic.
     """
 
     name = "gpu"
@@ -204,7 +208,7 @@ class GpuExecutor(Executor):
 
     def __init__(self, network: Network, params: np.ndarray, *, batch_size: int,
                  threads: int = 1, precision: str = "fp32", cuda_graphs: bool = True,
-                 optimizer: OptimizerConfig | None = None,
+                 autotune: bool = True, optimizer: OptimizerConfig | None = None,
                  optimizer_state: OptimizerState | None = None):
         super().__init__(network, params, batch_size=batch_size, threads=threads)
         if threads != 1:
@@ -226,6 +230,7 @@ class GpuExecutor(Executor):
         self.device = device = select_device(torch, kernels)
         self._graphs_on = cuda_graphs and device.type == "cuda"
         self._graphs: dict[tuple[int, bool], object] = {}
+        self._autotune = autotune and device.type == "cuda"
         self._closed = False
 
         f32 = dict(dtype=torch.float32, device=device)
@@ -430,9 +435,23 @@ class GpuExecutor(Executor):
         if graph is not None:
             graph.replay()
             return
+        if self._autotune and n == self.batch_size:
+            self._tune(n)                    # before any capture: it launches and waits
         self._launch_step(n, gather)         # the first time also compiles the kernels
         if self._graphs_on and len(self._graphs) < _MAX_GRAPHS:
             self._graphs[key] = self._capture(n, gather)
+
+    def _tune(self, n: int) -> None:
+        """Measure (or read from the disk cache) the tiles of every product at the batch
+        size, once; an epoch's smaller last batch keeps the heuristic's tiles."""
+        from . import gpu_tuning
+
+        torch = self._torch
+        cache = gpu_tuning.TileCache(gpu_tuning.cache_path(gpu_tuning.device_name(
+            torch, self.device)))
+        gpu_tuning.tune_step(self._k, self.network.sizes, n, self._dot,
+                             self.network.activations[-1] == "softmax", self.device, cache)
+        self._autotune = False
 
     def _capture(self, n: int, gather: bool):
         """Record the step's launches in a CUDA graph. Capturing runs nothing."""

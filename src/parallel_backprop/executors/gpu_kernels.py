@@ -401,8 +401,9 @@ def tile(rows: int, cols: int, reduce: int, interpreted: bool,
     """(BLOCK_rows, BLOCK_cols, BLOCK_reduce) for an output of rows x cols.
 
     Under the interpreter the cost is per program and per loop iteration, so
-    blocks are as large as the shape (up to 32). On a GPU, a heuristic not
-    yet tuned on hardware (benchmarks/gpu_vs_torch.py measures it): tiles of
+    blocks are as large as the shape (up to 32). On a GPU this is the first
+    candidate of the measured choice (:mod:`.gpu_tuning`) and the fallback
+    when the executor does not measure (``autotune=False``): tiles of
     16..64 per side (tl.dot needs >= 16), halved until the grid has about
     ``programs`` (the SM count) programs: Net-1h's first layer at batch 128
     is 2 x 16 tiles of 64 x 64, 64 tiles of 32 x 32 ... 256 of 16 x 32 on an
@@ -429,8 +430,31 @@ def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def _tile_for(tensor: torch.Tensor, rows: int, cols: int, reduce: int) -> tuple[int, int, int]:
-    return tile(rows, cols, reduce, INTERPRETED, _sm_count(tensor.device))
+# Configurations chosen by measurement (gpu_tuning.tune_step), by (kernel, shape,
+# precision): (BLOCK_rows, BLOCK_cols, BLOCK_reduce, num_warps, num_stages).
+TUNED: dict[tuple[str, tuple[int, int, int], str], tuple[int, ...]] = {}
+
+
+def heuristic_blocks(kernel: str, shape: tuple[int, int, int],
+                     device: torch.device) -> tuple[int, int, int]:
+    """The fixed heuristic's blocks for ``kernel`` on ``shape`` (its launcher's order)."""
+    if kernel == "forward_output_delta":
+        return output_blocks(*shape, "sigmoid", device)
+    return tile(*shape, INTERPRETED, _sm_count(device))
+
+
+def _config_for(kernel: str, tensor: torch.Tensor, shape: tuple[int, int, int],
+                precision: str) -> tuple[int, ...]:
+    """The measured configuration of this launch when there is one, else the heuristic's."""
+    return TUNED.get((kernel, shape, precision)) or tile(*shape, INTERPRETED,
+                                                         _sm_count(tensor.device))
+
+
+def _options(config: tuple[int, ...]) -> dict:
+    """Warps and stages of a measured configuration (the interpreter takes none)."""
+    if INTERPRETED or len(config) < 5:
+        return {}
+    return {"num_warps": config[3], "num_stages": config[4]}
 
 
 def _check(name: str, tensor: torch.Tensor, shape: tuple[int, ...]) -> None:
@@ -444,18 +468,20 @@ def forward_layer(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, out: torch.
                   blocks: tuple[int, int, int] | None = None) -> torch.Tensor:
     """``out = f(x @ w + b)``: x (M, K), w (K, N), b (N,), out (M, N).
 
-    ``blocks`` (BLOCK_M, BLOCK_N, BLOCK_K) overrides :func:`tile`'s choice, as in every launcher.
+    ``blocks`` (BLOCK_M, BLOCK_N, BLOCK_K), optionally followed by num_warps and
+    num_stages, overrides the measured or heuristic choice, as in every launcher.
     """
     M, K = x.shape
     N = w.shape[1]
     for name, t, shape in (("x", x, (M, K)), ("w", w, (K, N)), ("b", b, (N,)),
                            ("out", out, (M, N))):
         _check(name, t, shape)
-    bm, bn, bk = blocks or _tile_for(x, M, N, K)
+    config = blocks or _config_for("forward_layer", x, (M, N, K), precision)
+    bm, bn, bk = config[:3]
     grid = (triton.cdiv(M, bm), triton.cdiv(N, bn))
     _forward_layer_kernel[grid](x, w, b, out, M, N, K, x.stride(0), w.stride(0), out.stride(0),
                                 ACTIVATION=activation, PRECISION=precision,
-                                BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk)
+                                BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, **_options(config))
     return out
 
 
@@ -494,7 +520,10 @@ def forward_output_delta(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
     for name, t, shape in (("x", x, (M, K)), ("w", w, (K, N)), ("b", b, (N,)),
                            ("out", out, (M, N))):
         _check(name, t, shape)
-    bm, bn, bk = blocks or output_blocks(M, N, K, activation, x.device)
+    config = blocks or (activation != "softmax" and TUNED.get(
+        ("forward_output_delta", (M, N, K), precision))) or output_blocks(
+        M, N, K, activation, x.device)
+    bm, bn, bk = config[:3]
     if activation == "softmax" and bn < N:
         raise ValueError(f"softmax output of {N} units in blocks of {bn}: a row must fit one")
     grid = (triton.cdiv(M, bm), triton.cdiv(N, bn))
@@ -509,7 +538,7 @@ def forward_output_delta(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
         x, w, b, y, out, delta, loss_parts, M, N, K,
         x.stride(0), w.stride(0), y.stride(0), out.stride(0), delta.stride(0),
         ACTIVATION=activation, LOSS=loss or "none", PRECISION=precision,
-        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk)
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, **_options(config))
     return out if loss is None else loss_parts[:grid[0] * grid[1]]
 
 
@@ -529,12 +558,13 @@ def hidden_delta(delta: torch.Tensor, w: torch.Tensor, a_prev: torch.Tensor,
     for name, t, shape in (("delta", delta, (M, N)), ("w", w, (K, N)),
                            ("a_prev", a_prev, (M, K)), ("out", out, (M, K))):
         _check(name, t, shape)
-    bm, bk, bn = blocks or _tile_for(delta, M, K, N)
+    config = blocks or _config_for("hidden_delta", delta, (M, K, N), precision)
+    bm, bk, bn = config[:3]
     grid = (triton.cdiv(M, bm), triton.cdiv(K, bk))
     _hidden_delta_kernel[grid](delta, w, a_prev, out, M, N, K, delta.stride(0), w.stride(0),
                                a_prev.stride(0), out.stride(0),
                                ACTIVATION=activation, PRECISION=precision,
-                               BLOCK_M=bm, BLOCK_K=bk, BLOCK_N=bn)
+                               BLOCK_M=bm, BLOCK_K=bk, BLOCK_N=bn, **_options(config))
     return out
 
 
@@ -556,12 +586,13 @@ def weight_update(a_prev: torch.Tensor, delta: torch.Tensor, w: torch.Tensor, b:
     for name, t, shape in (("a_prev", a_prev, (M, K)), ("delta", delta, (M, N)),
                            ("w", w, (K, N)), ("b", b, (N,))):
         _check(name, t, shape)
-    bk, bn, bm = blocks or _tile_for(w, K, N, M)
+    config = blocks or _config_for("weight_update", w, (K, N, M), precision)
+    bk, bn, bm = config[:3]
     grid = (triton.cdiv(K, bk), triton.cdiv(N, bn))
     _weight_update_kernel[grid](a_prev, delta, w, b, scalars, M, N, K,
                                 a_prev.stride(0), delta.stride(0), w.stride(0),
                                 UPDATE=update, PRECISION=precision,
-                                BLOCK_K=bk, BLOCK_N=bn, BLOCK_M=bm)
+                                BLOCK_K=bk, BLOCK_N=bn, BLOCK_M=bm, **_options(config))
 
 
 def weight_gradient(a_prev: torch.Tensor, delta: torch.Tensor, grad_w: torch.Tensor,
