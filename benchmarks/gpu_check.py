@@ -53,7 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="tiny shapes on the CPU under Triton's interpreter (CI)")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
-    parser.add_argument("--budget-s", type=float, default=450.0,
+    parser.add_argument("--budget-s", type=float, default=400.0,
                         help="start no section (or epochs row) after this many seconds")
     parser.add_argument("--samples", type=int, default=60000,
                         help="training set size of the epochs section")
@@ -236,16 +236,28 @@ def compiled_variants(jit_function):
             for kernel in cache.values()]
 
 
+def constexprs(kernel) -> dict:
+    """A compiled variant's compile-time arguments by name (Triton 3.2+ keys them by
+    argument index; older versions by name)."""
+    src = getattr(kernel, "src", None)
+    names = getattr(getattr(src, "fn", None), "arg_names", [])
+    named = {}
+    for key, value in (getattr(src, "constants", None) or {}).items():
+        if isinstance(key, tuple) and len(key) == 1 and key[0] < len(names):
+            key = names[key[0]]
+        if isinstance(key, str) and isinstance(value, (int, float, str)):
+            named[key] = value
+    return named
+
+
 def variant_facts(kernel) -> dict:
     kernel.run                                   # loads it: sets n_regs and n_spills
     meta = kernel.metadata
-    constants = getattr(getattr(kernel, "src", None), "constants", {}) or {}
     facts = {"name": meta.name, "num_warps": meta.num_warps,
              "num_stages": getattr(meta, "num_stages", None), "shared_bytes": meta.shared,
              "registers": getattr(kernel, "n_regs", None),
              "spills": getattr(kernel, "n_spills", None),
-             "constants": {str(k): v for k, v in constants.items()
-                           if isinstance(v, (int, str))},
+             "constants": constexprs(kernel),
              "ptx": count_instructions(kernel.asm.get("ptx", ""), PTX_PATTERNS)}
     try:
         from triton.tools.disasm import get_sass
@@ -266,11 +278,14 @@ def compile_facts(run: Run) -> dict:
         if name.endswith("_kernel"):
             variants += [{"kernel": name, **variant_facts(kernel)}
                          for kernel in compiled_variants(getattr(gpu_kernels, name))]
-    return {"variants": variants}
+    tuned = {f"{kernel} {'x'.join(map(str, shape))} {precision}": list(config)
+             for (kernel, shape, precision), config in gpu_kernels.TUNED.items()}
+    return {"variants": variants, "tuned": tuned,
+            "tuned_as": "BLOCK_rows, BLOCK_cols, BLOCK_reduce, num_warps, num_stages"}
 
 
 def summarize_compile(result: dict) -> list[str]:
-    return [f"{v['kernel']} {v['constants'].get('PRECISION', '')} "
+    return [f"tuned {key}: {config}" for key, config in result.get("tuned", {}).items()] + [f"{v['kernel']} {v['constants'].get('PRECISION', '')} "
             f"{v['constants'].get('BLOCK_M', '')}x{v['constants'].get('BLOCK_N', '')}"
             f"x{v['constants'].get('BLOCK_K', '')} w{v['num_warps']} s{v['num_stages']}: "
             f"{v['registers']} regs, {v['spills']} spills, {v['shared_bytes']} B shared, "

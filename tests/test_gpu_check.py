@@ -76,3 +76,66 @@ def test_instruction_counts_tell_fma_from_tensor_cores():
     sass = module.count_instructions("FFMA R1, R2, R3, R1 ;\nHGMMA.64x64x8.F32.TF32 R0 ;",
                                      module.SASS_PATTERNS)
     assert sass == {"FFMA": 1, "HMMA": 0, "HGMMA": 1}
+
+
+def test_correctness_at_the_real_shapes_on_a_gpu(tmp_path):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU: --quick above runs the same checks at tiny shapes")
+    out = tmp_path / "check.json"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    src = str(SCRIPT.parents[1] / "src")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
+    done = subprocess.run([sys.executable, str(SCRIPT), "--sections", "correctness", "compile",
+                           "--out", str(out)], env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    sections = json.loads(out.read_text())["sections"]
+    assert sections["correctness"]["ok"] is True
+    assert sections["compile"]["variants"] and sections["compile"]["tuned"]
+
+
+SM90_CHECK = r"""
+# Compile two product kernels for an H100/H200 (sm_90) without a GPU: ptxas runs,
+# no driver is needed. ieee products must be FMAs; tf32 and bf16 tensor-core wgmma.
+import sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+sys.path.insert(0, sys.argv[1])
+import gpu_check
+from parallel_backprop.executors import gpu_kernels as k
+assert not k.INTERPRETED
+kernels = {   # kernel: (its pointer arguments, its other compile-time arguments)
+    k._forward_layer_kernel: ("X W B A", dict(ACTIVATION="sigmoid")),
+    k._weight_update_kernel: ("A_prev D W B Scalars", dict(UPDATE="sgd")),
+}
+for fn, (pointers, extra) in kernels.items():
+    blocks = {name: 64 for name in fn.arg_names if name.startswith("BLOCK_")}
+    sig = {name: "*fp32" if name in pointers.split() else "i32" for name in fn.arg_names}
+    for precision, path in (("ieee", "fma_f32"), ("tf32", "tf32_ops"), ("bf16", "bf16_ops")):
+        constants = {**extra, **blocks, "PRECISION": precision}
+        for name in constants:
+            sig[name] = "constexpr"
+        compiled = triton.compile(ASTSource(fn, sig, constexprs=constants),
+                                  target=GPUTarget("cuda", 90, 32),
+                                  options={"num_warps": 4, "num_stages": 3})
+        counts = gpu_check.count_instructions(compiled.asm["ptx"], gpu_check.PTX_PATTERNS)
+        assert counts[path] > 0, (fn.__name__, precision, counts)
+        tensor_cores = counts["wgmma"] + counts["mma_sync"]
+        assert (tensor_cores > 0) == (precision != "ieee"), (fn.__name__, precision, counts)
+        assert gpu_check.constexprs(compiled)["PRECISION"] == precision
+print("ok")
+"""
+
+
+def test_kernels_compile_for_sm90_to_fma_or_tensor_cores_by_precision():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    src = str(SCRIPT.parents[1] / "src")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    done = subprocess.run([sys.executable, "-c", SM90_CHECK, str(SCRIPT.parent)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    if "ptxas" in done.stderr and "not found" in done.stderr.lower():
+        pytest.skip("Triton's bundled ptxas is missing: cannot compile for sm_90")
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]
