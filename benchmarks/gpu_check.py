@@ -53,7 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="tiny shapes on the CPU under Triton's interpreter (CI)")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
-    parser.add_argument("--budget-s", type=float, default=400.0,
+    parser.add_argument("--budget-s", type=float, default=360.0,
                         help="start no section (or epochs row) after this many seconds")
     parser.add_argument("--samples", type=int, default=60000,
                         help="training set size of the epochs section")

@@ -15,8 +15,9 @@ epoch's last, smaller batch arrives (it gets a graph of its own).
 
 Every system is checked first: one step from the same weights on the same
 batch, each layer's weight and bias CHANGE against float64's, as a relative
-error (``executors/gpu_accuracy.py``; within 1e-4 in fp32, 1e-2 in tf32,
-5e-2 in bf16); and the gpu executor's timed path, ``train_epoch`` on the
+error (``executors/gpu_accuracy.py``; within 1e-4 in fp32, 1e-2 in tf32
+and bf16, 3e-2 for PyTorch's bf16 autocast, which also stores bf16
+activations); and the gpu executor's timed path, ``train_epoch`` on the
 resident data, against the same steps one by one through ``step``, bitwise.
 Then every system is timed: one warm-up epoch not counted (compilation,
 graph capture), then ``--rounds`` epochs per system taken in turns so that
@@ -232,11 +233,13 @@ def check(name, system, network, params, x, y, args) -> str | None:
     _, after = system.one_step(x, y)
     expected = sgd_step64(network, params, x, y, args.lr)
     errors = update_errors(network, params, after, expected)
-    if worst_error(errors) > UPDATE_TOLERANCE[args.precision]:
+    tolerance = UPDATE_TOLERANCE[args.precision]
+    if args.precision == "bf16" and name != "gpu":   # autocast also rounds activations
+        tolerance *= 3
+    if worst_error(errors) > tolerance:
         layers = ", ".join(f"layer {row['layer']} W {row['weights']:.1e} b {row['bias']:.1e}"
                            for row in errors)
-        return (f"one step's update differs from float64's by more than "
-                f"{UPDATE_TOLERANCE[args.precision]:g} ({layers})")
+        return f"one step's update differs from float64's by more than {tolerance:g} ({layers})"
     if name == "gpu":
         order = system.data.order()[:4 * x.shape[0] + x.shape[0] // 2 + 1]  # a ragged tail
         if not system.epoch_matches_steps(order):
