@@ -285,11 +285,14 @@ def compile_facts(run: Run) -> dict:
 
 
 def summarize_compile(result: dict) -> list[str]:
-    return [f"tuned {key}: {config}" for key, config in result.get("tuned", {}).items()] + [f"{v['kernel']} {v['constants'].get('PRECISION', '')} "
-            f"{v['constants'].get('BLOCK_M', '')}x{v['constants'].get('BLOCK_N', '')}"
-            f"x{v['constants'].get('BLOCK_K', '')} w{v['num_warps']} s{v['num_stages']}: "
-            f"{v['registers']} regs, {v['spills']} spills, {v['shared_bytes']} B shared, "
-            f"ptx {v['ptx']}" for v in result.get("variants", [])]
+    lines = [f"tuned {key}: {config}" for key, config in result.get("tuned", {}).items()]
+    for v in result.get("variants", []):
+        const = v["constants"]
+        blocks = "x".join(str(const.get(f"BLOCK_{d}", "")) for d in "MNK")
+        lines.append(f"{v['kernel']} {const.get('PRECISION', '')} {blocks} w{v['num_warps']} "
+                     f"s{v['num_stages']}: {v['registers']} regs, {v['spills']} spills, "
+                     f"{v['shared_bytes']} B shared, ptx {v['ptx']}")
+    return lines
 
 
 # ---- (c) kernels against cuBLAS -----------------------------------------------------------
@@ -413,9 +416,14 @@ def enqueue(run: Run) -> dict:
 
 
 def summarize_enqueue(result: dict) -> list[str]:
-    return [f"{r['net']} b{r['batch']}: host {r['host_enqueue_ms_per_step']:.4f} ms/step, "
-            f"device {r['device_ms_per_replay'] if r['device_ms_per_replay'] is None else round(r['device_ms_per_replay'], 4)} ms/replay"
-            for r in result["rows"]]
+    lines = []
+    for r in result["rows"]:
+        device = r["device_ms_per_replay"]
+        lines.append(f"{r['net']} b{r['batch']}: host {r['host_enqueue_ms_per_step']:.4f} "
+                     f"ms/step, device {'-' if device is None else f'{device:.4f}'} ms/replay"
+                     + ("" if r["host_bound"] is None else
+                        f" ({'host' if r['host_bound'] else 'device'}-bound)"))
+    return lines
 
 
 # ---- (e) epochs against PyTorch --------------------------------------------------------------

@@ -34,6 +34,11 @@ epoch's last, smaller batch. The graphs that gather hold the addresses of
 the resident training set: :meth:`GpuExecutor.load_data` drops them before
 it replaces the set, and the next step of each size captures anew.
 
+Tiles: before its first full-batch step is launched (and so before any
+capture), the executor measures a few tile configurations of each product
+on scratch tensors, or reads the choice cached on disk for this GPU model
+(:mod:`.gpu_tuning`); under the interpreter, the fixed heuristic.
+
 Two ways to feed it:
 
 - ``step(x, y, lr)``, the executor contract: the host batch is copied into

@@ -3,8 +3,9 @@
 At its first step of a full batch, outside any graph capture, the gpu
 executor times a few tile configurations (blocks, warps and pipeline
 stages) of each product of the step on scratch tensors and keeps the
-fastest (an epoch's smaller last batch keeps the fixed heuristic's tiles); the choice is saved in a JSON file per GPU model under the
-user's cache folder::
+fastest (an epoch's smaller last batch keeps the fixed heuristic's tiles);
+the choice is saved in a JSON file per GPU model under the user's cache
+folder::
 
     $XDG_CACHE_HOME/parallel-backprop/gpu-tiles-<model>.json   (~/.cache/... by default)
 
