@@ -2,6 +2,7 @@
 
     python benchmarks/gpu_check.py --out gpu_check.json        # on a CUDA GPU, < 8 min
     python benchmarks/gpu_check.py --quick --out quick.json    # tiny shapes, CPU interpreter
+    python benchmarks/gpu_check.py --offline --out sm90.json   # compile facts only, no GPU
 
 Sections, in this order so that a run cut short still answers the first
 questions; each writes its results into the JSON (``--out``) as soon as it
@@ -24,6 +25,10 @@ finishes, and prints its summary:
     epochs       whole epochs against PyTorch eager and torch.compile(dynamic=False)
                  with and without CUDA graphs (benchmarks/gpu_vs_torch.py's systems and
                  checks), min / median / max
+
+``--offline`` needs no GPU: only the compile facts, of every product
+kernel x precision x tuning candidate compiled for sm_90 with Triton's
+bundled ptxas (registers, spills, shared memory, FMA or tensor cores).
 
 ``--quick`` runs every section it can at tiny shapes on the CPU under
 Triton's interpreter (setting ``TRITON_INTERPRET=1`` itself), so that the
@@ -57,7 +62,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="start no section (or epochs row) after this many seconds")
     parser.add_argument("--samples", type=int, default=60000,
                         help="training set size of the epochs section")
+    parser.add_argument("--offline", action="store_true",
+                        help="no GPU needed: only the compile facts, of every product kernel, "
+                             "precision and tuning candidate compiled for sm_90")
     args = parser.parse_args(argv)
+    if args.offline:
+        args.sections, args.quick = ["compile"], False
     if args.quick:
         args.nets = {"1h": (24, 40, 10), "2h": (24, 40, 40, 10)}
         # the interpreter's blocks stop at 32: a second batch size adds nothing to time
@@ -108,7 +118,11 @@ def environment(torch, device) -> dict:
 
     import triton
 
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (interpreter)"
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        interpreted = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+        name = "cpu (interpreter)" if interpreted else "cpu (compiling for sm_90, no GPU)"
     return {"device": name, "torch": torch.__version__, "triton": triton.__version__,
             "cuda": torch.version.cuda, "python": platform.python_version()}
 
@@ -268,7 +282,86 @@ def variant_facts(kernel) -> dict:
     return facts
 
 
+def ptxas_facts(ptx: str, arch: str) -> dict:
+    """Registers, spills and stack of a PTX module, from Triton's bundled ptxas -v."""
+    import subprocess
+    import tempfile
+
+    try:                                         # the ptxas Triton itself uses for sm_90
+        from triton.backends.nvidia.compiler import get_ptxas
+
+        ptxas = get_ptxas(90).path
+    except (ImportError, AttributeError):
+        from triton import knobs
+
+        ptxas = knobs.nvidia.ptxas.path
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx") as handle:
+        handle.write(ptx)
+        handle.flush()
+        done = subprocess.run([ptxas, f"-arch={arch}", "-v", handle.name,
+                               "-o", os.devnull], capture_output=True, text=True, timeout=120)
+    text = done.stdout + done.stderr
+    find = lambda pattern: [int(v) for v in re.findall(pattern, text)]   # noqa: E731
+    if done.returncode != 0:
+        return {"ptxas": text.strip()[-300:]}
+    return {"registers": max(find(r"Used (\d+) registers"), default=None),
+            "spill_store_bytes": sum(find(r"(\d+) bytes spill stores")),
+            "spill_load_bytes": sum(find(r"(\d+) bytes spill loads")),
+            "stack_bytes": max(find(r"(\d+) bytes stack frame"), default=None)}
+
+
+def offline_variant(kernel: str, precision: str, config: tuple) -> dict:
+    """One product kernel compiled for sm_90 without a GPU, at one configuration."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    from triton.tools.disasm import get_sass
+
+    from parallel_backprop.executors import gpu_kernels
+
+    fn, pointers, block_names, extra = gpu_kernels.PRODUCT_KERNELS[kernel]
+    constants = {**extra, **dict(zip(block_names, config[:3])), "PRECISION": precision}
+    signature = {name: "constexpr" if name in constants else "*fp32" if name in pointers
+                 else "i32" for name in fn.arg_names}
+    compiled = triton.compile(ASTSource(fn, signature, constexprs=constants),
+                              target=GPUTarget("cuda", 90, 32),
+                              options={"num_warps": config[3], "num_stages": config[4]})
+    return {"kernel": kernel, "precision": precision, "config": list(config),
+            "shared_bytes": compiled.metadata.shared,
+            **ptxas_facts(compiled.asm["ptx"], "sm_90a"),
+            "ptx": count_instructions(compiled.asm["ptx"], PTX_PATTERNS),
+            "sass": count_instructions(get_sass(compiled.asm["cubin"]), SASS_PATTERNS)}
+
+
+def offline_compile_facts(run: Run) -> dict:
+    """Every product kernel x precision x tuning candidate, compiled for an H100/H200."""
+    from parallel_backprop.executors import gpu_kernels, gpu_tuning
+
+    variants = []
+    for kernel in gpu_kernels.PRODUCT_KERNELS:
+        for precision in ("ieee", "tf32", "bf16"):
+            for config in gpu_tuning.CANDIDATES:
+                try:
+                    variants.append(offline_variant(kernel, precision, config))
+                except Exception as exc:       # a configuration the compiler refuses
+                    variants.append({"kernel": kernel, "precision": precision,
+                                     "config": list(config),
+                                     "error": f"{type(exc).__name__}: {exc}"[:300]})
+    return {"target": "sm_90a, compiled without a GPU (no divisibility specialisation)",
+            "variants": variants}
+
+
+def summarize_offline(result: dict) -> list[str]:
+    return [f"{v['kernel']} {v['precision']} {v['config']}: "
+            + (v["error"] if "error" in v else
+               f"{v.get('registers')} regs, spills {v.get('spill_store_bytes')}/"
+               f"{v.get('spill_load_bytes')} B, {v['shared_bytes']} B shared, sass {v['sass']}")
+            for v in result["variants"]]
+
+
 def compile_facts(run: Run) -> dict:
+    if run.args.offline:
+        return offline_compile_facts(run)
     if not run.cuda:
         return {"skipped": "no CUDA"}
     from parallel_backprop.executors import gpu_kernels
@@ -285,6 +378,8 @@ def compile_facts(run: Run) -> dict:
 
 
 def summarize_compile(result: dict) -> list[str]:
+    if "target" in result:
+        return summarize_offline(result)
     lines = [f"tuned {key}: {config}" for key, config in result.get("tuned", {}).items()]
     for v in result.get("variants", []):
         const = v["constants"]
@@ -504,7 +599,7 @@ def main(argv=None) -> int:
         import triton  # noqa: F401
     except ImportError as exc:
         sys.exit(f"gpu_check: needs PyTorch and Triton ({exc}): pip install -e '.[gpu]'")
-    if args.quick:
+    if args.quick or args.offline:
         device = torch.device("cpu")
     elif os.environ.get("TRITON_INTERPRET", "0") not in ("", "0") or \
             not torch.cuda.is_available():

@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -626,6 +627,9 @@ def test_rejects_sample_weights_and_a_wrong_optimizer_state():
 def test_tile_cache_lives_per_gpu_model_under_the_user_cache(tmp_path):
     path = gpu_tuning.cache_path("NVIDIA H200 (141 GB)", {"XDG_CACHE_HOME": str(tmp_path)})
     assert path == tmp_path / "parallel-backprop" / "gpu-tiles-nvidia-h200-141-gb.json"
+    chosen = gpu_tuning.cache_path("H200", {"PBP_CACHE_DIR": str(tmp_path / "c"),
+                                            "XDG_CACHE_HOME": "/elsewhere"})
+    assert chosen == tmp_path / "c" / "gpu-tiles-h200.json"
     home = gpu_tuning.cache_path("NVIDIA H100 80GB HBM3", {})
     assert home.parts[-3:] == (".cache", "parallel-backprop",
                                "gpu-tiles-nvidia-h100-80gb-hbm3.json")
@@ -688,7 +692,7 @@ def test_the_executor_measures_at_its_first_full_batch_and_then_reads_the_cache(
         tmp_path, monkeypatch):
     # Under the interpreter the executor keeps the heuristic; forced here, with a
     # fake clock that prefers the largest tiles, the choice reaches every launch.
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("PBP_CACHE_DIR", str(tmp_path / "parallel-backprop"))
     monkeypatch.setattr(gk, "TUNED", {})
     timed = []
 
@@ -778,8 +782,10 @@ def run_compiled(script):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     src = str(Path(__file__).resolve().parents[1] / "src")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                          text=True, timeout=600)
+    with tempfile.TemporaryDirectory() as cache:       # the measured tiles: not the user's
+        env["PBP_CACHE_DIR"] = cache
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                              text=True, timeout=600)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]
 
 

@@ -86,6 +86,7 @@ def test_correctness_at_the_real_shapes_on_a_gpu(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     src = str(SCRIPT.parents[1] / "src")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
+    env["PBP_CACHE_DIR"] = str(tmp_path / "cache")      # the measured tiles: not the user's
     done = subprocess.run([sys.executable, str(SCRIPT), "--sections", "correctness", "compile",
                            "--out", str(out)], env=env, capture_output=True, text=True,
                           timeout=900)
@@ -96,35 +97,23 @@ def test_correctness_at_the_real_shapes_on_a_gpu(tmp_path):
 
 
 SM90_CHECK = r"""
-# Compile two product kernels for an H100/H200 (sm_90) without a GPU: ptxas runs,
-# no driver is needed. ieee products must be FMAs; tf32 and bf16 tensor-core wgmma.
+# Two product kernels compiled for an H100/H200 (sm_90) without a GPU, as
+# gpu_check --offline does: ptxas runs, no driver is needed. ieee products must
+# be FMA instructions, tf32 and bf16 ones tensor-core wgmma (HGMMA in SASS).
 import sys
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
 sys.path.insert(0, sys.argv[1])
 import gpu_check
-from parallel_backprop.executors import gpu_kernels as k
-assert not k.INTERPRETED
-kernels = {   # kernel: (its pointer arguments, its other compile-time arguments)
-    k._forward_layer_kernel: ("X W B A", dict(ACTIVATION="sigmoid")),
-    k._weight_update_kernel: ("A_prev D W B Scalars", dict(UPDATE="sgd")),
-}
-for fn, (pointers, extra) in kernels.items():
-    blocks = {name: 64 for name in fn.arg_names if name.startswith("BLOCK_")}
-    sig = {name: "*fp32" if name in pointers.split() else "i32" for name in fn.arg_names}
-    for precision, path in (("ieee", "fma_f32"), ("tf32", "tf32_ops"), ("bf16", "bf16_ops")):
-        constants = {**extra, **blocks, "PRECISION": precision}
-        for name in constants:
-            sig[name] = "constexpr"
-        compiled = triton.compile(ASTSource(fn, sig, constexprs=constants),
-                                  target=GPUTarget("cuda", 90, 32),
-                                  options={"num_warps": 4, "num_stages": 3})
-        counts = gpu_check.count_instructions(compiled.asm["ptx"], gpu_check.PTX_PATTERNS)
-        assert counts[path] > 0, (fn.__name__, precision, counts)
-        tensor_cores = counts["wgmma"] + counts["mma_sync"]
-        assert (tensor_cores > 0) == (precision != "ieee"), (fn.__name__, precision, counts)
-        assert gpu_check.constexprs(compiled)["PRECISION"] == precision
+from parallel_backprop.executors import gpu_kernels
+assert not gpu_kernels.INTERPRETED
+for kernel in ("forward_layer", "weight_update"):
+    for precision, operands in (("ieee", None), ("tf32", "tf32_ops"), ("bf16", "bf16_ops")):
+        facts = gpu_check.offline_variant(kernel, precision, (64, 64, 32, 4, 3))
+        ptx, sass = facts["ptx"], facts["sass"]
+        assert 0 < facts["registers"] <= 255 and facts["shared_bytes"] > 0, facts
+        if precision == "ieee":
+            assert ptx["fma_f32"] > 0 and sass["FFMA"] > 0 and sass["HGMMA"] == 0, facts
+        else:
+            assert ptx["wgmma"] > 0 and ptx[operands] > 0 and sass["HGMMA"] > 0, facts
 print("ok")
 """
 

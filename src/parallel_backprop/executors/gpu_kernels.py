@@ -383,6 +383,22 @@ def _optimizer_step_kernel(
 
 # ---- host launchers: check, pick blocks, launch --------------------------------
 
+# The products' kernels by launcher name, for tools that compile or inspect them
+# (benchmarks/gpu_check.py): the JIT function, its pointer arguments, the names of
+# its blocks in the launcher's (rows, cols, reduce) order, its other constexprs.
+PRODUCT_KERNELS = {
+    "forward_layer": (_forward_layer_kernel, ("X", "W", "B", "A"),
+                      ("BLOCK_M", "BLOCK_N", "BLOCK_K"), {"ACTIVATION": "sigmoid"}),
+    "forward_output_delta": (_forward_output_delta_kernel,
+                             ("X", "W", "B", "Y", "A", "D", "LossParts"),
+                             ("BLOCK_M", "BLOCK_N", "BLOCK_K"),
+                             {"ACTIVATION": "sigmoid", "LOSS": "mse"}),
+    "hidden_delta": (_hidden_delta_kernel, ("D", "W", "A_prev", "D_prev"),
+                     ("BLOCK_M", "BLOCK_K", "BLOCK_N"), {"ACTIVATION": "sigmoid"}),
+    "weight_update": (_weight_update_kernel, ("A_prev", "D", "W", "B", "Scalars"),
+                      ("BLOCK_K", "BLOCK_N", "BLOCK_M"), {"UPDATE": "sgd"}),
+}
+
 # Whether @triton.jit made interpreted kernels (TRITON_INTERPRET=1 at import).
 INTERPRETED: bool = type(_forward_layer_kernel).__name__ == "InterpretedFunction"
 # The executor's --precision -> the kernels' PRECISION (see the module docstring).

@@ -4,9 +4,10 @@ At its first step of a full batch, outside any graph capture, the gpu
 executor times a few tile configurations (blocks, warps and pipeline
 stages) of each product of the step on scratch tensors and keeps the
 fastest (an epoch's smaller last batch keeps the fixed heuristic's tiles);
-the choice is saved in a JSON file per GPU model under the user's cache
-folder::
+the choice is saved in a JSON file per GPU model in the package's cache
+folder (the one data downloads use)::
 
+    $PBP_CACHE_DIR/gpu-tiles-<model>.json, else
     $XDG_CACHE_HOME/parallel-backprop/gpu-tiles-<model>.json   (~/.cache/... by default)
 
 so later runs take it without measuring. The file is written atomically
@@ -41,10 +42,14 @@ CANDIDATES: tuple[Config, ...] = (
 
 
 def cache_path(device_name: str, environ=os.environ) -> Path:
-    """The tile cache of one GPU model, under XDG_CACHE_HOME (or ~/.cache)."""
-    root = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    """The tile cache of one GPU model: in $PBP_CACHE_DIR, else the user's cache folder
+    (XDG_CACHE_HOME, or ~/.cache) under parallel-backprop."""
+    folder = environ.get("PBP_CACHE_DIR")
+    if not folder:
+        root = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        folder = os.path.join(root, "parallel-backprop")
     model = re.sub(r"[^A-Za-z0-9]+", "-", device_name).strip("-").lower() or "gpu"
-    return Path(root) / "parallel-backprop" / f"gpu-tiles-{model}.json"
+    return Path(folder) / f"gpu-tiles-{model}.json"
 
 
 def cache_key(kernel: str, shape: tuple[int, int, int], precision: str, compiler: str) -> str:
