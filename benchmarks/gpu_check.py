@@ -39,6 +39,7 @@ skips the sections (and epochs rows) that would start after it is spent.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -407,8 +408,14 @@ def median_ms(run: Run, fn, reps: int = 20) -> float:
     return statistics.median(times)
 
 
+def torch_product(fn, *tensors):
+    """``dtype -> (() -> fn(*tensors))`` with the tensors cast to dtype beforehand."""
+    return lambda dtype: functools.partial(fn, *(t.to(dtype) for t in tensors))
+
+
 def layer_products(run: Run, k, net, batch: int):
-    """(what, shape, our launches by precision, torch's product) for each product of a step."""
+    """(what, shape, our launches by precision, torch's product by dtype) for each
+    product of a step."""
     torch, dev = run.torch, run.device
     rnd = lambda *shape: torch.rand(*shape, device=dev) * 0.1      # noqa: E731
     zero = torch.zeros(4, device=dev)                               # W unchanged by the update
@@ -419,26 +426,25 @@ def layer_products(run: Run, k, net, batch: int):
         shape = f"{batch}x{K}x{N}"
         yield ("forward", shape, lambda p, x=x, w=w, b=b, out=out:
                k.forward_layer(x, w, b, out, "sigmoid", k.PRECISIONS[p]),
-               lambda x=x, w=w, b=b: torch.addmm(b, x, w))
+               torch_product(torch.addmm, b, x, w))
         if l > 0:
             yield ("hidden delta", shape, lambda p, d=d, w=w, a=a, x=x:
                    k.hidden_delta(d, w, a, x, "sigmoid", k.PRECISIONS[p]),
-                   lambda d=d, w=w: torch.mm(d, w.T))
+                   torch_product(torch.mm, d, w.T))
         yield ("weight update", shape, lambda p, a=a, d=d, w=w, b=b:
                k.weight_update(a, d, w, b, zero, k.PRECISIONS[p]),
-               lambda a=a, d=d: torch.mm(a.T, d))
+               torch_product(torch.mm, a.T, d))
 
 
 def torch_times(run: Run, product) -> dict:
+    """torch's product in fp32 with TF32 off and on, and on bf16 operands."""
     torch = run.torch
     times = {}
     for flag in (False, True):
         torch.backends.cuda.matmul.allow_tf32 = flag
-        times["torch_tf32" if flag else "torch_fp32"] = median_ms(run, product)
+        times["torch_tf32" if flag else "torch_fp32"] = median_ms(run, product(torch.float32))
     torch.backends.cuda.matmul.allow_tf32 = False
-    if run.cuda:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            times["torch_bf16"] = median_ms(run, product)
+    times["torch_bf16"] = median_ms(run, product(torch.bfloat16))
     return times
 
 
@@ -461,8 +467,8 @@ def kernel_times(run: Run) -> dict:
 def summarize_kernels(result: dict) -> list[str]:
     return [f"{r['net']} b{r['batch']:<5} {r['product']:13s} {r['shape']:16s} ours fp32 "
             f"{r['ours_fp32']:.4f} tf32 {r['ours_tf32']:.4f} bf16 {r['ours_bf16']:.4f} | "
-            f"torch fp32 {r['torch_fp32']:.4f} tf32 {r['torch_tf32']:.4f}"
-            + (f" bf16 {r['torch_bf16']:.4f}" if "torch_bf16" in r else "")
+            f"torch fp32 {r['torch_fp32']:.4f} tf32 {r['torch_tf32']:.4f} "
+            f"bf16 {r['torch_bf16']:.4f}"
             for r in result["rows"]]
 
 
