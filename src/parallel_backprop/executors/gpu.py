@@ -352,7 +352,7 @@ class GpuExecutor(Executor):
             raise ConfigError(
                 f"training set of shapes {x.shape} and {targets.shape}: expected "
                 f"(n, {self.network.sizes[0]}) inputs and (n, {self.network.sizes[-1]}) targets")
-        self._forget_graphs(gather=True)     # they read the set this call replaces
+        self._forget_gathering_graphs()      # they read the set this call replaces
         try:
             self._x_all = torch.tensor(x, dtype=torch.float32, device=self.device)
             self._t_all = torch.tensor(targets, dtype=torch.float32, device=self.device)
@@ -363,9 +363,10 @@ class GpuExecutor(Executor):
             return False
         return True
 
-    def _forget_graphs(self, gather: bool) -> None:
-        """Drop the captured steps that gather (``gather``) or take staged batches."""
-        for key in [key for key in self._graphs if key[1] == gather]:
+    def _forget_gathering_graphs(self) -> None:
+        """Drop the captured steps that gather from the resident training set (they
+        hold its addresses); those of staged batches stay."""
+        for key in [key for key in self._graphs if key[1]]:
             del self._graphs[key]
 
     @property
