@@ -68,6 +68,9 @@ TEST_MARKS = {
         {"slow", "subprocess"},
     "test_gpu.py::test_tf32_and_bf16_updates_within_their_tolerance_at_net_1h_on_a_gpu":
         {"slow", "subprocess"},
+    "test_gpu.py::test_a_second_load_data_drops_the_graphs_that_gather": {"slow"},
+    "test_gpu.py::test_the_executor_measures_at_its_first_full_batch_and_then_reads_the_cache":
+        {"slow"},
     "test_gpu_check.py::test_quick_run_answers_every_section": {"slow", "subprocess"},
     "test_gpu_check.py::test_correctness_at_the_real_shapes_on_a_gpu": {"slow", "subprocess"},
     "test_gpu_check.py::test_kernels_compile_for_sm90_to_fma_or_tensor_cores_by_precision":
