@@ -586,6 +586,8 @@ def run_sections(run: Run) -> None:
                 result = compute(run)
             except Exception as exc:           # report it and go on: later sections may run
                 result = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
+            finally:                           # IEEE fp32 again, whatever a section left
+                run.torch.backends.cuda.matmul.allow_tf32 = False
             result["seconds"] = round(time.perf_counter() - started, 2)
         run.record(name, result)
         print(f"== {name} ({result.get('seconds', 0):.1f} s)", flush=True)
