@@ -144,6 +144,15 @@ def dataset(net, rows: int, seed: int):
 
 # ---- (a) correctness ------------------------------------------------------------------
 
+def guarded(row: dict, compute) -> dict:
+    """``row`` with ``compute()``'s fields, or with the error it raised (and ok False):
+    one failing precision does not hide the others."""
+    try:
+        return {**row, **compute()}
+    except Exception as exc:
+        return {**row, "ok": False, "error": f"{type(exc).__name__}: {exc}"[:1000]}
+
+
 def update_rows(run: Run, name: str, net, batch: int) -> list[dict]:
     """One step at the batch size and at a ragged tail, per precision, against float64."""
     from parallel_backprop.executors.gpu import GpuExecutor
@@ -151,19 +160,23 @@ def update_rows(run: Run, name: str, net, batch: int) -> list[dict]:
                                                           update_errors, worst_error)
 
     params = net.init_params(0)
+
+    def one_step(x, y, expected, precision) -> dict:
+        with GpuExecutor(net, params, batch_size=batch, precision=precision) as ex:
+            ex.step(x, y, LR)
+            after = ex.params()
+        layers = update_errors(net, params, after, expected)
+        worst, tolerance = worst_error(layers), UPDATE_TOLERANCE[precision]
+        return {"worst": worst, "tolerance": tolerance, "ok": worst <= tolerance,
+                "layers": layers}
+
     rows_out = []
     for rows in (batch, tail_rows(batch)):
         x, y = dataset(net, rows, seed=rows)
         expected = sgd_step64(net, params, x, y, LR)
         for precision in PRECISIONS:
-            with GpuExecutor(net, params, batch_size=batch, precision=precision) as ex:
-                ex.step(x, y, LR)
-                after = ex.params()
-            layers = update_errors(net, params, after, expected)
-            worst = worst_error(layers)
-            rows_out.append({"net": name, "batch": batch, "rows": rows, "precision": precision,
-                             "worst": worst, "tolerance": UPDATE_TOLERANCE[precision],
-                             "ok": worst <= UPDATE_TOLERANCE[precision], "layers": layers})
+            row = {"net": name, "batch": batch, "rows": rows, "precision": precision}
+            rows_out.append(guarded(row, lambda p=precision: one_step(x, y, expected, p)))
     return rows_out
 
 
@@ -194,13 +207,17 @@ def bitwise_rows(run: Run, name: str, net, batch: int) -> list[dict]:
     params = net.init_params(1)
     precisions = PRECISIONS if not run.args.quick else PRECISIONS[:1]
     out = []
-    for precision in precisions:
+    def compare(precision) -> dict:
         got = {how: two_epochs(net, params, batch, precision, sets, orders, how)
                for how in ("graphs", "plain", "steps")}
-        out.append({"net": name, "batch": batch, "precision": precision,
-                    "graphs_vs_plain": bool(np.array_equal(got["graphs"], got["plain"])),
-                    "epoch_vs_steps": bool(np.array_equal(got["plain"], got["steps"])),
-                    "trained": not np.array_equal(got["graphs"], params)})
+        facts = {"graphs_vs_plain": bool(np.array_equal(got["graphs"], got["plain"])),
+                 "epoch_vs_steps": bool(np.array_equal(got["plain"], got["steps"])),
+                 "trained": not np.array_equal(got["graphs"], params)}
+        return {**facts, "ok": all(facts.values())}
+
+    for precision in precisions:
+        row = {"net": name, "batch": batch, "precision": precision}
+        out.append(guarded(row, lambda p=precision: compare(p)))
     return out
 
 
@@ -211,18 +228,24 @@ def correctness(run: Run) -> dict:
         for batch in run.args.batches:
             updates += update_rows(run, name, net, batch)
         bitwise += bitwise_rows(run, name, net, run.args.batches[0])
-    ok = all(row["ok"] for row in updates) and all(
-        row["graphs_vs_plain"] and row["epoch_vs_steps"] and row["trained"] for row in bitwise)
+        # what is known so far, in case the run is cut short in this long section
+        run.record("correctness", {"partial": True, "updates": updates, "bitwise": bitwise})
+    ok = all(row["ok"] for row in updates + bitwise)
     return {"ok": ok, "updates": updates, "bitwise": bitwise}
 
 
 def summarize_correctness(result: dict) -> list[str]:
-    lines = [f"{row['net']} b{row['batch']:<5} rows {row['rows']:<5} {row['precision']}: "
-             f"worst {row['worst']:.1e} (<= {row['tolerance']:g}) {'ok' if row['ok'] else 'FAIL'}"
-             for row in result["updates"]]
-    lines += [f"{row['net']} b{row['batch']} {row['precision']}: graphs = plain "
-              f"{row['graphs_vs_plain']}, train_epoch = steps {row['epoch_vs_steps']}"
-              for row in result["bitwise"]]
+    lines = []
+    for row in result["updates"]:
+        head = f"{row['net']} b{row['batch']:<5} rows {row['rows']:<5} {row['precision']}: "
+        lines.append(head + (row["error"] if "error" in row else
+                             f"worst {row['worst']:.1e} (<= {row['tolerance']:g}) "
+                             f"{'ok' if row['ok'] else 'FAIL'}"))
+    for row in result["bitwise"]:
+        head = f"{row['net']} b{row['batch']} {row['precision']}: "
+        lines.append(head + (row["error"] if "error" in row else
+                             f"graphs = plain {row['graphs_vs_plain']}, train_epoch = steps "
+                             f"{row['epoch_vs_steps']}"))
     return lines
 
 

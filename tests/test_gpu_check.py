@@ -128,3 +128,19 @@ def test_kernels_compile_for_sm90_to_fma_or_tensor_cores_by_precision():
     if "ptxas" in done.stderr and "not found" in done.stderr.lower():
         pytest.skip("Triton's bundled ptxas is missing: cannot compile for sm_90")
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]
+
+
+def test_a_failing_check_is_one_row_that_fails_not_the_section():
+    module = load_script()
+
+    def broken():
+        raise RuntimeError("out of resources: shared memory")
+
+    row = module.guarded({"precision": "bf16"}, broken)
+    assert row == {"precision": "bf16", "ok": False,
+                   "error": "RuntimeError: out of resources: shared memory"}
+    assert module.guarded({"precision": "fp32"}, lambda: {"ok": True}) == {
+        "precision": "fp32", "ok": True}
+    lines = module.summarize_correctness({"updates": [{"net": "1h", "batch": 128, "rows": 83,
+                                                       **row}], "bitwise": []})
+    assert lines == ["1h b128   rows 83    bf16: RuntimeError: out of resources: shared memory"]
