@@ -72,6 +72,7 @@ TEST_MARKS = {
     "test_gpu.py::test_the_executor_measures_at_its_first_full_batch_and_then_reads_the_cache":
         {"slow"},
     "test_gpu_check.py::test_quick_run_answers_every_section": {"slow", "subprocess"},
+    "test_gpu_check.py::test_gpu_vs_torch_checks_each_layers_update_not_the_weights": {"slow"},
     "test_gpu_check.py::test_correctness_at_the_real_shapes_on_a_gpu": {"slow", "subprocess"},
     "test_gpu_check.py::test_kernels_compile_for_sm90_to_fma_or_tensor_cores_by_precision":
         {"slow", "subprocess"},

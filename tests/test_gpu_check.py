@@ -144,3 +144,60 @@ def test_a_failing_check_is_one_row_that_fails_not_the_section():
     lines = module.summarize_correctness({"updates": [{"net": "1h", "batch": 128, "rows": 83,
                                                        **row}], "bitwise": []})
     assert lines == ["1h b128   rows 83    bf16: RuntimeError: out of resources: shared memory"]
+
+
+def load_benchmark(name):
+    spec = importlib.util.spec_from_file_location(name, SCRIPT.parent / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class FakeSystem:
+    """A system whose one step is float64's, with what ``change`` does to it."""
+
+    def __init__(self, network, params, lr, change, epoch_ok=True):
+        from parallel_backprop.executors.gpu_accuracy import sgd_step64
+
+        self.step64 = lambda x, y: sgd_step64(network, params, x, y, lr)
+        self.change, self.epoch_ok = change, epoch_ok
+        self.data = type("Data", (), {"order": lambda self: __import__("numpy").arange(50)})()
+
+    def one_step(self, x, y):
+        return 0.0, self.change(self.step64(x, y).astype("float32"))
+
+    def epoch_matches_steps(self, order):
+        return self.epoch_ok
+
+
+def test_gpu_vs_torch_checks_each_layers_update_not_the_weights():
+    # Net-1h's first layer left without its update: the weights then differ by
+    # at most ~1e-3, which the old absolute check in tf32 (1e-2) passed.
+    import argparse
+
+    import numpy as np
+
+    from parallel_backprop import Network
+
+    bench = load_benchmark("gpu_vs_torch")
+    network = Network((784, 1024, 10), ("sigmoid", "sigmoid"), "mse")
+    params = network.init_params(0)
+    rng = np.random.default_rng(0)
+    x = rng.random((128, 784), dtype=np.float32)
+    y = network.targets(rng.integers(0, 10, 128))
+    args = argparse.Namespace(lr=0.1, precision="tf32")
+
+    def without_first_update(after):
+        after[:784 * 1024] = params[:784 * 1024]
+        return after
+
+    exact = FakeSystem(network, params, 0.1, lambda after: after)
+    assert bench.check("eager", exact, network, params, x, y, args) is None
+    missing = FakeSystem(network, params, 0.1, without_first_update)
+    assert np.abs(missing.one_step(x, y)[1] - exact.one_step(x, y)[1]).max() < 1e-2
+    problem = bench.check("eager", missing, network, params, x, y, args)
+    assert problem.startswith("one step's update differs from float64's by more than 0.01")
+    assert "layer 1 W 1.0e+00" in problem
+    apart = FakeSystem(network, params, 0.1, lambda after: after, epoch_ok=False)
+    assert bench.check("gpu", apart, network, params, x, y, args) == (
+        "train_epoch differs from the same steps one by one")
