@@ -86,7 +86,16 @@ TEST_MARKS = {
     "test_gpu.py::test_pbp_train_gpu_saves_the_serial_model": {"slow"},
     "test_gpu.py::test_compiled_kernels_and_cuda_graphs_match_serial_on_a_gpu":
         {"slow", "subprocess"},
-    "test_gpu.py::test_tf32_rounds_on_a_gpu_within_tf32_tolerance": {"slow", "subprocess"},
+    "test_gpu.py::test_tf32_and_bf16_updates_within_their_tolerance_at_net_1h_on_a_gpu":
+        {"slow", "subprocess"},
+    "test_gpu.py::test_a_second_load_data_drops_the_graphs_that_gather": {"slow"},
+    "test_gpu.py::test_the_executor_measures_at_its_first_full_batch_and_then_reads_the_cache":
+        {"slow"},
+    "test_gpu_check.py::test_quick_run_answers_every_section": {"slow", "subprocess"},
+    "test_gpu_check.py::test_gpu_vs_torch_checks_each_layers_update_not_the_weights": {"slow"},
+    "test_gpu_check.py::test_correctness_at_the_real_shapes_on_a_gpu": {"slow", "subprocess"},
+    "test_gpu_check.py::test_kernels_compile_for_sm90_to_fma_or_tensor_cores_by_precision":
+        {"slow", "subprocess"},
     "test_mpi.py::test_importing_the_package_does_not_start_mpi": {"slow", "subprocess"},
     "test_mpi.py::test_ranks_train_the_serial_model": {"slow", "subprocess"},
     "test_mpi.py::test_a_failing_rank_ends_the_job": {"slow", "subprocess"},
