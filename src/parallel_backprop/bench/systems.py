@@ -3,15 +3,20 @@
 Same work for every trainer: the same all-sigmoid network, the same batch,
 the same update rule (plain SGD unless the grid names others: momentum,
 Adam... with :class:`~parallel_backprop.optim.OptimizerConfig`'s default
-settings, no weight decay) on ``0.5 * sum((a - y)^2) / batch``,
-float32, the same initial weights where the library lets us set them, and
-the same number of threads. Three kinds of system:
+settings, no weight decay) on ``0.5 * sum((a - y)^2) / batch``, the same
+precision (float32 products unless the grid names bf16: then our executors
+in bf16 beside ``torch-bf16`` and ``jax-bf16``, float32 parameters
+throughout), the same initial weights where the library lets us set them,
+and the same number of threads. Three kinds of system:
 
 executor  ours, through :func:`~parallel_backprop.executors.make_executor`
-peer      what a user would run instead: a plain NumPy loop, PyTorch eager,
-          ``torch.compile``, JAX ``jit``, scikit-learn's ``MLPClassifier``
+peer      what a user would run instead: a plain NumPy loop, PyTorch eager (and
+          under bf16 autocast), ``torch.compile``, JAX ``jit`` (fp32 and bf16
+          products), scikit-learn's ``MLPClassifier``
 ceiling   a large float32 GEMM: the machine's rate for the work that
           dominates a step (``gemm`` through the BLAS our executors call;
+          ``gemm-mkl`` MKL's sgemm and ``gemm-bf16`` MKL's bfloat16 GEMM with
+          float32 accumulation, whichever BLAS the executors call;
           ``gemm-torch`` and ``gemm-jax`` through those libraries' own)
 
 A builder runs inside the worker process (thread variables already set)
@@ -32,6 +37,7 @@ import numpy as np
 from ..errors import PbpError, install_hint
 from ..executors import EXECUTORS, Executor, make_executor
 from ..fileio import one_line
+from ..gemm import blas_record
 from ..network import Network
 from ..optim import OPTIMIZERS, OptimizerConfig
 
@@ -46,6 +52,9 @@ class System:
     description: str
     extra: str = ""               # the pip extra that installs ``requires``
     peer_optimizers: tuple[str, ...] = ("sgd",)   # the update rules a peer is built with
+    peer_precisions: tuple[str, ...] = ("fp32",)  # a peer's (or ceiling's) product precision
+    # Why it cannot run here beyond a missing module (e.g. no MKL library), or None.
+    check: Callable[[], str | None] | None = None
 
     @property
     def optimizers(self) -> tuple[str, ...]:
@@ -53,6 +62,11 @@ class System:
         if self.kind == "ceiling":
             return ()
         return self.executor.optimizers if self.executor is not None else self.peer_optimizers
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        """The precisions of the products it can be timed at."""
+        return self.executor.precisions if self.executor is not None else self.peer_precisions
 
     @property
     def executor(self) -> type[Executor] | None:
@@ -68,7 +82,7 @@ class System:
         if missing:
             return (f"{', '.join(missing)} is not installed "
                     f"({install_hint(self.extra)})")
-        return None
+        return self.check() if self.check is not None else None
 
     @property
     def on_device(self) -> bool:
@@ -80,15 +94,24 @@ _PEERS = [
     System("numpy", "peer", (), "plain NumPy backprop: new arrays every step"),
     System("torch", "peer", ("torch",), "PyTorch eager, nn.Sequential + torch.optim",
            "compare", OPTIMIZERS),
+    System("torch-bf16", "peer", ("torch",), "PyTorch eager under torch.autocast('cpu', "
+           "bfloat16): bf16 products, SGD on float32 parameters", "compare", ("sgd",),
+           ("bf16",)),
     System("torch-compile", "peer", ("torch",), "PyTorch with torch.compile(model)", "compare",
            OPTIMIZERS),
     System("jax", "peer", ("jax",), "JAX, jit-compiled step with grad", "compare"),
+    System("jax-bf16", "peer", ("jax",), "JAX jit, bf16 products accumulated in float32, "
+           "float32 parameters", "compare", ("sgd",), ("bf16",)),
     System("sklearn", "peer", ("sklearn",),
            "scikit-learn MLPClassifier(solver='sgd' or 'adam', activation='logistic'), "
            "partial_fit", "compare", ("sgd", "momentum", "nesterov", "adam")),
 ]
 _CEILINGS = [
     System("gemm", "ceiling", (), "float32 GEMM through the BLAS the executors call"),
+    System("gemm-mkl", "ceiling", (), "float32 GEMM through MKL (cblas_sgemm)", "mkl",
+           check=lambda: _without_mkl()),
+    System("gemm-bf16", "ceiling", ("ml_dtypes",), "bfloat16 GEMM with float32 accumulation "
+           "through MKL (cblas_gemm_bf16bf16f32)", "mkl", check=lambda: _without_mkl()),
     System("gemm-torch", "ceiling", ("torch",), "float32 GEMM through torch.matmul", "compare"),
     System("gemm-jax", "ceiling", ("jax",), "float32 GEMM through jax.jit(a @ b)", "compare"),
 ]
@@ -158,6 +181,7 @@ class Workload:
     close: Callable[[], None] = lambda: None
     flops_per_step: float = 0.0       # set by build() for trainers, from the network
     samples_per_step: int = 0
+    blas: dict | None = None          # the BLAS it computes with (gemm.blas_record), if ours
 
 
 @dataclass(frozen=True)
@@ -224,6 +248,7 @@ class Setup:
     gemm_size: int
     optimizer: str = "sgd"        # an update rule of ..optim, its default settings
     pool_file: str | None = None
+    precision: str = "fp32"       # of the products: one of the system's precisions
 
 
 def build(setup: Setup) -> Workload:
@@ -252,6 +277,7 @@ def _executor(setup: Setup, pool: Pool) -> Workload:
         executor = make_executor(setup.system, setup.network, params,
                                  batch_size=setup.batch_size, threads=setup.executor_threads,
                                  blas_threads=setup.executor_blas_threads,
+                                 precision=setup.precision,
                                  optimizer=OptimizerConfig(setup.optimizer))
     except PbpError as exc:   # e.g. no GPU, no MPI library: this machine cannot run it
         raise Unavailable(str(exc)) from exc
@@ -268,7 +294,8 @@ def _executor(setup: Setup, pool: Pool) -> Workload:
     # the background, but the next call's first step waits for it, so each
     # timed round pays for the previous round's tail instead of its own.
     return Workload(_cycle(lambda x, y: executor.step(x, y, lr), pool.batches()),
-                    close=executor.close)
+                    close=executor.close,
+                    blas=blas_record() if executor.device == "cpu" else None)
 
 
 def _cycle(step: Callable, batches: list, finish: Callable[[], None] = lambda: None):
@@ -355,16 +382,26 @@ def _torch_model(setup: Setup):
                                   nesterov=config.name == "nesterov")
 
 
-def _torch_step(pool: Pool, forward, optimizer):
-    """A training step on torch tensors, and the pool's batches as tensors (no copies)."""
+def _torch_step(pool: Pool, forward, optimizer, autocast: bool = False):
+    """A training step on torch tensors, and the pool's batches as tensors (no copies).
+
+    ``autocast``: the forward pass under ``torch.autocast("cpu", torch.bfloat16)``
+    (bf16 products, their gradients too), the loss on the output in float32.
+    """
+    import contextlib
+
     import torch
     import torch.nn.functional as F
 
     batches = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in pool.batches()]
+    mixed = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if autocast \
+        else contextlib.nullcontext
 
     def step(x, y) -> None:
         optimizer.zero_grad(set_to_none=True)
-        loss = F.mse_loss(forward(x), y, reduction="sum") * (0.5 / x.shape[0])
+        with mixed():
+            output = forward(x)
+        loss = F.mse_loss(output.float(), y, reduction="sum") * (0.5 / x.shape[0])
         loss.backward()
         optimizer.step()
 
@@ -375,6 +412,13 @@ def _torch(setup: Setup, pool: Pool) -> Workload:
     model, optimizer = _torch_model(setup)
     step, batches = _torch_step(pool, model, optimizer)
     return Workload(_cycle(step, batches), notes=[f"torch.set_num_threads({setup.threads})"])
+
+
+def _torch_bf16(setup: Setup, pool: Pool) -> Workload:
+    model, optimizer = _torch_model(setup)
+    step, batches = _torch_step(pool, model, optimizer, autocast=True)
+    return Workload(_cycle(step, batches), notes=[f"torch.set_num_threads({setup.threads})",
+                                                  "torch.autocast('cpu', torch.bfloat16)"])
 
 
 def _torch_compile(setup: Setup, pool: Pool) -> Workload:
@@ -402,10 +446,19 @@ def _jax(setup: Setup, pool: Pool) -> Workload:
     batches = [(jnp.asarray(x), jnp.asarray(y)) for x, y in pool.batches()]
     lr = setup.lr
 
+    low = setup.precision == "bf16"
+
+    def product(a, w):
+        if not low:
+            return a @ w
+        # bf16 operands, float32 accumulation and result; the parameters stay float32
+        return jnp.dot(a.astype(jnp.bfloat16), w.astype(jnp.bfloat16),
+                       preferred_element_type=jnp.float32)
+
     def loss(params, x, y):
         a = x
         for w, b in params:
-            a = jax.nn.sigmoid(a @ w + b)
+            a = jax.nn.sigmoid(product(a, w) + b)
         return 0.5 * jnp.sum((a - y) ** 2)
 
     @functools.partial(jax.jit, donate_argnums=0)
@@ -454,8 +507,9 @@ def _sklearn(setup: Setup, pool: Pool) -> Workload:
     return Workload(_chunked(steps_on_rows, pool), notes=notes)
 
 
-_PEER_BUILDERS = {"numpy": _numpy, "torch": _torch, "torch-compile": _torch_compile,
-                  "jax": _jax, "sklearn": _sklearn}
+_PEER_BUILDERS = {"numpy": _numpy, "torch": _torch, "torch-bf16": _torch_bf16,
+                  "torch-compile": _torch_compile, "jax": _jax, "jax-bf16": _jax,
+                  "sklearn": _sklearn}
 
 
 # ---- ceilings -----------------------------------------------------------------------
@@ -477,7 +531,48 @@ def _gemm(setup: Setup) -> Workload:
     from ..gemm import gemm
 
     a, b, c = _square_operands(setup.gemm_size, setup.seed)
-    return Workload(_repeat(lambda: gemm(a, b, c)), flops_per_step=2 * setup.gemm_size ** 3)
+    return Workload(_repeat(lambda: gemm(a, b, c)), flops_per_step=2 * setup.gemm_size ** 3,
+                    blas=blas_record())
+
+
+def _without_mkl() -> str | None:
+    """Why MKL cannot be called here, or None."""
+    from ..blas_libraries import mkl_installed
+
+    return None if mkl_installed() else f"MKL is not installed ({install_hint('mkl')})"
+
+
+def _mkl_product(setup: Setup, dtype) -> Workload:
+    """``c = a @ b`` through MKL's routine for ``dtype`` operands (float32 result)."""
+    from ..blas_libraries import load_library
+    from ..precision import cpu_bf16_missing
+
+    library = load_library("mkl")
+    a, b, c = _square_operands(setup.gemm_size, setup.seed)
+    a, b = a.astype(dtype), b.astype(dtype)
+    routine = library.routines[np.dtype(np.float32)] if dtype == np.float32 else library.bf16
+    n = setup.gemm_size
+    def product():
+        # The routine itself, so that the executors' choice of BLAS (use_blas) is not
+        # changed; the closure keeps the arrays (not only their addresses) alive.
+        routine(b"N", b"N", n, n, n, 1.0, a.ctypes.data, n, b.ctypes.data, n, 0.0,
+                c.ctypes.data, n)
+    notes = []
+    if dtype != np.float32 and cpu_bf16_missing():
+        notes.append(cpu_bf16_missing())
+    # MKL's threads: the worker's thread variables (MKL_NUM_THREADS), read when it loads.
+    return Workload(_repeat(product), flops_per_step=2 * n ** 3,
+                    blas=blas_record(library), notes=notes)
+
+
+def _gemm_mkl(setup: Setup) -> Workload:
+    return _mkl_product(setup, np.float32)
+
+
+def _gemm_bf16(setup: Setup) -> Workload:
+    from ..blas_libraries import bfloat16
+
+    return _mkl_product(setup, bfloat16)
 
 
 def _gemm_torch(setup: Setup) -> Workload:
@@ -498,5 +593,6 @@ def _gemm_jax(setup: Setup) -> Workload:
                     flops_per_step=2 * setup.gemm_size ** 3)
 
 
-_CEILING_BUILDERS = {"gemm": _gemm, "gemm-torch": _gemm_torch, "gemm-jax": _gemm_jax}
+_CEILING_BUILDERS = {"gemm": _gemm, "gemm-mkl": _gemm_mkl, "gemm-bf16": _gemm_bf16,
+                     "gemm-torch": _gemm_torch, "gemm-jax": _gemm_jax}
 

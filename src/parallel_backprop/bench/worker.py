@@ -116,7 +116,7 @@ def run(spec: dict) -> dict | None:
         threads=spec["threads"], executor_threads=spec["executor_threads"],
         executor_blas_threads=spec["executor_blas_threads"], lr=spec["lr"], seed=spec["seed"],
         pool_samples=spec["pool_samples"], gemm_size=spec["gemm_size"],
-        pool_file=spec.get("pool_file"))
+        pool_file=spec.get("pool_file"), precision=spec.get("precision") or "fp32")
     start = time.perf_counter()
     try:
         workload = build(setup)
@@ -126,6 +126,9 @@ def run(spec: dict) -> dict | None:
     try:
         result = measure(workload, **spec["timing"], agree=agree)
         result["threadpools"] = threadpools()   # while the workload holds its limits
+        if workload.blas is not None:
+            result["blas"] = workload.blas["name"]
+            result["blas_library"] = workload.blas
     finally:
         workload.close()
     if rank != 0:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 
-from .options import (out_option, parse_comma_lists, quiet_option, seed_option, timing_options,
-                      timing_settings)
+from .options import (blas_option, out_option, parse_comma_lists, quiet_option, seed_option,
+                      timing_options, timing_settings)
 from .runs import command_argv, command_plugins
 
 
@@ -28,6 +28,8 @@ from .runs import command_argv, command_plugins
 @click.option("--shapes", help="Shapes of work of the speed grids: fashion (784 inputs, 10 "
                                "classes), kdd (117 inputs, 1 output) (default: both).")
 @click.option("--nets", help="Networks of the speed grids (default: 1h,2h).")
+@click.option("--precisions", help="Precisions of the batch grids' products: fp32, bf16 "
+                                   "(default: fp32); see pbp bench --precisions.")
 @click.option("--batch-sizes", help="Batch sizes of the speed grids (quick: 128,1024; paper: "
                                     "128 to 4096).")
 @click.option("--threads", "thread_counts",
@@ -63,6 +65,7 @@ from .runs import command_argv, command_plugins
 @timing_options({}, "a speed configuration or a training run")
 @click.option("--gemm-size", type=click.IntRange(min=1),
               help="n of the n x n x n GEMM that measures the ceiling (default 2048).")
+@blas_option
 @seed_option()
 @out_option("Folder for study.json and the harness's outputs.", default=Path("study-results"))
 @quiet_option("No progress and no tables.")
@@ -70,8 +73,10 @@ from .runs import command_argv, command_plugins
 def study_command(ctx: click.Context, preset: str, data_dir: Path | None, kdd_file: str | None,
                   train_file: Path | None, out: Path, quiet: bool, **settings):
     """Run the seed's study on this machine: tuning, accuracy, speed, scaling."""
+    from ..blas_choice import select_blas
     from ..study.run import run_study
 
+    select_blas(settings.pop("blas"))   # inherited by every run the study starts
     config = study_config(ctx, preset, settings)
     echo = (lambda line: None) if quiet else click.echo
     try:
@@ -95,7 +100,7 @@ def study_config(ctx: click.Context, preset: str, settings: dict):
         "parts": parse_list, "systems": lambda text, option: parse_systems(text),
         "shapes": parse_list, "nets": parse_list, "batch_sizes": parse_ints,
         "thread_counts": parse_ints, "widths": parse_ints, "datasets": parse_list,
-        "executors": parse_list, "lrs": parse_floats,
+        "executors": parse_list, "lrs": parse_floats, "precisions": parse_list,
         "kdd_sizes": lambda text, option: parse_sizes(text)})
     return StudyConfig.preset_config(preset, **lists, **timing_settings(settings), **settings)
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import optim
-from ..backprop import layer_gradient, update
+from ..backprop import Workspace, layer_gradient, product_operands, update
 from ..errors import ConfigError
 from ..network import Network
 from ..optim import OptimizerConfig
@@ -92,34 +92,42 @@ class HostOptimizer:
         """A copy of the state buffers and the steps taken."""
         return OptimizerState(self.state.copy(), self.t)
 
-    def columns(self, l: int, c0: int, c1: int, a_prev: np.ndarray, delta: np.ndarray,
-                lr: float, batch: int, bias_step: np.ndarray) -> None:
-        """Layer l's output columns [c0, c1) from ``delta`` (n, c1 - c0), ``batch`` the global rows.
+    def columns(self, l: int, c0: int, c1: int, ws: Workspace, x: np.ndarray, n: int,
+                lr: float, batch: int) -> None:
+        """Layer l's output columns [c0, c1) from the first ``n`` rows of ``ws`` (``x`` the
+        input), ``batch`` the global rows.
 
-        Folded: the SGD update of those columns (``bias_step`` (c1 - c0,) its
-        scratch). Otherwise: those columns of the gradient mean, for
-        :meth:`apply_flat` once every column is written.
+        Folded: the SGD update of those columns, and their bf16 copy refreshed
+        (in a bf16 workspace). Otherwise: those columns of the gradient mean,
+        for :meth:`apply_flat` once every column is written.
         """
         weights, bias = self.layers[l]
+        a_prev, delta = product_operands(ws, x, l, n)
+        bias_delta = ws.delta[l][:n, c0:c1]
         if self.folded:
             if self.config.weight_decay:      # p(1 - lr wd) - lr g = p - lr (g + wd p)
                 weights[:, c0:c1] *= 1.0 - lr * self.config.weight_decay
-            update(weights[:, c0:c1], bias[c0:c1], a_prev, delta, lr / batch, bias_step)
+            update(weights[:, c0:c1], bias[c0:c1], a_prev, delta[:, c0:c1], lr / batch,
+                   ws.bias_step[l][c0:c1], bias_delta)
+            ws.refresh_columns(l, c0, c1)
         else:
             grad_weights, grad_bias = self.grad_layers[l]
-            layer_gradient(a_prev, delta, grad_weights[:, c0:c1], grad_bias[c0:c1],
-                           1.0 / batch)
+            layer_gradient(a_prev, delta[:, c0:c1], grad_weights[:, c0:c1], grad_bias[c0:c1],
+                           1.0 / batch, bias_delta)
 
     def segments(self, lo: int, hi: int) -> list[tuple[int, int, bool]]:
         """Flat range [lo, hi) cut at weight/bias boundaries: ``(start, stop, is_weights)``."""
         return [(max(lo, a), min(hi, b), decay) for a, b, decay in self._bounds
                 if max(lo, a) < min(hi, b)]
 
-    def apply_flat(self, segments: list[tuple[int, int, bool]], lr: float, t: int) -> None:
-        """:func:`..optim.apply` on flat ranges of the parameters from :attr:`grad` (the mean)."""
+    def apply_flat(self, segments: list[tuple[int, int, bool]], lr: float, t: int,
+                   ws: Workspace) -> None:
+        """:func:`..optim.apply` on flat ranges of the parameters from :attr:`grad` (the mean);
+        then those ranges of ``ws``'s bf16 copy refreshed (in a bf16 workspace)."""
         for lo, hi, decay in segments:
             arrays = [self._params, self.grad, self.scratch, *self.state]
             self._apply_blocks([array[lo:hi] for array in arrays], lr, t, decay)
+            ws.refresh(lo, hi)
 
     def _apply_blocks(self, arrays: list[np.ndarray], lr: float, t: int, decay: bool) -> None:
         """:func:`..optim.apply` on ``arrays`` = [p, g, scratch, *state], flat ranges of one

@@ -10,29 +10,33 @@ the rule layer by layer (:class:`.optimizing.HostOptimizer`).
 from __future__ import annotations
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from ..backprop import Workspace, deltas, forward
+from ..gemm import blas_thread_limit
 from ..network import Network
 from ..optim import OPTIMIZERS, OptimizerConfig
+from ..precision import PRECISIONS
 from .base import Executor, OptimizerState
 from .optimizing import HostOptimizer, check_weights
 
 
 class SerialExecutor(Executor):
     name = "serial"
+    precisions = PRECISIONS
     optimizers = OPTIMIZERS
 
     def __init__(self, network: Network, params: np.ndarray, *, batch_size: int,
-                 threads: int = 1, optimizer: OptimizerConfig | None = None,
+                 threads: int = 1, precision: str = "fp32",
+                 optimizer: OptimizerConfig | None = None,
                  optimizer_state: OptimizerState | None = None):
         super().__init__(network, params, batch_size=batch_size, threads=1)
+        self.precision = precision
         self._params = np.array(params, copy=True)
         self._layers = network.layers(self._params)
-        self._ws = Workspace(network, batch_size, self._params.dtype)
+        self._ws = Workspace(network, batch_size, self._params.dtype, precision, self._params)
         self._optimizer = HostOptimizer(network, self._params, optimizer, optimizer_state)
         self._everything = self._optimizer.segments(0, self._params.size)
-        self._blas_limit = threadpool_limits(limits=1, user_api="blas")
+        self._blas_limit = blas_thread_limit(1)
 
     def step(self, x: np.ndarray, y: np.ndarray, lr: float,
              weights: np.ndarray | None = None) -> float:
@@ -44,11 +48,9 @@ class SerialExecutor(Executor):
         # SGD: W -= lr/n * dW folded into the gradient GEMM (backprop.update);
         # the other rules: the gradient mean, then the rule over every parameter.
         for l, (_, bias) in enumerate(self._layers):
-            a_prev = x if l == 0 else ws.a[l - 1][:n]
-            self._optimizer.columns(l, 0, bias.shape[0], a_prev, ws.delta[l][:n], lr, n,
-                                    ws.bias_step[l])
+            self._optimizer.columns(l, 0, bias.shape[0], ws, x, n, lr, n)
         if not self._optimizer.folded:
-            self._optimizer.apply_flat(self._everything, lr, t)
+            self._optimizer.apply_flat(self._everything, lr, t, ws)
         return loss
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -66,5 +68,5 @@ class SerialExecutor(Executor):
 
     def close(self) -> None:
         if self._blas_limit is not None:
-            self._blas_limit.restore_original_limits()
+            self._blas_limit.restore()
             self._blas_limit = None

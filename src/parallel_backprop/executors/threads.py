@@ -67,8 +67,8 @@ every worker reaches only after its update) orders it before the next
 forward pass. ``params`` and ``predict`` wait for it the same way.
 
 BLAS is pinned to one thread per worker for the executor's lifetime (T
-workers x 1 BLAS thread = T cores). threadpoolctl's limit is process-wide,
-which is what we want; ``close`` restores it. The hybrid executor is this
+workers x 1 BLAS thread = T cores). The limit (:class:`..gemm.blas_thread_limit`)
+is process-wide, which is what we want; ``close`` restores it. The hybrid executor is this
 class with more BLAS threads per worker, the blas executor this class with
 one worker.
 
@@ -84,12 +84,13 @@ import itertools
 import threading
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from ..backprop import Workspace, deltas, forward, hidden_delta
 from ..errors import ConfigError
+from ..gemm import blas_thread_limit
 from ..network import Network
 from ..optim import OPTIMIZERS, OptimizerConfig
+from ..precision import PRECISIONS
 from .base import Executor, Layout, OptimizerState
 from .optimizing import HostOptimizer, check_weights
 
@@ -151,6 +152,7 @@ class ThreadsExecutor(Executor):
 
     name = "threads"
     optimizers = OPTIMIZERS
+    precisions = PRECISIONS
 
     @classmethod
     def layout(cls, cores: int, blas_threads: int | None = None) -> Layout:
@@ -158,16 +160,18 @@ class ThreadsExecutor(Executor):
         return Layout(ranks=None, workers=cores, blas_threads=1, threads=cores)
 
     def __init__(self, network: Network, params: np.ndarray, *, batch_size: int,
-                 threads: int = 1, blas_threads: int = 1,
+                 threads: int = 1, blas_threads: int = 1, precision: str = "fp32",
                  optimizer: OptimizerConfig | None = None,
                  optimizer_state: OptimizerState | None = None):
         super().__init__(network, params, batch_size=batch_size, threads=threads)
+        self.precision = precision
         T = self._workers = threads
         self.blas_threads = blas_threads
         self._params = np.array(params, copy=True)                  # (P,)
         self._layers = network.layers(self._params)
         self._optimizer = self._host_optimizer(optimizer, optimizer_state)
-        self._ws = Workspace(network, batch_size, self._params.dtype)  # shared, batch rows
+        self._ws = Workspace(network, batch_size, self._params.dtype,  # shared, batch rows
+                             precision, self._params)
         # The step's inputs, copied (each worker its rows) into one of two
         # buffers in turn: the first layer's update reads every row of the
         # input after ``step`` has returned, when the caller may already be
@@ -212,7 +216,7 @@ class ThreadsExecutor(Executor):
         self._error_lock = threading.Lock()
         self._closed = False
         self._barrier = threading.Barrier(T)
-        self._blas_limit = threadpool_limits(limits=blas_threads, user_api="blas")
+        self._blas_limit = blas_thread_limit(blas_threads)
         self._pool = [threading.Thread(target=self._worker, args=(k,),
                                        name=f"pbp-{self.name}-{k}", daemon=True)
                       for k in range(1, T)]
@@ -254,7 +258,7 @@ class ThreadsExecutor(Executor):
         for thread in self._pool:
             thread.join()
         if self._blas_limit is not None:
-            self._blas_limit.restore_original_limits()
+            self._blas_limit.restore()
             self._blas_limit = None
 
     # ---- what every worker runs ----------------------------------------------
@@ -375,13 +379,15 @@ class ThreadsExecutor(Executor):
         worker's half of the forward pass cost 80% of the whole) and not
         small (``COLUMN_SPLIT_MIN``). The output layer goes by rows: the loss
         and the output delta need whole rows. One worker: serial's calls.
+        bf16 products: by rows (the workspace's bf16 copies are whole layers').
         """
         plan = self._plans.get(n)
         if plan is None:
             sizes, last = self.network.sizes, len(self._layers) - 1
 
             def by_columns(weights: np.ndarray, width: int) -> bool:
-                return self._workers > 1 and weights.size >= COLUMN_SPLIT_MIN and width > n
+                return (self._workers > 1 and not self._ws.bf16
+                        and weights.size >= COLUMN_SPLIT_MIN and width > n)
 
             parts: list[tuple[int, int, bool]] = []
             for l in range(last + 1):
@@ -472,9 +478,7 @@ class ThreadsExecutor(Executor):
             c0, c1 = (0, self._layers[l][1].shape[0]) if l in self._shared \
                 else self._columns[l][k]
             if c0 < c1:
-                a_prev = x if l == 0 else ws.a[l - 1][:n]
-                optimizer.columns(l, c0, c1, a_prev, ws.delta[l][:n, c0:c1], lr, batch,
-                                  ws.bias_step[l][c0:c1])
+                optimizer.columns(l, c0, c1, ws, x, n, lr, batch)
         if not optimizer.folded:
             self._barrier.wait()             # every column of the gradient mean is written
-            optimizer.apply_flat(self._update_segments[k], lr, t)
+            optimizer.apply_flat(self._update_segments[k], lr, t, ws)
