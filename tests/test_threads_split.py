@@ -18,8 +18,9 @@ from parallel_backprop.backprop import gradient
 from parallel_backprop.executors import make_executor, threads
 from parallel_backprop.network import Network
 from parallel_backprop.optim import OptimizerConfig
-from test_executors import (BATCHES, LR, PARALLEL, executor_kwargs, five_batches, one_step,
-                            run_steps, small_network)
+from test_executors import (BATCHES, LR, PARALLEL, five_batches, one_step, run_steps,
+                            small_network)
+from test_executors import test_one_step_matches_serial_float32 as one_step_matches_serial
 
 
 @pytest.fixture
@@ -31,16 +32,7 @@ def split_small(monkeypatch):
 @pytest.mark.parametrize("workers", [2, 3, 4])
 @pytest.mark.parametrize("name", PARALLEL)
 def test_split_step_matches_serial_float32(split_small, name, workers, batch_size, rows):
-    rng = np.random.default_rng(rows * 10 + workers)
-    network = small_network()
-    params = network.init_params(rng)
-    x, y = random_batch(network, rows, rng, np.float32)
-    serial_loss, expected = one_step("serial", network, params, x, y, batch_size)
-    loss, actual = one_step(name, network, params, x, y, batch_size,
-                            **executor_kwargs(name, workers))
-    assert loss == pytest.approx(serial_loss, rel=1e-5)
-    assert_allclose_verbose(actual, expected, rtol=1e-5, atol=1e-7,
-                            what=f"{name} T={workers} n={rows}")
+    one_step_matches_serial(name, workers, batch_size, rows)
 
 
 @pytest.mark.parametrize("rows", [37, 7, 3])

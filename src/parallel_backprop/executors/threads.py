@@ -181,6 +181,31 @@ class ThreadsExecutor(Executor):
         self._turn = 0
         self._row_shards: dict[tuple[int, int], list[Workspace]] = {}  # (n, layer) -> T views
         self._plans: dict[int, tuple[list[tuple[int, int, bool]], int]] = {}  # n -> _plan
+        self._split_columns(T)
+        # Worker k's flat range [cut_k, cut_k+1) of the parameters, for updates that
+        # come after every gradient column is written (mpi; the rules other than SGD).
+        P = self._params.size
+        self._flat_cuts = [min(P, round(k * P / T / COLUMN_ALIGN) * COLUMN_ALIGN)
+                           for k in range(T)] + [P]
+        self._update_segments = [self._optimizer.segments(*self._flat_cuts[k:k + 2])
+                                 for k in range(T)]
+        self._losses = [0.0] * T
+
+        self._job: tuple = (_SYNC,)
+        self._error: BaseException | None = None
+        self._error_lock = threading.Lock()
+        self._closed = False
+        self._barrier = threading.Barrier(T)
+        self._blas_limit = blas_thread_limit(blas_threads)
+        self._pool = [threading.Thread(target=self._worker, args=(k,),
+                                       name=f"pbp-{self.name}-{k}", daemon=True)
+                      for k in range(1, T)]
+        for thread in self._pool:
+            thread.start()
+
+    def _split_columns(self, T: int) -> None:
+        """Worker k's columns [c0, c1) of each layer's output (``_columns``), and the
+        layers too narrow to split (``_shared``), updated by whichever worker is free."""
         # Worker k's columns [c0, c1) of each layer's output, W and b views of them.
         # Cuts are counted from the right, so a layer narrower than 16 columns
         # per worker (the output layer) falls whole to worker 0: split by columns
@@ -202,26 +227,6 @@ class ThreadsExecutor(Executor):
                         if T > 1 and columns[0] == (0, self._layers[l][1].shape[0])]
         self._own = [l for l in range(len(self._layers)) if l not in self._shared]
         self._spare: list = [iter(()) for _ in range(T)]    # k -> the step's iterator
-        # Worker k's flat range [cut_k, cut_k+1) of the parameters, for updates that
-        # come after every gradient column is written (mpi; the rules other than SGD).
-        P = self._params.size
-        self._flat_cuts = [min(P, round(k * P / T / COLUMN_ALIGN) * COLUMN_ALIGN)
-                           for k in range(T)] + [P]
-        self._update_segments = [self._optimizer.segments(*self._flat_cuts[k:k + 2])
-                                 for k in range(T)]
-        self._losses = [0.0] * T
-
-        self._job: tuple = (_SYNC,)
-        self._error: BaseException | None = None
-        self._error_lock = threading.Lock()
-        self._closed = False
-        self._barrier = threading.Barrier(T)
-        self._blas_limit = blas_thread_limit(blas_threads)
-        self._pool = [threading.Thread(target=self._worker, args=(k,),
-                                       name=f"pbp-{self.name}-{k}", daemon=True)
-                      for k in range(1, T)]
-        for thread in self._pool:
-            thread.start()
 
     # ---- the public contract -------------------------------------------------
 
