@@ -59,8 +59,8 @@ arguments, the barrier's waiter locks); the row views of the workspace are
 made once per distinct batch length (the full batch and the epoch's last).
 
 The step costs two barrier crossings: "go" and "deltas written", and one
-more after each part of the pass split by columns (a crossing costs ~10 us;
-the waits are the workers' imbalance). The caller
+more after each part of the pass split by columns (~10 us each, with a
+tail of 200 us and more on a virtual machine; docs/executors.md). The caller
 returns as soon as its own columns are updated; the other workers finish
 theirs while the trainer gathers the next batch, and the next "go" (which
 every worker reaches only after its update) orders it before the next
@@ -350,8 +350,8 @@ class ThreadsExecutor(Executor):
         n = x.shape[0]
         inputs = self._inputs[self._turn][:n]
         self._turn ^= 1
-        if self._plan(n)[0][0][2] and not (x.dtype == inputs.dtype
-                                                and x.flags.c_contiguous):
+        first_by_columns = self._plan(n)[0][0][2]
+        if first_by_columns and not (x.dtype == inputs.dtype and x.flags.c_contiguous):
             inputs[...] = x                  # the first layer's columns read every row of x:
             x = inputs                       # rows gemm takes as they are
         t = self._optimizer.next_step()
