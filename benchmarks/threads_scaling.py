@@ -28,18 +28,19 @@ import statistics
 import time
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from parallel_backprop import Network, make_executor
 from parallel_backprop.executors import threads as threads_module
-from parallel_backprop.gemm import gemm
+from parallel_backprop.gemm import blas_thread_limit, gemm
 
 
 def gemm_rate(operands: tuple[np.ndarray, np.ndarray, np.ndarray], threads: int,
               repeats: int) -> float:
     """GFLOP/s of ``c = a @ b`` on ``threads`` BLAS threads, the best of ``repeats``."""
     a, b, c = operands
-    with threadpool_limits(threads, user_api="blas"):
+    # blas_thread_limit loads the BLAS first: threadpoolctl alone misses a
+    # library not loaded yet (SciPy's, on the first gemm) and leaves it on all cores.
+    with blas_thread_limit(threads):
         gemm(a, b, c)
         best = float("inf")
         for _ in range(repeats):
