@@ -5,20 +5,26 @@ no gradient written), and SGD with weight decay too, the weights first
 scaled by ``1 - lr * wd``. Every other rule needs the gradient MEAN written
 out: :func:`..backprop.layer_gradient` with ``scale = 1 / batch`` into a
 flat buffer laid out like the parameters, each worker its column blocks of
-every layer; then, once every column is written, :func:`..optim.apply` on
-a flat range per worker (cut at weight/bias boundaries: weight decay is for
-weights only) of the parameters, the gradient, each state buffer and a
-scratch buffer. The ranges are disjoint, so one shared scratch buffer serves
-every worker and no update needs a lock.
+every layer. Then the rule, in one of two ways:
 
-Why flat ranges and a barrier, when the folded SGD update needs neither?
-The rules are a dozen element-wise passes (Adam), and NumPy's ufuncs on a
-column block of W (a strided view) ran 3x slower per element than on a
-contiguous range (measured on 2 cores, Net-1h: half of W's columns 2.6 ms,
-half of its entries as one range 0.8 ms); the barrier costs far less.
+* compiled (:data:`..optim.native` built): on the same column blocks, by
+  the worker that has just written them (:meth:`HostOptimizer.columns`),
+  while its gradient block is still in cache. The compiled pass walks a
+  column block's rows as fast as a contiguous range, so no worker waits for
+  another: the threads executor needs no barrier before the update.
+* NumPy's passes: once every column is written (a barrier), on a flat range
+  per worker (:meth:`HostOptimizer.apply_flat`), because NumPy's ufuncs on a
+  column block of W (a strided view) ran 3x slower per element than on a
+  contiguous range (measured on 2 cores, Net-1h: half of W's columns 2.6 ms,
+  half of its entries as one range 0.8 ms).
+
+Ranges and blocks are cut at weight/bias boundaries (weight decay is for
+weights only) and are disjoint, so no update needs a lock. The MPI executor
+sums the gradient over ranks first and always applies the rule on flat
+ranges (compiled where it can).
 
 The step count ``t`` is the executor's: it advances once per step, before
-the step's jobs are posted, and every worker reads the step's ``t``.
+the step's jobs are posted, and every worker is handed the step's ``t``.
 """
 
 from __future__ import annotations
@@ -32,11 +38,12 @@ from ..network import Network
 from ..optim import OptimizerConfig
 from .base import OptimizerState
 
-# optim.apply makes ~13 passes over its slice (Adam); in blocks of this many
-# entries the five arrays a block touches (256 KB each in float32) stay in
-# the L2 cache between passes. Measured on 2 cores (Xeon, 2 MB L2 per core),
-# Adam over Net-1h's 814,090 parameters: 2.7 ms in one call, 1.75 ms in
-# blocks of 65,536 (1.97 ms at 16,384, where the calls' overhead shows).
+# optim.numpy_apply makes ~13 passes over its slice (Adam); in blocks of this
+# many entries the five arrays a block touches (256 KB each in float32) stay
+# in the L2 cache between passes. Measured on 2 cores (Xeon, 2 MB L2 per
+# core), Adam over Net-1h's 814,090 parameters: 2.7 ms in one call, 1.75 ms
+# in blocks of 65,536 (1.97 ms at 16,384, where the calls' overhead shows).
+# The compiled pass reads each element once and takes a range whole.
 BLOCK = 65536
 
 
@@ -57,6 +64,10 @@ class HostOptimizer:
     ``fold_sgd``: SGD (with or without weight decay) is folded into the
     gradient product; an executor that must sum gradients first (mpi) says
     False and passes its reduction buffer as ``gradient``.
+
+    :attr:`flat_pass`: whether the executor must call :meth:`apply_flat`
+    once every column of the gradient is written (else :meth:`columns` has
+    applied the rule already).
     """
 
     def __init__(self, network: Network, params: np.ndarray, config: OptimizerConfig | None,
@@ -76,11 +87,15 @@ class HostOptimizer:
             self.t = int(state.step)
         self.folded = fold_sgd and config.name == "sgd"
         applies = not (self.folded or config.is_plain_sgd)
+        # The rule on each worker's columns as soon as they are written (compiled).
+        self.in_columns = applies and fold_sgd and optim.native is not None
+        self.flat_pass = applies and not self.in_columns
         self.grad = gradient if gradient is not None or not applies else np.empty(n_params, dtype)
-        self.scratch = np.empty(n_params, dtype) if applies else None
+        self.scratch = np.empty(n_params, dtype) if self.flat_pass else None
         self._params = params
         self.layers = network.layers(params)
         self.grad_layers = None if self.grad is None else network.layers(self.grad)
+        self.state_layers = [network.layers(buffer) for buffer in self.state]
         self._bounds = _weight_bias_bounds(network)
 
     def next_step(self) -> int:
@@ -93,22 +108,29 @@ class HostOptimizer:
         return OptimizerState(self.state.copy(), self.t)
 
     def columns(self, l: int, c0: int, c1: int, a_prev: np.ndarray, delta: np.ndarray,
-                lr: float, batch: int, bias_step: np.ndarray) -> None:
-        """Layer l's output columns [c0, c1) from ``delta`` (n, c1 - c0), ``batch`` the global rows.
+                lr: float, batch: int, bias_step: np.ndarray, t: int) -> None:
+        """Layer l's output columns [c0, c1) from ``delta`` (n, c1 - c0), ``batch`` the global
+        rows, at step ``t``.
 
         Folded: the SGD update of those columns (``bias_step`` (c1 - c0,) its
-        scratch). Otherwise: those columns of the gradient mean, for
-        :meth:`apply_flat` once every column is written.
+        scratch). Otherwise: those columns of the gradient mean, then the rule
+        on them (:attr:`in_columns`) or, later, :meth:`apply_flat`.
         """
         weights, bias = self.layers[l]
         if self.folded:
             if self.config.weight_decay:      # p(1 - lr wd) - lr g = p - lr (g + wd p)
                 weights[:, c0:c1] *= 1.0 - lr * self.config.weight_decay
             update(weights[:, c0:c1], bias[c0:c1], a_prev, delta, lr / batch, bias_step)
-        else:
-            grad_weights, grad_bias = self.grad_layers[l]
-            layer_gradient(a_prev, delta, grad_weights[:, c0:c1], grad_bias[c0:c1],
-                           1.0 / batch)
+            return
+        grad_weights, grad_bias = self.grad_layers[l]
+        layer_gradient(a_prev, delta, grad_weights[:, c0:c1], grad_bias[c0:c1], 1.0 / batch)
+        if self.in_columns:
+            for part, decay in ((0, True), (1, False)):
+                block = (slice(None), slice(c0, c1)) if decay else slice(c0, c1)
+                optim.apply(self.config, self.layers[l][part][block],
+                            self.grad_layers[l][part][block],
+                            [state[l][part][block] for state in self.state_layers], lr, t,
+                            decay=decay, scratch=None)
 
     def segments(self, lo: int, hi: int) -> list[tuple[int, int, bool]]:
         """Flat range [lo, hi) cut at weight/bias boundaries: ``(start, stop, is_weights)``."""
@@ -118,6 +140,11 @@ class HostOptimizer:
     def apply_flat(self, segments: list[tuple[int, int, bool]], lr: float, t: int) -> None:
         """:func:`..optim.apply` on flat ranges of the parameters from :attr:`grad` (the mean)."""
         for lo, hi, decay in segments:
+            if optim.native is not None:      # one pass: no blocks needed, no scratch
+                optim.apply(self.config, self._params[lo:hi], self.grad[lo:hi],
+                            [buffer[lo:hi] for buffer in self.state], lr, t, decay=decay,
+                            scratch=None)
+                continue
             arrays = [self._params, self.grad, self.scratch, *self.state]
             self._apply_blocks([array[lo:hi] for array in arrays], lr, t, decay)
 
@@ -126,7 +153,7 @@ class HostOptimizer:
         length, in blocks of ``BLOCK`` entries (see there)."""
         for lo in range(0, arrays[0].shape[0], BLOCK):
             p, g, scratch, *state = (array[lo:lo + BLOCK] for array in arrays)
-            optim.apply(self.config, p, g, state, lr, t, decay=decay, scratch=scratch)
+            optim.numpy_apply(self.config, p, g, state, lr, t, decay=decay, scratch=scratch)
 
 
 def _weight_bias_bounds(network: Network) -> list[tuple[int, int, bool]]:
