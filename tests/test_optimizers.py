@@ -182,6 +182,26 @@ def test_compiled_pass_equals_numpy_passes_bit_for_bit(optimizer, dtype):
 
 
 @needs_compiled
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_momentum_descent_equals_numpy_passes(dtype, monkeypatch):
+    rng = np.random.default_rng(13)
+    p, v = (rng.standard_normal((23, 90)).astype(dtype) for _ in range(2))
+    results = []
+    for compiled in (True, False):
+        if not compiled:
+            monkeypatch.setattr(optim, "native", None)
+        mine_p, mine_v = p.copy(), v.copy()
+        for wd in (0.01, 0.0):
+            optim.descend(mine_p[:, 10:80], mine_v[:, 10:80], 0.05, wd,
+                          np.empty((23, 70), dtype))
+        results.append((mine_p, mine_v))
+    (p1, v1), (p2, v2) = results
+    assert np.array_equal(p1, p2) and np.array_equal(v1, v2)
+    assert not np.array_equal(p1, p) and not np.array_equal(v1, v)
+    assert np.array_equal(p1[:, :10], p[:, :10]) and np.array_equal(v1[:, 80:], v[:, 80:])
+
+
+@needs_compiled
 def test_compiled_pass_refuses_arrays_that_do_not_match():
     p, g, v = (np.zeros((4, 6), np.float32) for _ in range(3))
     with pytest.raises(ValueError, match="share one shape and type"):

@@ -121,6 +121,24 @@ def apply(config: OptimizerConfig, p: np.ndarray, g: np.ndarray, state: list[np.
         native.momentum(p, g, *state, config.momentum, lr, wd, config.name == "nesterov")
 
 
+def descend(p: np.ndarray, velocity: np.ndarray, lr: float, wd: float,
+            scratch: np.ndarray | None) -> None:
+    """Momentum's step once ``velocity`` holds ``mu * v + g`` (the executors fold that into
+    the gradient product): ``v += wd * p`` (when ``wd``), then ``p -= lr * v``.
+
+    Compiled where :data:`native` was built, else NumPy's passes (``scratch``
+    of ``p``'s shape); the same result to the bit.
+    """
+    if native is not None:
+        native.descend(p, velocity, lr, wd)
+        return
+    if wd:
+        np.multiply(p, wd, out=scratch)
+        velocity += scratch
+    np.multiply(velocity, lr, out=scratch)
+    p -= scratch
+
+
 def _adam_constants(config: OptimizerConfig, lr: float, t: int) -> tuple[float, ...]:
     """b1, 1 - b1, b2, 1 - b2, 1 / sqrt(1 - b2^t), eps, lr / (1 - b1^t): Adam's factors."""
     b1, b2 = config.beta1, config.beta2
@@ -210,5 +228,5 @@ def reference_step(config: OptimizerConfig, params: np.ndarray, grad: np.ndarray
         params -= lr * m_hat / (np.sqrt(s_hat) + config.eps)
 
 
-__all__ = ["OPTIMIZERS", "OptimizerConfig", "apply", "native", "numpy_apply",
+__all__ = ["OPTIMIZERS", "OptimizerConfig", "apply", "descend", "native", "numpy_apply",
            "reference_step"]

@@ -25,6 +25,8 @@
  *       p -= v * lr  |  nesterov: p -= (g' + v * mu) * lr
  *   sgd(p, g, lr, wd)
  *       [g' = g + p * wd];  p -= g' * lr
+ *   descend(p, v, lr, wd)          (momentum, the gradient already in v)
+ *       [v = v + p * wd];  p -= v * lr
  *
  * wd = 0 and shrink = 1 leave their operation out, as optim.py does.
  */
@@ -63,7 +65,7 @@ typedef struct {
 
 typedef struct {
     double lr, wd;
-} SgdConstants;
+} SgdConstants;     /* sgd and descend */
 
 /* ---- one row of each rule, for float and for double ------------------------ */
 
@@ -118,6 +120,21 @@ CLONES static void sgd_row_##T(T *restrict p, const T *restrict g, Py_ssize_t n,
         if (l2)                                                                       \
             gi = gi + p[i] * wd;                                                      \
         p[i] = p[i] - gi * lr;                                                        \
+    }                                                                                 \
+}                                                                                     \
+                                                                                      \
+CLONES static void descend_row_##T(T *restrict p, T *restrict v, Py_ssize_t n,        \
+                                   const SgdConstants *k)                             \
+{                                                                                     \
+    const T lr = (T)k->lr, wd = (T)k->wd;                                             \
+    const int l2 = k->wd != 0.0;                                                      \
+    for (Py_ssize_t i = 0; i < n; i++) {                                              \
+        T vi = v[i];                                                                  \
+        if (l2) {                                                                     \
+            vi = vi + p[i] * wd;                                                      \
+            v[i] = vi;                                                                \
+        }                                                                             \
+        p[i] = p[i] - vi * lr;                                                        \
     }                                                                                 \
 }
 
@@ -273,6 +290,23 @@ static PyObject *fused_sgd(PyObject *self, PyObject *const *args, Py_ssize_t nar
     Py_RETURN_NONE;
 }
 
+static PyObject *fused_descend(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    double x[2];
+    Py_buffer views[2];
+    Blocks b;
+    if (check_count("descend", nargs, 4) < 0 || get_doubles(args + 2, 2, x) < 0
+        || get_blocks(args, 2, views, &b) < 0)
+        return NULL;
+    const SgdConstants k = {x[0], x[1]};
+    if (b.is_double)
+        EACH_ROW(b, descend_row_double(ROW(b, 0, double), ROW(b, 1, double), b.cols, &k));
+    else
+        EACH_ROW(b, descend_row_float(ROW(b, 0, float), ROW(b, 1, float), b.cols, &k));
+    release(views, 2);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"adam", (PyCFunction)(void (*)(void))fused_adam, METH_FASTCALL,
      "adam(p, g, m, v, b1, 1-b1, b2, 1-b2, c2, eps, c1, wd, shrink): one Adam/AdamW step "
@@ -281,6 +315,8 @@ static PyMethodDef methods[] = {
      "momentum(p, g, v, mu, lr, wd, nesterov): one momentum or Nesterov step in place."},
     {"sgd", (PyCFunction)(void (*)(void))fused_sgd, METH_FASTCALL,
      "sgd(p, g, lr, wd): one SGD step in place, with L2 weight decay when wd > 0."},
+    {"descend", (PyCFunction)(void (*)(void))fused_descend, METH_FASTCALL,
+     "descend(p, v, lr, wd): momentum's step once v holds mu * v + g; adds wd * p to v."},
     {NULL, NULL, 0, NULL},
 };
 

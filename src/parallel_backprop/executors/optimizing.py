@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import optim
-from ..backprop import layer_gradient, update
+from ..backprop import accumulate, layer_gradient, update
 from ..errors import ConfigError
 from ..network import Network
 from ..optim import OptimizerConfig
@@ -87,10 +87,14 @@ class HostOptimizer:
             self.t = int(state.step)
         self.folded = fold_sgd and config.name == "sgd"
         applies = not (self.folded or config.is_plain_sgd)
+        # Momentum's velocity v := mu * v + g is the gradient GEMM with beta = mu.
+        self.folds_velocity = fold_sgd and config.name == "momentum"
         # The rule on each worker's columns as soon as they are written (compiled).
         self.in_columns = applies and fold_sgd and optim.native is not None
         self.flat_pass = applies and not self.in_columns
-        self.grad = gradient if gradient is not None or not applies else np.empty(n_params, dtype)
+        writes_gradient = applies and not self.folds_velocity
+        self.grad = (gradient if gradient is not None or not writes_gradient
+                     else np.empty(n_params, dtype))
         self.scratch = np.empty(n_params, dtype) if self.flat_pass else None
         self._params = params
         self.layers = network.layers(params)
@@ -121,16 +125,30 @@ class HostOptimizer:
             if self.config.weight_decay:      # p(1 - lr wd) - lr g = p - lr (g + wd p)
                 weights[:, c0:c1] *= 1.0 - lr * self.config.weight_decay
             update(weights[:, c0:c1], bias[c0:c1], a_prev, delta, lr / batch, bias_step)
-            return
-        grad_weights, grad_bias = self.grad_layers[l]
-        layer_gradient(a_prev, delta, grad_weights[:, c0:c1], grad_bias[c0:c1], 1.0 / batch)
-        if self.in_columns:
-            for part, decay in ((0, True), (1, False)):
-                block = (slice(None), slice(c0, c1)) if decay else slice(c0, c1)
-                optim.apply(self.config, self.layers[l][part][block],
-                            self.grad_layers[l][part][block],
-                            [state[l][part][block] for state in self.state_layers], lr, t,
-                            decay=decay, scratch=None)
+        elif self.folds_velocity:
+            velocity_weights, velocity_bias = self.state_layers[0][l]
+            accumulate(a_prev, delta, velocity_weights[:, c0:c1], velocity_bias[c0:c1],
+                       1.0 / batch, self.config.momentum, bias_step)
+            if self.in_columns:
+                for block, (p, v), decay in self._blocks(l, c0, c1, self.layers,
+                                                         self.state_layers[0]):
+                    optim.descend(p, v, lr, self.config.weight_decay if decay else 0.0, None)
+        else:
+            grad_weights, grad_bias = self.grad_layers[l]
+            layer_gradient(a_prev, delta, grad_weights[:, c0:c1], grad_bias[c0:c1],
+                           1.0 / batch)
+            if self.in_columns:
+                for block, (p, g, *state), decay in self._blocks(
+                        l, c0, c1, self.layers, self.grad_layers, *self.state_layers):
+                    optim.apply(self.config, p, g, state, lr, t, decay=decay, scratch=None)
+
+    @staticmethod
+    def _blocks(l: int, c0: int, c1: int, *layered: list) -> list:
+        """Columns [c0, c1) of layer l's W, then of its b, in each of ``layered`` (per-layer
+        ``(W, b)`` views): ``(block, [arrays' views], is_weights)``."""
+        blocks = ((slice(None), slice(c0, c1)), slice(c0, c1))
+        return [(block, [views[l][part][block] for views in layered], part == 0)
+                for part, block in enumerate(blocks)]
 
     def segments(self, lo: int, hi: int) -> list[tuple[int, int, bool]]:
         """Flat range [lo, hi) cut at weight/bias boundaries: ``(start, stop, is_weights)``."""
@@ -140,6 +158,11 @@ class HostOptimizer:
     def apply_flat(self, segments: list[tuple[int, int, bool]], lr: float, t: int) -> None:
         """:func:`..optim.apply` on flat ranges of the parameters from :attr:`grad` (the mean)."""
         for lo, hi, decay in segments:
+            if self.folds_velocity:           # v already holds mu * v + g
+                optim.descend(self._params[lo:hi], self.state[0][lo:hi], lr,
+                              self.config.weight_decay if decay else 0.0,
+                              None if self.scratch is None else self.scratch[lo:hi])
+                continue
             if optim.native is not None:      # one pass: no blocks needed, no scratch
                 optim.apply(self.config, self._params[lo:hi], self.grad[lo:hi],
                             [buffer[lo:hi] for buffer in self.state], lr, t, decay=decay,
