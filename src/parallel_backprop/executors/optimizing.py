@@ -100,6 +100,7 @@ class HostOptimizer:
         self.layers = network.layers(params)
         self.grad_layers = None if self.grad is None else network.layers(self.grad)
         self.state_layers = [network.layers(buffer) for buffer in self.state]
+        self._block_views: dict[tuple[int, int, int], list] = {}
         self._bounds = _weight_bias_bounds(network)
 
     def next_step(self) -> int:
@@ -130,25 +131,33 @@ class HostOptimizer:
             accumulate(a_prev, delta, velocity_weights[:, c0:c1], velocity_bias[c0:c1],
                        1.0 / batch, self.config.momentum, bias_step)
             if self.in_columns:
-                for block, (p, v), decay in self._blocks(l, c0, c1, self.layers,
-                                                         self.state_layers[0]):
+                for (p, v), decay in self._blocks(l, c0, c1):
                     optim.descend(p, v, lr, self.config.weight_decay if decay else 0.0, None)
         else:
             grad_weights, grad_bias = self.grad_layers[l]
             layer_gradient(a_prev, delta, grad_weights[:, c0:c1], grad_bias[c0:c1],
                            1.0 / batch)
             if self.in_columns:
-                for block, (p, g, *state), decay in self._blocks(
-                        l, c0, c1, self.layers, self.grad_layers, *self.state_layers):
+                for (p, g, *state), decay in self._blocks(l, c0, c1):
                     optim.apply(self.config, p, g, state, lr, t, decay=decay, scratch=None)
 
-    @staticmethod
-    def _blocks(l: int, c0: int, c1: int, *layered: list) -> list:
-        """Columns [c0, c1) of layer l's W, then of its b, in each of ``layered`` (per-layer
-        ``(W, b)`` views): ``(block, [arrays' views], is_weights)``."""
-        blocks = ((slice(None), slice(c0, c1)), slice(c0, c1))
-        return [(block, [views[l][part][block] for views in layered], part == 0)
-                for part, block in enumerate(blocks)]
+    def _blocks(self, l: int, c0: int, c1: int) -> list:
+        """Columns [c0, c1) of layer l's W, then of its b: ``([views], is_weights)``, the
+        views of the parameters, of the gradient (if written) and of each state buffer.
+
+        Made once per block (a worker's blocks are the same every step): slicing
+        a dozen views per step costs more than a small layer's update.
+        """
+        key = (l, c0, c1)
+        blocks = self._block_views.get(key)
+        if blocks is None:             # workers have disjoint keys: no lock needed
+            layered = [self.layers, *([] if self.grad is None else [self.grad_layers]),
+                       *self.state_layers]
+            cuts = ((slice(None), slice(c0, c1)), slice(c0, c1))
+            blocks = [([views[l][part][cut] for views in layered], part == 0)
+                      for part, cut in enumerate(cuts)]
+            self._block_views[key] = blocks
+        return blocks
 
     def segments(self, lo: int, hi: int) -> list[tuple[int, int, bool]]:
         """Flat range [lo, hi) cut at weight/bias boundaries: ``(start, stop, is_weights)``."""
