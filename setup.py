@@ -1,18 +1,19 @@
-"""Compiled pieces of the package; everything else is declared in pyproject.toml.
-
-Each extension is optional: where it cannot be built (no C compiler), the
-install goes on without it and the package uses its NumPy code instead.
-"""
+"""Compiled pieces, each optional: the package works (slower) without them."""
 
 import sys
 
 from setuptools import Extension, setup
 
-# No -ffast-math: the kernels must round as NumPy does (see each source file).
-UNIX_FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno"]
-FLAGS = [] if sys.platform == "win32" else UNIX_FLAGS
+# The update rules must round as NumPy does (see fused.c): no fused multiply-add,
+# no -ffast-math; -fno-math-errno only lets sqrt vectorise.
+FUSED_FLAGS = [] if sys.platform == "win32" else ["-O3", "-ffp-contract=off",
+                                                  "-fno-math-errno"]
 
-setup(ext_modules=[
+ext_modules = [
+    Extension("parallel_backprop._bf16", ["src/parallel_backprop/_native/bf16.c"],
+              extra_compile_args=["-O3"], optional=True),
     Extension("parallel_backprop._fused", ["src/parallel_backprop/_native/fused.c"],
-              extra_compile_args=FLAGS, optional=True),
-])
+              extra_compile_args=FUSED_FLAGS, optional=True),
+]
+
+setup(ext_modules=ext_modules)

@@ -46,6 +46,10 @@ FIXTURE_MARKS = {
 # "file::test" (any parameters) -> marks; slow ones measured at 0.3 s or more.
 TEST_MARKS = {
     "test_bench.py::test_torch_peer_runs_the_same_work": {"slow", "subprocess"},
+    "test_bf16.py::test_mpi_in_bf16_agrees_with_serial_bf16": {"slow", "subprocess", "mpi"},
+    "test_bf16.py::test_bf16_workloads_take_steps": {"slow"},      # imports torch, jax
+    "test_bf16.py::test_estimators_train_in_bf16_like_fp32": {"slow"},
+    "test_bf16.py::test_estimators_name_a_bad_precision": {"slow"},   # imports scikit-learn
     "test_bench.py::test_mpi_ranks_agree_on_the_number_of_steps": {"slow", "subprocess"},
     "test_bench.py::test_ctrl_c_writes_what_was_measured": {"slow", "subprocess"},
     "test_checkpoint.py::test_sigkill_at_a_random_moment_then_resume_gives_the_same_model":

@@ -552,7 +552,8 @@ def test_rejects_what_it_cannot_run():
         make_executor("gpu", network, params.astype(np.float64), batch_size=8)
     with pytest.raises(ConfigError, match="precision 'bf16': expected one of fp32, tf32"):
         make_executor("gpu", network, params, batch_size=8, precision="bf16")
-    with pytest.raises(ConfigError, match="precision 'tf32': expected one of fp32 for executor 'serial'"):
+    with pytest.raises(ConfigError,
+                       match="precision 'tf32': expected one of fp32, bf16 for executor 'serial'"):
         make_executor("serial", network, params, batch_size=8, precision="tf32")
     wide = Network((3, gk.MAX_ROW_BLOCK + 1), ("softmax",), "cross-entropy")
     with pytest.raises(ConfigError, match=f"softmax output of {gk.MAX_ROW_BLOCK + 1} units"):

@@ -232,6 +232,32 @@ def test_executors_take_the_same_steps_without_the_compiled_pass(optimizer, name
     assert compiled[2] == passes[2]
 
 
+@pytest.mark.parametrize("name,threads", [("serial", 1), ("threads", 2)])
+@pytest.mark.parametrize("optimizer", ["momentum-wd", "adam-wd"])
+def test_bf16_products_see_every_update(optimizer, name, threads, rule_path):
+    # The bf16 copy of W that products read is refreshed after the rule (on a
+    # worker's columns, or on flat ranges): else the loss would not follow fp32's.
+    bf16_test = pytest.importorskip("test_bf16")
+    if bf16_test.SKIP_REASON is not None:
+        pytest.skip(f"no bf16 here: {bf16_test.SKIP_REASON}")
+    from parallel_backprop import gemm as gemm_module
+    before = gemm_module.current_blas().name
+    config, rng = CONFIGS[optimizer], np.random.default_rng(14)
+    x, y = random_batch(NETWORK, 64, rng, np.float32)
+    losses = {}
+    try:
+        for precision in ("fp32", "bf16"):
+            with make_executor(name, NETWORK, NETWORK.init_params(15), batch_size=64,
+                               threads=threads, precision=precision,
+                               optimizer=config) as executor:
+                losses[precision] = [executor.step(x, y, 0.02 if "adam" in optimizer else 0.3)
+                                     for _ in range(8)]
+    finally:
+        gemm_module.use_blas(before)
+    assert losses["fp32"][-1] < 0.85 * losses["fp32"][0]       # a stale copy would show
+    assert losses["bf16"][-1] == pytest.approx(losses["fp32"][-1], rel=0.02), losses
+
+
 @pytest.mark.parametrize("name,threads", [("serial", 1), ("threads", 3)])
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam-wd"])
 def test_integer_weights_are_repeated_rows(optimizer, name, threads):

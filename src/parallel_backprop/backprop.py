@@ -19,6 +19,13 @@ Shapes, for a shard of ``n`` samples and layer ``l`` with ``n_in -> n_out``::
 Gradients and losses are SUMS over the shard, never means: shards of uneven
 size then add up exactly, and the executor divides once by the global batch
 (:func:`layer_gradient`'s ``scale``, 1 / batch for an optimizer's mean).
+
+Precision (:mod:`.precision`): a ``bf16`` workspace multiplies bfloat16
+copies (of x, of each hidden activation, of each delta, and of each W,
+refreshed after every update) with float32 accumulation into the same
+float32 buffers an ``fp32`` one uses; everything element-wise stays float32,
+and so do the master weights the updates write. Which operands a product
+takes is :func:`product_operands`'s answer, so executors need not know.
 """
 
 from __future__ import annotations
@@ -28,14 +35,24 @@ import copy
 import numpy as np
 
 from .activations import get_activation, loss_sum, output_delta
+from .blas_libraries import bfloat16
+from .errors import ConfigError
 from .gemm import gemm
 from .network import Network
+from .precision import PRECISIONS, to_bf16, use_bf16_blas
 
 
 class Workspace:
-    """Buffers for one worker's forward and backward pass, up to ``rows`` samples."""
+    """Buffers for one worker's forward and backward pass, up to ``rows`` samples.
 
-    def __init__(self, network: Network, rows: int, dtype: np.dtype | type = np.float32):
+    ``precision`` "bf16" adds the bfloat16 copies its products read (float32
+    ``dtype`` only; it switches :mod:`.gemm` to a BLAS with a bf16 GEMM if the
+    current one has none) and needs ``params``, the float32 master parameters whose
+    bf16 copy it keeps (:meth:`refresh`, :meth:`refresh_columns`).
+    """
+
+    def __init__(self, network: Network, rows: int, dtype: np.dtype | type = np.float32,
+                 precision: str = "fp32", params: np.ndarray | None = None):
         self.network = network
         self.rows = rows
         self.functions = [get_activation(name) for name in network.activations]
@@ -48,6 +65,38 @@ class Workspace:
         # needs its input (user-defined ones); the built-ins use the output.
         self.z = [np.empty((rows, w), dtype) if f.derivative_from == "input" else None
                   for f, w in zip(self.functions, widths)]
+        self.precision = precision
+        self.bf16 = precision == "bf16"
+        if self.bf16:
+            self._bf16_copies(network, rows, dtype, params)
+        elif precision not in PRECISIONS:
+            raise ConfigError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+
+    def _bf16_copies(self, network: Network, rows: int, dtype, params: np.ndarray | None):
+        """The bfloat16 operands: x, hidden activations, deltas, and the parameters' copy."""
+        if np.dtype(dtype) != np.float32 or params is None or params.dtype != np.float32:
+            raise ConfigError("precision 'bf16': expected float32 buffers and the float32 "
+                              "parameters to keep a bf16 copy of")
+        use_bf16_blas()        # a BLAS with a bf16 GEMM, or a one-line error saying why not
+        widths = network.sizes[1:]
+        self.x16 = np.empty((rows, network.sizes[0]), bfloat16)
+        self.a16 = [np.empty((rows, w), bfloat16) for w in widths[:-1]]
+        self.delta16 = [np.empty((rows, w), bfloat16) for w in widths]
+        self.params = params
+        self.params16 = np.empty(params.shape, bfloat16)   # shared by every row view
+        self.layers16 = network.layers(self.params16)
+        self.master_layers = network.layers(params)
+        self.refresh()
+
+    def refresh(self, lo: int = 0, hi: int | None = None) -> None:
+        """Copy the master parameters [lo, hi) (flat) into their bf16 copy; no-op in fp32."""
+        if self.bf16:
+            to_bf16(self.params[lo:hi], self.params16[lo:hi])
+
+    def refresh_columns(self, l: int, c0: int, c1: int) -> None:
+        """Copy columns [c0, c1) of layer l's master W into its bf16 copy; no-op in fp32."""
+        if self.bf16:
+            to_bf16(self.master_layers[l][0][:, c0:c1], self.layers16[l][0][:, c0:c1])
 
     def row_view(self, start: int, stop: int) -> "Workspace":
         """A workspace over rows [start, stop) of this one's buffers: views, no copy.
@@ -60,28 +109,48 @@ class Workspace:
         view.a, view.delta, view.scratch = ([buffer[start:stop] for buffer in buffers]
                                             for buffers in (self.a, self.delta, self.scratch))
         view.z = [None if buffer is None else buffer[start:stop] for buffer in self.z]
+        if self.bf16:
+            view.x16 = self.x16[start:stop]
+            view.a16, view.delta16 = ([buffer[start:stop] for buffer in buffers]
+                                      for buffers in (self.a16, self.delta16))
         return view
+
+
+def product_operands(ws: Workspace, x: np.ndarray, l: int,
+                     n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(a_prev, delta)``, the operands of layer l's gradient product ``a_prev^T @ delta``.
+
+    Rows [0, n) of the layer's input (``x`` for the first layer) and delta,
+    in the workspace's product precision: the bf16 copies in bf16, after
+    :func:`forward` and :func:`deltas` wrote them. The bias still sums the
+    float32 ``ws.delta[l]``.
+    """
+    if ws.bf16:
+        return (ws.x16[:n] if l == 0 else ws.a16[l - 1][:n]), ws.delta16[l][:n]
+    return (x if l == 0 else ws.a[l - 1][:n]), ws.delta[l][:n]
 
 
 def forward(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray,
             ws: Workspace) -> np.ndarray:
     """Activations of every layer for ``x`` (n, sizes[0]); returns the output (n, sizes[-1]).
 
-    ``layers`` are the ``(W, b)`` views from :meth:`Network.layers`.
+    ``layers`` are the ``(W, b)`` views from :meth:`Network.layers`; a bf16
+    workspace multiplies its copy of each W (the master's, refreshed).
     """
     n = x.shape[0]
-    a_prev = x
+    a_prev = to_bf16(x, ws.x16[:n]) if ws.bf16 else x
+    last = len(layers) - 1
     for l, (weights, bias) in enumerate(layers):
         z = ws.a[l][:n]
-        gemm(a_prev, weights, z)              # (n, n_in) @ (n_in, n_out)
+        gemm(a_prev, ws.layers16[l][0] if ws.bf16 else weights, z)   # (n, n_in) @ (n_in, n_out)
         z += bias
         if ws.z[l] is not None:
             ws.z[l][:n] = z
         a = ws.functions[l].function(z)       # in place for the built-ins
         if a is not z:
             z[...] = a
-        a_prev = z
-    return a_prev
+        a_prev = to_bf16(z, ws.a16[l][:n]) if ws.bf16 and l < last else z
+    return ws.a[last][:n]
 
 
 def backward(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, y: np.ndarray,
@@ -105,12 +174,12 @@ def backward(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, y: np.n
     loss = deltas(layers, x, y, ws, weights)
     n = x.shape[0]
     for l, (weights, bias) in enumerate(layers):
-        a_prev = x if l == 0 else ws.a[l - 1][:n]
-        delta = ws.delta[l][:n]
+        a_prev, delta = product_operands(ws, x, l, n)
         if grads is not None:
-            layer_gradient(a_prev, delta, *grads[l], 1.0)
+            layer_gradient(a_prev, delta, *grads[l], 1.0, ws.delta[l][:n])
         else:
-            update(weights, bias, a_prev, delta, update_scale, ws.bias_step[l])
+            update(weights, bias, a_prev, delta, update_scale, ws.bias_step[l], ws.delta[l][:n])
+            ws.refresh_columns(l, 0, bias.shape[0])
     return loss
 
 
@@ -135,9 +204,13 @@ def deltas(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, y: np.nda
                          out=ws.delta[last][:n], scratch=ws.scratch[last][:n])
     if weights is not None:
         delta *= weights[:, None]     # dLoss_w/dz of row i is w_i times the unweighted one
-    for l in range(last, 0, -1):
+    for l in range(last, -1, -1):
+        if ws.bf16:                   # the operand of the next product and of the update
+            delta = to_bf16(delta, ws.delta16[l][:n])
+        if l == 0:
+            break
         # Hidden delta: (delta @ W^T) * f'(a_prev), f' from the stored output.
-        layer_weights = layers[l][0]
+        layer_weights = ws.layers16[l][0] if ws.bf16 else layers[l][0]
         a_prev, delta_prev = ws.a[l - 1][:n], ws.delta[l - 1][:n]
         gemm(delta, layer_weights.T, delta_prev)                 # (n, n_out) @ (n_out, n_in)
         z_prev = None if ws.z[l - 1] is None else ws.z[l - 1][:n]
@@ -147,60 +220,65 @@ def deltas(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, y: np.nda
 
 
 def update(weights: np.ndarray, bias: np.ndarray, a_prev: np.ndarray, delta: np.ndarray,
-           scale: float, bias_step: np.ndarray) -> None:
+           scale: float, bias_step: np.ndarray, bias_delta: np.ndarray | None = None) -> None:
     """The SGD step of one layer, or of some of its output columns, folded into the product.
 
     ``W -= scale * a_prev^T @ delta`` in one GEMM with beta = 1 (no gradient
     written) and ``b -= scale * column sums of delta``. W (n_in, m), b (m,),
     a_prev (n, n_in), delta (n, m), bias_step (m,) scratch; W, b and delta
-    may be column slices of a layer's arrays.
+    may be column slices of a layer's arrays. ``bias_delta``: the float32
+    delta the bias sums when ``delta`` is its bf16 copy (default ``delta``).
     """
     gemm(a_prev.T, delta, weights, alpha=-scale, beta=1.0)  # (n_in, n) @ (n, m)
-    np.sum(delta, axis=0, out=bias_step)
+    np.sum(delta if bias_delta is None else bias_delta, axis=0, out=bias_step)
     bias_step *= scale
     bias -= bias_step
 
 
 def layer_gradient(a_prev: np.ndarray, delta: np.ndarray, grad_weights: np.ndarray,
-                   grad_bias: np.ndarray, scale: float) -> None:
+                   grad_bias: np.ndarray, scale: float,
+                   bias_delta: np.ndarray | None = None) -> None:
     """``scale`` times one layer's gradient sum, or some of its output columns, into buffers.
 
     ``dW = scale * a_prev^T @ delta`` in one GEMM with beta = 0 and
     ``db = scale * column sums of delta``: with ``scale = 1 / batch`` the
     gradient MEAN an optimizer takes. dW (n_in, m), db (m,), a_prev (n, n_in),
     delta (n, m); dW, db and delta may be column slices of a layer's arrays.
+    ``bias_delta``: as for :func:`update`.
     """
     gemm(a_prev.T, delta, grad_weights, alpha=scale)        # (n_in, n) @ (n, m)
-    np.sum(delta, axis=0, out=grad_bias)
+    np.sum(delta if bias_delta is None else bias_delta, axis=0, out=grad_bias)
     if scale != 1.0:
         grad_bias *= scale
 
 
 def accumulate(a_prev: np.ndarray, delta: np.ndarray, velocity_weights: np.ndarray,
-               velocity_bias: np.ndarray, scale: float, mu: float,
-               bias_step: np.ndarray) -> None:
+               velocity_bias: np.ndarray, scale: float, mu: float, bias_step: np.ndarray,
+               bias_delta: np.ndarray | None = None) -> None:
     """``v := mu * v + scale * gradient sum`` for one layer (or some of its output columns).
 
     Momentum's velocity update folded into the gradient product: one GEMM
     with beta = mu on the velocity, so the gradient is never written out.
-    Shapes as :func:`update`; ``bias_step`` (m,) is scratch.
+    Shapes as :func:`update`; ``bias_step`` (m,) is scratch; ``bias_delta``
+    as there (the float32 delta when ``delta`` is its bf16 copy).
     """
     gemm(a_prev.T, delta, velocity_weights, alpha=scale, beta=mu)   # (n_in, n) @ (n, m)
-    np.sum(delta, axis=0, out=bias_step)
+    np.sum(delta if bias_delta is None else bias_delta, axis=0, out=bias_step)
     bias_step *= scale
     velocity_bias *= mu
     velocity_bias += bias_step
 
 
 def gradient(network: Network, params: np.ndarray, x: np.ndarray, y: np.ndarray,
-             ws: Workspace | None = None,
-             weights: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+             ws: Workspace | None = None, weights: np.ndarray | None = None,
+             precision: str = "fp32") -> tuple[float, np.ndarray]:
     """Loss sum and gradient sum (flat, same layout as ``params``) for one batch.
 
     A convenience for tests and one-off use; executors keep their buffers.
     ``weights`` (n,): per-row sample weights (see :func:`deltas`).
+    ``precision``: of the products, when no ``ws`` is given.
     """
-    ws = ws or Workspace(network, x.shape[0], params.dtype)
+    ws = ws or Workspace(network, x.shape[0], params.dtype, precision, params)
     grad = np.empty_like(params)
     layers = network.layers(params)
     forward(layers, x, ws)

@@ -80,7 +80,9 @@ last ``fit`` or ``partial_fit`` call (scikit-learn's meaning), not all of them.
 Ours besides: ``executor`` (a name in
 :data:`parallel_backprop.executors.EXECUTORS`, default its ``BASELINE``),
 ``threads`` (its parallelism) and ``blas_threads`` (BLAS threads per worker of
-an executor that nests them); ``class_weight`` for the classifier.
+an executor that nests them), ``precision`` (of the matrix products: "fp32",
+or "bf16" where the CPU has native bf16; see docs/precision.md);
+``class_weight`` for the classifier.
 
 This is the only module that imports scikit-learn, which is not a
 dependency of the package: ``import parallel_backprop`` works without it.
@@ -134,6 +136,7 @@ _SCHEDULES = ("constant", "invscaling", "adaptive")
 _MESSAGE_PARAMS = {"batch size": "batch_size", "learning rate": "learning_rate_init",
                    "executor": "executor", "threads": "threads",
                    "blas threads": "blas_threads", "--optimizer": "solver",
+                   "precision": "precision", "--precision": "precision",
                    "--momentum": "momentum", "--beta1": "beta_1", "--beta2": "beta_2",
                    "--eps": "epsilon"}
 # Numbers checked here: (param, integer, low, low included, high); None: unbounded.
@@ -280,7 +283,8 @@ class _Backprop(BaseEstimator):
         fields_ = dict(batch_size=_python_number(batch, int), lr=_python_number(lr, float),
                        epochs=1, executor=self.executor,
                        threads=_python_number(self.threads, int),
-                       blas_threads=_python_number(self.blas_threads, int))
+                       blas_threads=_python_number(self.blas_threads, int),
+                       precision=self.precision)
         # The trainer's own rules off: the estimator applies scikit-learn's.
         fields_.update(lr_schedule="constant", early_stopping=False)
         try:
@@ -601,6 +605,9 @@ class BackpropClassifier(ClassifierMixin, _Backprop):
         The executor's parallelism (workers, or BLAS threads for ``blas``).
     blas_threads : int, default=1
         BLAS threads inside each worker, for an executor that nests them.
+    precision : {"fp32", "bf16"}, default="fp32"
+        Of the matrix products; "bf16": bfloat16 products accumulated in
+        float32, float32 weights (CPUs with AMX or AVX512-BF16, and MKL).
     max_epochs : int or None, default=None
         Deprecated: ``max_iter``.
     """
@@ -612,7 +619,7 @@ class BackpropClassifier(ClassifierMixin, _Backprop):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  loss="log_loss", class_weight=None, executor=BASELINE, threads=1,
-                 blas_threads=1, max_epochs=None):
+                 blas_threads=1, precision="fp32", max_epochs=None):
         super().__init__(**_arguments(locals()))
 
     _task = "classify"
@@ -752,7 +759,8 @@ class BackpropRegressor(RegressorMixin, _Backprop):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 executor=BASELINE, threads=1, blas_threads=1, max_epochs=None):
+                 executor=BASELINE, threads=1, blas_threads=1, precision="fp32",
+                 max_epochs=None):
         super().__init__(**_arguments(locals()))
 
     _task = "regress"

@@ -62,7 +62,9 @@ class BenchConfig:
     T / B workers x B BLAS threads (None: the executor's own split, its
     ``layout``). ``optimizers`` are update rules of :mod:`..optim` with their
     default settings (no weight decay); every trainer takes one step per
-    batch with each.
+    batch with each. ``precisions``: of the products (fp32, bf16); a system
+    is timed at those of them it computes in (a peer such as ``torch-bf16``
+    in one), and every speedup is over the serial executor in fp32.
     """
 
     # Every system known when the grid is made: executors registered by plugins too.
@@ -70,6 +72,8 @@ class BenchConfig:
     nets: tuple[str, ...] = ("1h", "2h")
     batch_sizes: tuple[int, ...] = (32, 64, 128, 256, 512, 1024, 2048)
     optimizers: tuple[str, ...] = ("sgd",)
+    # Precisions of the products; each system is timed at those it computes in.
+    precisions: tuple[str, ...] = ("fp32",)
     threads: tuple[int, ...] = field(default_factory=lambda: default_threads(len(usable_cpus())))
     timing: Timing = Timing()
     features: int = 784
@@ -103,6 +107,10 @@ class BenchConfig:
             if name not in OPTIMIZERS:
                 raise ConfigError(f"--optimizers {name!r}: expected some of "
                                   f"{', '.join(OPTIMIZERS)}")
+        known = tuple(dict.fromkeys(p for s in SYSTEMS.values() for p in s.precisions))
+        for name in self.precisions or ("",):
+            if name not in known:
+                raise ConfigError(f"--precisions {name!r}: expected some of {', '.join(known)}")
         _positive_ints(self.threads, "--threads")
         for name, value in (("--features", self.features), ("--epoch-samples", self.epoch_samples),
                             ("--gemm-size", self.gemm_size)):

@@ -6,7 +6,9 @@
     speedup_threads.png  speedup over serial vs thread count (networks x batch sizes)
 
 Against batch size each system is drawn at the largest thread count it ran
-with (serial at one), named in the legend. A grid of several optimizers is
+with (serial at one), named in the legend; an executor timed at several
+precisions is a line per precision (``threads bf16`` beside ``threads``),
+its speedups over serial in fp32. A grid of several optimizers is
 drawn for its first (plain SGD by default); the tables give the others.
 matplotlib (the ``plots``
 extra) is imported only here, through its object API with the Agg
@@ -18,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..executors import BASELINE
-from ..harness import is_ok
+from ..harness import is_ok, series
 from ..harness.plotstyle import PlotsUnavailable, colors, figure_class, legend, line_style, \
     log_y, save
 from .systems import CEILING, SYSTEMS
@@ -62,15 +64,21 @@ def draw(doc: dict, name: str, nets: list[str] | None = None):
 
 def system_colors(records: list[dict]) -> dict[str, str]:
     """One colour per system of ``records``, the same in every plot (and every figure of a
-    run), given by its place in the systems table; black is left to the GEMM ceiling."""
+    run), given by its place in the systems table; black is left to the GEMM ceiling.
+    Keyed by :func:`..harness.series`: an executor in bf16 has its fp32 colour."""
     order = [name for name, system in SYSTEMS.items() if system.kind != "ceiling"]
-    return colors({r["system"] for r in records}, order)
+    systems = {series(r): r["system"] for r in records}
+    by_system = colors(set(systems.values()), order)
+    return {name: by_system[system] for name, system in systems.items()}
 
 
-def system_style(system: str) -> dict:
-    """Ours (an executor, or a system no longer in the table) solid, peers dashed."""
+def system_style(name: str) -> dict:
+    """Ours (an executor, or a system no longer in the table) solid, peers dashed; an
+    executor at a precision other than fp32 (``threads bf16``) dotted."""
+    system, _, precision = name.partition(" ")
     known = SYSTEMS.get(system)
-    return line_style(known is None or known.kind == "executor")
+    style = line_style(known is None or known.kind == "executor")
+    return {**style, "linestyle": ":"} if precision else style
 
 
 def _nets(records: list[dict]) -> list[tuple[str, str]]:
@@ -87,7 +95,7 @@ def _vs_batch(Figure, records, doc, metric, ylabel, log_scale, colors):
     for ax, (net, net_name) in zip(axes, nets):
         rows = [r for r in records if r["net"] == net]
         for system in colors:
-            mine = [r for r in rows if r["system"] == system]
+            mine = [r for r in rows if series(r) == system]
             if not mine:
                 continue
             threads = max(r["threads"] for r in mine)
@@ -143,7 +151,7 @@ def _vs_threads(Figure, records, colors):
             rows = [r for r in records if r["net"] == net and r["batch_size"] == batch]
             for system in colors:
                 points = sorted((r["threads"], r["speedup_vs_serial"]) for r in rows
-                                if r["system"] == system)
+                                if series(r) == system)
                 if points:
                     ax.plot(*zip(*points), color=colors[system], label=system,
                             **system_style(system))

@@ -10,6 +10,7 @@ and the summary printed at the end of a run.
 
 Each record has ``system``, ``kind`` (executor, peer or ceiling), ``status``
 (ok, skipped or failed), ``notes``, ``net``, ``net_name``, ``batch_size``,
+``optimizer``, ``precision`` (of the products: fp32, bf16),
 ``threads``, ``workers``, ``blas_threads``, ``samples_per_s`` (median
 round), ``samples_per_s_best`` (fastest round), ``epoch_s``, ``gflops``,
 ``gflops_best``, ``speedup_vs_serial``, ``efficiency``, ``cores_busy`` (CPU
@@ -25,12 +26,12 @@ from pathlib import Path
 
 from ..executors import BASELINE
 from ..fileio import atomic_open
-from ..harness import Measurement, is_ok, load_document, write_document
+from ..harness import Measurement, is_ok, load_document, series, write_document
 from .config import BenchConfig
 
 SCHEMA = "parallel-backprop/bench/1"
 CSV_COLUMNS = ("system", "kind", "status", "net", "net_name", "batch_size", "optimizer",
-               "threads", "workers",
+               "precision", "threads", "workers",
                "blas_threads", "samples_per_s", "samples_per_s_best", "epoch_s", "gflops",
                "gflops_best", "speedup_vs_serial", "efficiency", "step_s_median", "step_s_min",
                "cores_busy", "notes")
@@ -114,14 +115,15 @@ def speed_table(records: list[dict], net: str) -> tuple[list[str], list[list[str
 
     Returns the header (system, threads, one column per batch size) and one
     row of strings per (system, optimizer, threads), in the order they ran; a
-    system is named with its optimizer where that is not plain SGD.
+    system is named with its optimizer where that is not plain SGD, an
+    executor with its precision where that is not fp32 (``threads bf16``).
     """
     rows = [r for r in records if r["net"] == net and is_ok(r)]
     batches = sorted({r["batch_size"] for r in rows})
     table = []
 
     def key(r: dict) -> tuple:
-        return r["system"], r.get("optimizer") or "sgd", r["threads"]
+        return series(r), r.get("optimizer") or "sgd", r["threads"]
 
     for system, optimizer, threads in dict.fromkeys(key(r) for r in rows):
         cells = []

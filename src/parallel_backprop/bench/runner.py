@@ -28,7 +28,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..executors import Executor
+from ..errors import ConfigError
+from ..executors import Executor, check_options
 from ..executors.mpi import find_mpiexec
 from ..harness import (Measurement, Status, epoch_seconds, error_line, process_env, run_isolated,
                        speedups)
@@ -51,6 +52,7 @@ class Run:
     n_classes: int | None = None
     batch_size: int | None = None
     optimizer: str | None = None            # the update rule; None for a ceiling
+    precision: str = "fp32"                 # of the products
     workers: int | None = None              # an executor's data-parallel workers (per rank)
     ranks: int | None = None                # MPI ranks, started by mpiexec
     executor_threads: int = 1               # make_executor(threads=...)
@@ -66,7 +68,8 @@ class Run:
             system=self.system, kind=SYSTEMS[self.system].kind,
             net=None if self.sizes is None else "-".join(map(str, self.sizes)),
             net_name=None if self.net is None else net_label(self.net),
-            batch_size=self.batch_size, optimizer=self.optimizer, threads=self.threads,
+            batch_size=self.batch_size, optimizer=self.optimizer, precision=self.precision,
+            threads=self.threads,
             workers=self.workers,
             ranks=self.ranks, blas_threads=self.process_threads,
             cpus=None if self.cpus is None else list(self.cpus), notes=list(self.notes))
@@ -79,7 +82,7 @@ class Run:
         return {
             "system": self.system, "sizes": self.sizes, "n_classes": self.n_classes,
             "batch_size": self.batch_size, "optimizer": self.optimizer,
-            "threads": self.threads,
+            "precision": self.precision, "threads": self.threads,
             "executor_threads": self.executor_threads,
             "executor_blas_threads": self.executor_blas_threads, "cpus": self.cpus,
             "ranks": self.ranks, "plugins": list(plugins),
@@ -122,6 +125,8 @@ def plan(config: BenchConfig) -> list[Run]:
         return Run(system.name, threads, notes=tuple(notes), **fields)
 
     one_thread = [s for s in chosen if s.executor and not s.executor.scales_with_cores()]
+    # Each precision of the grid for the systems that compute in it (a peer in one).
+    at = [(p, [s for s in chosen if p in s.precisions]) for p in config.precisions]
     # The ceiling at one thread too where a CPU executor runs at one thread only.
     ceiling_threads = sorted(set(config.threads)
                              | ({1} if any(not s.on_device for s in one_thread) else set()))
@@ -132,18 +137,28 @@ def plan(config: BenchConfig) -> list[Run]:
         network = config.network(spec)
         shape = {"net": spec, "sizes": network.sizes, "n_classes": config.n_classes(network)}
         for batch_size, optimizer in itertools.product(config.batch_sizes, config.optimizers):
-            trains = dict(shape, batch_size=batch_size, optimizer=optimizer)
-            for system in one_thread:
-                notes = ["peers run on the CPU"] if system.on_device else []
-                runs.append(_executor_run(run, system.executor, 1, config, notes=notes,
-                                          **trains))
-            for threads in config.threads:
-                for system in chosen:
-                    if system.kind == "peer":
-                        runs.append(run(system, threads, **trains))
-                    elif system.executor and system not in one_thread:
-                        runs.append(_executor_run(run, system.executor, threads, config,
-                                                  **trains))
+            for precision, systems in at:
+                trains = dict(shape, batch_size=batch_size, optimizer=optimizer,
+                              precision=precision)
+                runs += _training_runs(run, systems, one_thread, config, trains)
+    return runs
+
+
+def _training_runs(run, systems: list[System], one_thread: list[System], config: BenchConfig,
+                   trains: dict) -> list[Run]:
+    """The runs of ``systems`` on one network, batch, optimizer and precision: those that
+    run at one thread first, then every thread count."""
+    runs = []
+    for system in one_thread:
+        if system in systems:
+            notes = ["peers run on the CPU"] if system.on_device else []
+            runs.append(_executor_run(run, system.executor, 1, config, notes=notes, **trains))
+    for threads in config.threads:
+        for system in systems:
+            if system.kind == "peer":
+                runs.append(run(system, threads, **trains))
+            elif system.executor and system not in one_thread:
+                runs.append(_executor_run(run, system.executor, threads, config, **trains))
     return runs
 
 
@@ -159,6 +174,10 @@ def _executor_run(run, cls: type[Executor], threads: int, config: BenchConfig,
 
     if layout.ranks and layout.ranks > fields["batch_size"]:
         fields["skip"] = f"{cls.name}: {layout.ranks} ranks for a batch of {fields['batch_size']}"
+    try:      # a precision this machine cannot run (bf16 without native bf16): skipped
+        check_options(cls.name, precision=fields["precision"])
+    except ConfigError as exc:
+        fields.setdefault("skip", str(exc))
     return run(system, threads, ranks=layout.ranks, workers=layout.workers,
                executor_threads=layout.threads,
                executor_blas_threads=layout.executor_blas_threads,
@@ -207,7 +226,7 @@ def derive(records: list[Measurement], epoch_samples: int) -> dict[str, dict[int
     for r in records:
         if r.ok and r.kind == "ceiling":
             ceilings.setdefault(r.system, {})[r.threads] = r.gflops
-    ratios = speedups(records, lambda r: (r.net, r.batch_size, r.optimizer))
+    ratios = speedups(records, lambda r: (r.net, r.batch_size, r.optimizer))   # over fp32 serial
     for r, ratio in zip(records, ratios):
         if not r.ok:
             continue
@@ -227,8 +246,8 @@ def run_grid(config: BenchConfig, *, progress: bool = True,
     runs = plan(config)
     records = []
     # A system its worker found unable to run here (no compiler, no GPU) is
-    # not started again: the reason holds for the whole machine.
-    unable: dict[str, str] = {}
+    # not started again at that precision: the reason holds for the whole machine.
+    unable: dict[tuple[str, str], str] = {}
     bar = tqdm(total=len(runs), desc="pbp bench", unit="config", disable=not progress,
                file=sys.stderr, dynamic_ncols=True)
     try:
@@ -237,12 +256,12 @@ def run_grid(config: BenchConfig, *, progress: bool = True,
                 where = "" if run.net is None else f" {net_label(run.net)} b{run.batch_size}"
                 bar.set_postfix_str(f"{run.system}{where} T{run.threads}")
                 started = time.perf_counter()
-                if run.system in unable and not run.skip:
-                    run = replace(run, skip=unable[run.system])
+                if (run.system, run.precision) in unable and not run.skip:
+                    run = replace(run, skip=unable[run.system, run.precision])
                 record = execute(run, config, Path(scratch), plugins)
                 record.wall_s = time.perf_counter() - started
                 if record.status == Status.SKIPPED and not run.skip:
-                    unable[run.system] = record.notes[-1]
+                    unable[run.system, run.precision] = record.notes[-1]
                 records.append(record)
                 bar.update()
     except KeyboardInterrupt:

@@ -3,13 +3,16 @@
 Same work for every trainer: the same all-sigmoid network, the same batch,
 the same update rule (plain SGD unless the grid names others: momentum,
 Adam... with :class:`~parallel_backprop.optim.OptimizerConfig`'s default
-settings, no weight decay) on ``0.5 * sum((a - y)^2) / batch``,
-float32, the same initial weights where the library lets us set them, and
-the same number of threads. Three kinds of system:
+settings, no weight decay) on ``0.5 * sum((a - y)^2) / batch``, the same
+precision (float32 products unless the grid names bf16: then our executors
+in bf16 beside ``torch-bf16`` and ``jax-bf16``, float32 parameters
+throughout), the same initial weights where the library lets us set them,
+and the same number of threads. Three kinds of system:
 
 executor  ours, through :func:`~parallel_backprop.executors.make_executor`
-peer      what a user would run instead: a plain NumPy loop, PyTorch eager,
-          ``torch.compile``, JAX ``jit``, scikit-learn's ``MLPClassifier``
+peer      what a user would run instead: a plain NumPy loop, PyTorch eager (and
+          under bf16 autocast), ``torch.compile``, JAX ``jit`` (fp32 and bf16
+          products), scikit-learn's ``MLPClassifier``
 ceiling   a large float32 GEMM: the machine's rate for the work that
           dominates a step (``gemm`` through the BLAS our executors call;
           ``gemm-torch`` and ``gemm-jax`` through those libraries' own)
@@ -46,6 +49,7 @@ class System:
     description: str
     extra: str = ""               # the pip extra that installs ``requires``
     peer_optimizers: tuple[str, ...] = ("sgd",)   # the update rules a peer is built with
+    peer_precisions: tuple[str, ...] = ("fp32",)  # a peer's (or ceiling's) product precision
 
     @property
     def optimizers(self) -> tuple[str, ...]:
@@ -53,6 +57,11 @@ class System:
         if self.kind == "ceiling":
             return ()
         return self.executor.optimizers if self.executor is not None else self.peer_optimizers
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        """The precisions of the products it can be timed at."""
+        return self.executor.precisions if self.executor is not None else self.peer_precisions
 
     @property
     def executor(self) -> type[Executor] | None:
@@ -80,9 +89,14 @@ _PEERS = [
     System("numpy", "peer", (), "plain NumPy backprop: new arrays every step"),
     System("torch", "peer", ("torch",), "PyTorch eager, nn.Sequential + torch.optim",
            "compare", OPTIMIZERS),
+    System("torch-bf16", "peer", ("torch",), "PyTorch eager under torch.autocast('cpu', "
+           "bfloat16): bf16 products, SGD on float32 parameters", "compare", ("sgd",),
+           ("bf16",)),
     System("torch-compile", "peer", ("torch",), "PyTorch with torch.compile(model)", "compare",
            OPTIMIZERS),
     System("jax", "peer", ("jax",), "JAX, jit-compiled step with grad", "compare"),
+    System("jax-bf16", "peer", ("jax",), "JAX jit, bf16 products accumulated in float32, "
+           "float32 parameters", "compare", ("sgd",), ("bf16",)),
     System("sklearn", "peer", ("sklearn",),
            "scikit-learn MLPClassifier(solver='sgd' or 'adam', activation='logistic'), "
            "partial_fit", "compare", ("sgd", "momentum", "nesterov", "adam")),
@@ -224,6 +238,7 @@ class Setup:
     gemm_size: int
     optimizer: str = "sgd"        # an update rule of ..optim, its default settings
     pool_file: str | None = None
+    precision: str = "fp32"       # of the products: one of the system's precisions
 
 
 def build(setup: Setup) -> Workload:
@@ -252,6 +267,7 @@ def _executor(setup: Setup, pool: Pool) -> Workload:
         executor = make_executor(setup.system, setup.network, params,
                                  batch_size=setup.batch_size, threads=setup.executor_threads,
                                  blas_threads=setup.executor_blas_threads,
+                                 precision=setup.precision,
                                  optimizer=OptimizerConfig(setup.optimizer))
     except PbpError as exc:   # e.g. no GPU, no MPI library: this machine cannot run it
         raise Unavailable(str(exc)) from exc
@@ -355,16 +371,26 @@ def _torch_model(setup: Setup):
                                   nesterov=config.name == "nesterov")
 
 
-def _torch_step(pool: Pool, forward, optimizer):
-    """A training step on torch tensors, and the pool's batches as tensors (no copies)."""
+def _torch_step(pool: Pool, forward, optimizer, autocast: bool = False):
+    """A training step on torch tensors, and the pool's batches as tensors (no copies).
+
+    ``autocast``: the forward pass under ``torch.autocast("cpu", torch.bfloat16)``
+    (bf16 products, their gradients too), the loss on the output in float32.
+    """
+    import contextlib
+
     import torch
     import torch.nn.functional as F
 
     batches = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in pool.batches()]
+    mixed = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if autocast \
+        else contextlib.nullcontext
 
     def step(x, y) -> None:
         optimizer.zero_grad(set_to_none=True)
-        loss = F.mse_loss(forward(x), y, reduction="sum") * (0.5 / x.shape[0])
+        with mixed():
+            output = forward(x)
+        loss = F.mse_loss(output.float(), y, reduction="sum") * (0.5 / x.shape[0])
         loss.backward()
         optimizer.step()
 
@@ -375,6 +401,13 @@ def _torch(setup: Setup, pool: Pool) -> Workload:
     model, optimizer = _torch_model(setup)
     step, batches = _torch_step(pool, model, optimizer)
     return Workload(_cycle(step, batches), notes=[f"torch.set_num_threads({setup.threads})"])
+
+
+def _torch_bf16(setup: Setup, pool: Pool) -> Workload:
+    model, optimizer = _torch_model(setup)
+    step, batches = _torch_step(pool, model, optimizer, autocast=True)
+    return Workload(_cycle(step, batches), notes=[f"torch.set_num_threads({setup.threads})",
+                                                  "torch.autocast('cpu', torch.bfloat16)"])
 
 
 def _torch_compile(setup: Setup, pool: Pool) -> Workload:
@@ -402,10 +435,19 @@ def _jax(setup: Setup, pool: Pool) -> Workload:
     batches = [(jnp.asarray(x), jnp.asarray(y)) for x, y in pool.batches()]
     lr = setup.lr
 
+    low = setup.precision == "bf16"
+
+    def product(a, w):
+        if not low:
+            return a @ w
+        # bf16 operands, float32 accumulation and result; the parameters stay float32
+        return jnp.dot(a.astype(jnp.bfloat16), w.astype(jnp.bfloat16),
+                       preferred_element_type=jnp.float32)
+
     def loss(params, x, y):
         a = x
         for w, b in params:
-            a = jax.nn.sigmoid(a @ w + b)
+            a = jax.nn.sigmoid(product(a, w) + b)
         return 0.5 * jnp.sum((a - y) ** 2)
 
     @functools.partial(jax.jit, donate_argnums=0)
@@ -454,8 +496,9 @@ def _sklearn(setup: Setup, pool: Pool) -> Workload:
     return Workload(_chunked(steps_on_rows, pool), notes=notes)
 
 
-_PEER_BUILDERS = {"numpy": _numpy, "torch": _torch, "torch-compile": _torch_compile,
-                  "jax": _jax, "sklearn": _sklearn}
+_PEER_BUILDERS = {"numpy": _numpy, "torch": _torch, "torch-bf16": _torch_bf16,
+                  "torch-compile": _torch_compile, "jax": _jax, "jax-bf16": _jax,
+                  "sklearn": _sklearn}
 
 
 # ---- ceilings -----------------------------------------------------------------------

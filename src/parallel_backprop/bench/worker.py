@@ -116,7 +116,7 @@ def run(spec: dict) -> dict | None:
         threads=spec["threads"], executor_threads=spec["executor_threads"],
         executor_blas_threads=spec["executor_blas_threads"], lr=spec["lr"], seed=spec["seed"],
         pool_samples=spec["pool_samples"], gemm_size=spec["gemm_size"],
-        pool_file=spec.get("pool_file"))
+        pool_file=spec.get("pool_file"), precision=spec.get("precision") or "fp32")
     start = time.perf_counter()
     try:
         workload = build(setup)

@@ -36,6 +36,10 @@ NO_DATASET = {"dataset": None, "data_dir": None, "limit": None, "kdd_task": "bin
               help="Comma-separated update rules, each timed on every configuration: sgd, "
                    "momentum, nesterov, adam, adamw, with their default settings (default: "
                    "sgd). A peer without the rule is skipped with a note.")
+@click.option("--precisions",
+              help="Comma-separated precisions of the products: fp32, bf16 (default: fp32). "
+                   "Each system is timed at those it computes in; torch-bf16 and jax-bf16 "
+                   "are the peers in bf16.")
 @click.option("--threads", "thread_counts",
               help="Comma-separated thread counts (default: 1, 2, 4, ... and the usable cores).")
 @click.option("--blas-threads", type=click.IntRange(min=1),
@@ -93,10 +97,11 @@ def bench_config(ctx: click.Context, quick: bool, grid: dict):
     grid = dict(grid)
     lists = parse_comma_lists(ctx, grid, {
         "systems": lambda text, option: parse_systems(text), "nets": parse_list,
-        "batch_sizes": parse_ints, "thread_counts": parse_ints, "optimizers": parse_list})
+        "batch_sizes": parse_ints, "thread_counts": parse_ints, "optimizers": parse_list,
+        "precisions": parse_list})
     return BenchConfig.preset(
         quick, systems=lists["systems"], nets=lists["nets"], batch_sizes=lists["batch_sizes"],
-        optimizers=lists["optimizers"],
+        optimizers=lists["optimizers"], precisions=lists["precisions"],
         threads=lists["thread_counts"], hybrid_blas_threads=grid.pop("blas_threads"),
         **timing_settings(grid), **grid)
 

@@ -124,8 +124,9 @@ executor_options = stack(
                  help="BLAS threads inside each hybrid worker."),
     click.option("--precision", type=RegistryChoice(all_precisions), default="fp32",
                  show_default=True,
-                 help="gpu: matrix products in IEEE fp32 (PyTorch's default) or tf32 "
-                      "(tensor cores)."),
+                 help="Matrix products in fp32 (IEEE), bf16 (CPU executors: bfloat16 "
+                      "products, fp32 sums and weights; needs AMX or AVX512-BF16 and MKL) or "
+                      "tf32 (gpu: tensor cores)."),
     click.option("--ranks", type=click.IntRange(min=1),
                  help="mpi: start N ranks on this machine with mpiexec (under mpiexec, leave "
                       "it out: mpiexec -n sets the ranks)."),

@@ -28,6 +28,8 @@ from .runs import command_argv, command_plugins
 @click.option("--shapes", help="Shapes of work of the speed grids: fashion (784 inputs, 10 "
                                "classes), kdd (117 inputs, 1 output) (default: both).")
 @click.option("--nets", help="Networks of the speed grids (default: 1h,2h).")
+@click.option("--precisions", help="Precisions of the batch grids' products: fp32, bf16 "
+                                   "(default: fp32); see pbp bench --precisions.")
 @click.option("--batch-sizes", help="Batch sizes of the speed grids (quick: 128,1024; paper: "
                                     "128 to 4096).")
 @click.option("--threads", "thread_counts",
@@ -95,7 +97,7 @@ def study_config(ctx: click.Context, preset: str, settings: dict):
         "parts": parse_list, "systems": lambda text, option: parse_systems(text),
         "shapes": parse_list, "nets": parse_list, "batch_sizes": parse_ints,
         "thread_counts": parse_ints, "widths": parse_ints, "datasets": parse_list,
-        "executors": parse_list, "lrs": parse_floats,
+        "executors": parse_list, "lrs": parse_floats, "precisions": parse_list,
         "kdd_sizes": lambda text, option: parse_sizes(text)})
     return StudyConfig.preset_config(preset, **lists, **timing_settings(settings), **settings)
 

@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..network import Network
 from ..optim import OptimizerConfig
+from ..precision import bf16_unavailable
 from .base import Executor, Layout, OptimizerState
 from .blas import BlasExecutor
 from .gpu import GpuExecutor
@@ -71,6 +72,10 @@ def check_options(name: str, *, threads: int = 1, blas_threads: int = 1,
     if precision not in cls.precisions:
         raise ConfigError(f"precision {precision!r}: expected one of "
                           f"{', '.join(cls.precisions)} for executor {name!r}")
+    if precision == "bf16" and cls.device == "cpu":
+        reason = bf16_unavailable()
+        if reason is not None:
+            raise ConfigError(f"--precision bf16: {reason}")
     if optimizer is not None and optimizer.name not in cls.optimizers:
         raise ConfigError(f"--optimizer {optimizer.name}: executor {name!r} applies "
                           f"{', '.join(cls.optimizers)}")

@@ -41,10 +41,10 @@ class BlasExecutor(ThreadsExecutor):
         return Layout(ranks=None, workers=1, blas_threads=cores, threads=cores)
 
     def __init__(self, network: Network, params: np.ndarray, *, batch_size: int,
-                 threads: int = 1,
+                 threads: int = 1, precision: str = "fp32",
                  optimizer: OptimizerConfig | None = None,
                  optimizer_state: OptimizerState | None = None):
         super().__init__(network, params, batch_size=batch_size, threads=1,
-                         blas_threads=threads,
+                         blas_threads=threads, precision=precision,
                          optimizer=optimizer, optimizer_state=optimizer_state)
         self.threads = threads   # the executor's parallelism: BLAS threads, one worker

@@ -52,9 +52,9 @@ class HybridExecutor(ThreadsExecutor):
                       executor_blas_threads=blas_threads)
 
     def __init__(self, network: Network, params: np.ndarray, *, batch_size: int,
-                 threads: int = 1, blas_threads: int = 1,
+                 threads: int = 1, blas_threads: int = 1, precision: str = "fp32",
                  optimizer: OptimizerConfig | None = None,
                  optimizer_state: OptimizerState | None = None):
         super().__init__(network, params, batch_size=batch_size, threads=threads,
-                         blas_threads=blas_threads,
+                         blas_threads=blas_threads, precision=precision,
                          optimizer=optimizer, optimizer_state=optimizer_state)

@@ -87,7 +87,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backprop import layer_gradient
+from ..backprop import layer_gradient, product_operands
 from ..errors import ConfigError, PbpError, install_hint
 from ..interrupts import STOP_SIGNALS, Stopped, exit_status, note_received, signal_name
 from ..network import Network
@@ -312,7 +312,8 @@ class MPIExecutor(ThreadsExecutor):
         return reason
 
     def __init__(self, network: Network, params: np.ndarray, *, batch_size: int,
-                 threads: int = 1, comm=None, optimizer: OptimizerConfig | None = None,
+                 threads: int = 1, comm=None, precision: str = "fp32",
+                 optimizer: OptimizerConfig | None = None,
                  optimizer_state: OptimizerState | None = None):
         MPI = import_mpi()
         if comm is None:
@@ -335,12 +336,14 @@ class MPIExecutor(ThreadsExecutor):
         self._step_layers = network.layers(self._step)
         # Each rank's workspace holds its largest shard, ceil(batch / ranks) rows.
         super().__init__(network, params, batch_size=-(-batch_size // self.ranks),
-                         threads=threads, optimizer=optimizer, optimizer_state=optimizer_state)
+                         threads=threads, precision=precision, optimizer=optimizer,
+                         optimizer_state=optimizer_state)
         self.global_batch_size = batch_size
         for replicated in (self._params, self._optimizer.state):  # 0. every replica equal
             if replicated.size:
                 wait_for(comm.Ibcast(replicated, root=0), self.timeout_s,
                          "no starting parameters from rank 0")
+        self._ws.refresh()                            # the bf16 copy of rank 0's parameters
         # Worker k applies flat slice [cut_k, cut_k+1) of the reduced step.
         cuts = self._flat_cuts
         self._update_params = [self._params[cuts[k]:cuts[k + 1]] for k in range(self._workers)]
@@ -397,9 +400,9 @@ class MPIExecutor(ThreadsExecutor):
             for l, (grad_weights, grad_bias) in enumerate(self._step_layers):
                 c0, c1 = self._columns[l][k]
                 if c0 < c1:
-                    a_prev = x if l == 0 else ws.a[l - 1][:n]
-                    layer_gradient(a_prev, ws.delta[l][:n, c0:c1], grad_weights[:, c0:c1],
-                                   grad_bias[c0:c1], scale)
+                    a_prev, delta = product_operands(ws, x, l, n)
+                    layer_gradient(a_prev, delta[:, c0:c1], grad_weights[:, c0:c1],
+                                   grad_bias[c0:c1], scale, ws.delta[l][:n, c0:c1])
         self._barrier.wait()                          # g_r and every worker's loss written
         if k == 0:                                    # 3. one collective per step
             self._reduced[-1] = sum(self._losses[:min(n, self._workers)])
@@ -409,8 +412,9 @@ class MPIExecutor(ThreadsExecutor):
         if plain:                                     # 4. the update
             np.subtract(self._update_params[k], self._update_steps[k],
                         out=self._update_params[k])
+            self._ws.refresh(*self._flat_cuts[k:k + 2])
         else:
-            self._optimizer.apply_flat(self._update_segments[k], lr, t)
+            self._optimizer.apply_flat(self._update_segments[k], lr, t, self._ws)
 
 
 # ---- starting ranks ------------------------------------------------------------

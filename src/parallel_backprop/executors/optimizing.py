@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import optim
-from ..backprop import accumulate, layer_gradient, update
+from ..backprop import Workspace, accumulate, layer_gradient, product_operands, update
 from ..errors import ConfigError
 from ..network import Network
 from ..optim import OptimizerConfig
@@ -112,34 +112,42 @@ class HostOptimizer:
         """A copy of the state buffers and the steps taken."""
         return OptimizerState(self.state.copy(), self.t)
 
-    def columns(self, l: int, c0: int, c1: int, a_prev: np.ndarray, delta: np.ndarray,
-                lr: float, batch: int, bias_step: np.ndarray, t: int) -> None:
-        """Layer l's output columns [c0, c1) from ``delta`` (n, c1 - c0), ``batch`` the global
-        rows, at step ``t``.
+    def columns(self, l: int, c0: int, c1: int, ws: Workspace, x: np.ndarray, n: int,
+                lr: float, batch: int, t: int) -> None:
+        """Layer l's output columns [c0, c1) from the first ``n`` rows of ``ws`` (``x`` the
+        input), ``batch`` the global rows, at step ``t``.
 
-        Folded: the SGD update of those columns (``bias_step`` (c1 - c0,) its
-        scratch). Otherwise: those columns of the gradient mean, then the rule
-        on them (:attr:`in_columns`) or, later, :meth:`apply_flat`.
+        Folded SGD: the update of those columns. Momentum: their velocity (the
+        gradient folded into it). Otherwise: those columns of the gradient
+        mean. Then the rule on them (:attr:`in_columns`) or, later,
+        :meth:`apply_flat`; once they are updated, their bf16 copy is
+        refreshed (in a bf16 workspace).
         """
         weights, bias = self.layers[l]
+        a_prev, delta = product_operands(ws, x, l, n)
+        bias_delta = ws.delta[l][:n, c0:c1]
         if self.folded:
             if self.config.weight_decay:      # p(1 - lr wd) - lr g = p - lr (g + wd p)
                 weights[:, c0:c1] *= 1.0 - lr * self.config.weight_decay
-            update(weights[:, c0:c1], bias[c0:c1], a_prev, delta, lr / batch, bias_step)
+            update(weights[:, c0:c1], bias[c0:c1], a_prev, delta[:, c0:c1], lr / batch,
+                   ws.bias_step[l][c0:c1], bias_delta)
         elif self.folds_velocity:
             velocity_weights, velocity_bias = self.state_layers[0][l]
-            accumulate(a_prev, delta, velocity_weights[:, c0:c1], velocity_bias[c0:c1],
-                       1.0 / batch, self.config.momentum, bias_step)
+            accumulate(a_prev, delta[:, c0:c1], velocity_weights[:, c0:c1],
+                       velocity_bias[c0:c1], 1.0 / batch, self.config.momentum,
+                       ws.bias_step[l][c0:c1], bias_delta)
             if self.in_columns:
                 for (p, v), decay in self._blocks(l, c0, c1):
                     optim.descend(p, v, lr, self.config.weight_decay if decay else 0.0, None)
         else:
             grad_weights, grad_bias = self.grad_layers[l]
-            layer_gradient(a_prev, delta, grad_weights[:, c0:c1], grad_bias[c0:c1],
-                           1.0 / batch)
+            layer_gradient(a_prev, delta[:, c0:c1], grad_weights[:, c0:c1], grad_bias[c0:c1],
+                           1.0 / batch, bias_delta)
             if self.in_columns:
                 for (p, g, *state), decay in self._blocks(l, c0, c1):
                     optim.apply(self.config, p, g, state, lr, t, decay=decay, scratch=None)
+        if self.folded or self.in_columns:
+            ws.refresh_columns(l, c0, c1)
 
     def _blocks(self, l: int, c0: int, c1: int) -> list:
         """Columns [c0, c1) of layer l's W, then of its b: ``([views], is_weights)``, the
@@ -164,21 +172,23 @@ class HostOptimizer:
         return [(max(lo, a), min(hi, b), decay) for a, b, decay in self._bounds
                 if max(lo, a) < min(hi, b)]
 
-    def apply_flat(self, segments: list[tuple[int, int, bool]], lr: float, t: int) -> None:
-        """:func:`..optim.apply` on flat ranges of the parameters from :attr:`grad` (the mean)."""
+    def apply_flat(self, segments: list[tuple[int, int, bool]], lr: float, t: int,
+                   ws: Workspace) -> None:
+        """:func:`..optim.apply` on flat ranges of the parameters from :attr:`grad` (the mean);
+        then those ranges of ``ws``'s bf16 copy refreshed (in a bf16 workspace)."""
         for lo, hi, decay in segments:
             if self.folds_velocity:           # v already holds mu * v + g
                 optim.descend(self._params[lo:hi], self.state[0][lo:hi], lr,
                               self.config.weight_decay if decay else 0.0,
                               None if self.scratch is None else self.scratch[lo:hi])
-                continue
-            if optim.native is not None:      # one pass: no blocks needed, no scratch
+            elif optim.native is not None:    # one pass: no blocks needed, no scratch
                 optim.apply(self.config, self._params[lo:hi], self.grad[lo:hi],
                             [buffer[lo:hi] for buffer in self.state], lr, t, decay=decay,
                             scratch=None)
-                continue
-            arrays = [self._params, self.grad, self.scratch, *self.state]
-            self._apply_blocks([array[lo:hi] for array in arrays], lr, t, decay)
+            else:
+                arrays = [self._params, self.grad, self.scratch, *self.state]
+                self._apply_blocks([array[lo:hi] for array in arrays], lr, t, decay)
+            ws.refresh(lo, hi)
 
     def _apply_blocks(self, arrays: list[np.ndarray], lr: float, t: int, decay: bool) -> None:
         """:func:`..optim.apply` on ``arrays`` = [p, g, scratch, *state], flat ranges of one

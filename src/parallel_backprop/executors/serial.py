@@ -15,21 +15,25 @@ from threadpoolctl import threadpool_limits
 from ..backprop import Workspace, deltas, forward
 from ..network import Network
 from ..optim import OPTIMIZERS, OptimizerConfig
+from ..precision import PRECISIONS
 from .base import Executor, OptimizerState
 from .optimizing import HostOptimizer, check_weights
 
 
 class SerialExecutor(Executor):
     name = "serial"
+    precisions = PRECISIONS
     optimizers = OPTIMIZERS
 
     def __init__(self, network: Network, params: np.ndarray, *, batch_size: int,
-                 threads: int = 1, optimizer: OptimizerConfig | None = None,
+                 threads: int = 1, precision: str = "fp32",
+                 optimizer: OptimizerConfig | None = None,
                  optimizer_state: OptimizerState | None = None):
         super().__init__(network, params, batch_size=batch_size, threads=1)
+        self.precision = precision
         self._params = np.array(params, copy=True)
         self._layers = network.layers(self._params)
-        self._ws = Workspace(network, batch_size, self._params.dtype)
+        self._ws = Workspace(network, batch_size, self._params.dtype, precision, self._params)
         self._optimizer = HostOptimizer(network, self._params, optimizer, optimizer_state)
         self._everything = self._optimizer.segments(0, self._params.size)
         self._blas_limit = threadpool_limits(limits=1, user_api="blas")
@@ -45,11 +49,9 @@ class SerialExecutor(Executor):
         # the other rules: each layer's gradient mean, then the rule on that
         # layer (compiled) or, after the last layer, over every parameter (NumPy).
         for l, (_, bias) in enumerate(self._layers):
-            a_prev = x if l == 0 else ws.a[l - 1][:n]
-            self._optimizer.columns(l, 0, bias.shape[0], a_prev, ws.delta[l][:n], lr, n,
-                                    ws.bias_step[l], t)
+            self._optimizer.columns(l, 0, bias.shape[0], ws, x, n, lr, n, t)
         if self._optimizer.flat_pass:
-            self._optimizer.apply_flat(self._everything, lr, t)
+            self._optimizer.apply_flat(self._everything, lr, t, ws)
         return loss
 
     def predict(self, x: np.ndarray) -> np.ndarray:

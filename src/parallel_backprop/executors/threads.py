@@ -76,6 +76,7 @@ from ..backprop import Workspace, deltas, forward
 from ..errors import ConfigError
 from ..network import Network
 from ..optim import OPTIMIZERS, OptimizerConfig
+from ..precision import PRECISIONS
 from .base import Executor, Layout, OptimizerState
 from .optimizing import HostOptimizer, check_weights
 
@@ -132,6 +133,7 @@ class ThreadsExecutor(Executor):
 
     name = "threads"
     optimizers = OPTIMIZERS
+    precisions = PRECISIONS
 
     @classmethod
     def layout(cls, cores: int, blas_threads: int | None = None) -> Layout:
@@ -139,16 +141,18 @@ class ThreadsExecutor(Executor):
         return Layout(ranks=None, workers=cores, blas_threads=1, threads=cores)
 
     def __init__(self, network: Network, params: np.ndarray, *, batch_size: int,
-                 threads: int = 1, blas_threads: int = 1,
+                 threads: int = 1, blas_threads: int = 1, precision: str = "fp32",
                  optimizer: OptimizerConfig | None = None,
                  optimizer_state: OptimizerState | None = None):
         super().__init__(network, params, batch_size=batch_size, threads=threads)
+        self.precision = precision
         T = self._workers = threads
         self.blas_threads = blas_threads
         self._params = np.array(params, copy=True)                  # (P,)
         self._layers = network.layers(self._params)
         self._optimizer = self._host_optimizer(optimizer, optimizer_state)
-        self._ws = Workspace(network, batch_size, self._params.dtype)  # shared, batch rows
+        self._ws = Workspace(network, batch_size, self._params.dtype,  # shared, batch rows
+                             precision, self._params)
         # The step's inputs, copied (each worker its rows) into one of two
         # buffers in turn: the first layer's update reads every row of the
         # input after ``step`` has returned, when the caller may already be
@@ -329,9 +333,7 @@ class ThreadsExecutor(Executor):
         for l in range(len(self._layers)):
             c0, c1 = self._columns[l][k]
             if c0 < c1:
-                a_prev = x if l == 0 else ws.a[l - 1][:n]
-                optimizer.columns(l, c0, c1, a_prev, ws.delta[l][:n, c0:c1], lr, batch,
-                                  ws.bias_step[l][c0:c1], t)
+                optimizer.columns(l, c0, c1, ws, x, n, lr, batch, t)
         if optimizer.flat_pass:
             self._barrier.wait()             # every column of the gradient mean is written
-            optimizer.apply_flat(self._update_segments[k], lr, t)
+            optimizer.apply_flat(self._update_segments[k], lr, t, ws)

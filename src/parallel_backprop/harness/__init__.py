@@ -14,8 +14,8 @@ Nothing here imports matplotlib or a peer library at import time.
 from .jsonio import load_document, plain, write_document
 from .metrics import epoch_seconds, speedups, throughput
 from .process import THREAD_VARIABLES, error_line, kill, process_env, run_isolated
-from .records import Measurement, Status, TrainingRun, is_ok
+from .records import Measurement, Status, TrainingRun, is_ok, series
 
 __all__ = ["Measurement", "Status", "THREAD_VARIABLES", "TrainingRun", "epoch_seconds",
            "error_line", "is_ok", "kill", "load_document", "plain", "process_env",
-           "run_isolated", "speedups", "throughput", "write_document"]
+           "run_isolated", "series", "speedups", "throughput", "write_document"]

@@ -27,9 +27,12 @@ def speedups(records: Sequence, group: Callable[[object], Hashable]) -> list[flo
     """Each record's ``samples_per_s`` over that of the baseline executor's record of the
     same ``group`` (None where either was not measured).
 
-    ``records`` have ``name`` (the executor or system), ``ok`` and ``samples_per_s``.
+    ``records`` have ``name`` (the executor or system), ``ok`` and ``samples_per_s``; the
+    baseline is the one with fp32 products (a record without ``precision`` is fp32), so a
+    bf16 run's speedup is over fp32 serial.
     """
-    base = {group(r): r.samples_per_s for r in records if r.ok and r.name == BASELINE}
+    base = {group(r): r.samples_per_s for r in records if r.ok and r.name == BASELINE
+            and (getattr(r, "precision", None) or "fp32") == "fp32"}
     rates = []
     for r in records:
         baseline = base.get(group(r))

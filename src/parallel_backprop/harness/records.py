@@ -88,6 +88,7 @@ class Measurement(_Outcome):
     net_name: str | None = None
     batch_size: int | None = None
     optimizer: str | None = None            # the update rule of a trainer (optim.OPTIMIZERS)
+    precision: str | None = None            # of the matrix products: fp32, bf16, ...
     threads: int = 1
     workers: int | None = None
     ranks: int | None = None
@@ -149,4 +150,15 @@ class TrainingRun(_Outcome):
     extra: dict = field(default_factory=dict)
 
 
-__all__ = ["Measurement", "Status", "TrainingRun", "is_ok"]
+def series(record: Mapping[str, Any]) -> str:
+    """What a record is drawn and tabled as: its system, with the precision of an executor's
+    products where that is not fp32 (``threads bf16``). A peer's name already says its own
+    (``torch-bf16``)."""
+    name = record.get("system") or record.get("executor") or ""
+    precision = record.get("precision") or "fp32"
+    if precision == "fp32" or record.get("kind", "executor") != "executor":
+        return name
+    return f"{name} {precision}"
+
+
+__all__ = ["Measurement", "Status", "TrainingRun", "is_ok", "series"]

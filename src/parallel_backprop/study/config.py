@@ -62,7 +62,7 @@ SHAPES = {
 # The peers of the batch grids by default, beside every executor and our GEMM
 # ceiling: those a user would pick instead (numpy and torch-compile on request);
 # and the peer measured against the hidden width, for scale.
-DEFAULT_PEERS = ("torch", "jax", "sklearn")
+DEFAULT_PEERS = ("torch", "torch-bf16", "jax", "sklearn")   # torch-bf16: only with bf16
 WIDTH_PEERS = ("torch",)
 
 
@@ -118,6 +118,7 @@ class StudyConfig:
     systems: tuple[str, ...] = field(default_factory=default_systems)
     shapes: tuple[str, ...] = ("fashion", "kdd")
     nets: tuple[str, ...] = ("1h", "2h")
+    precisions: tuple[str, ...] = ("fp32",)    # of the batch grids' products
     batch_sizes: tuple[int, ...] = (128, 1024)
     thread_counts: tuple[int, ...] = ()        # of the threads part; () = every usable core
     widths: tuple[int, ...] = (256, 1024, 4096)
@@ -152,6 +153,8 @@ class StudyConfig:
         _members(self.datasets, DATASETS, "--datasets")
         _members(self.executors, tuple(EXECUTORS), "--executors")
         _members(self.systems, tuple(SYSTEMS), "--systems")
+        _members(self.precisions, tuple(dict.fromkeys(
+            p for system in SYSTEMS.values() for p in system.precisions)), "--precisions")
         for option, values in (("--batch-sizes", self.batch_sizes), ("--widths", self.widths),
                                ("--threads", self.thread_counts or (1,)),
                                ("--epochs", (self.epochs,)), ("--tune-epochs", (self.tune_epochs,)),

@@ -21,7 +21,7 @@ from pathlib import Path
 from ..bench.plots import draw, system_colors, system_style
 from ..bench.systems import CEILING
 from ..executors import BASELINE
-from ..harness import is_ok
+from ..harness import is_ok, series
 from ..harness.plotstyle import figure_class, legend, log_y, save
 from .config import SHAPES
 
@@ -97,7 +97,7 @@ def _width(grid: dict):
     fig = Figure(figsize=(11.0, 4.6), layout="constrained")
     time_ax, rate_ax = fig.subplots(1, 2)
     for system in colors:
-        mine = [r for r in records if r["system"] == system]
+        mine = [r for r in records if series(r) == system]
         threads = max(r["threads"] for r in mine)
         points = sorted((width_of[r["net"]], r["epoch_s"], r["gflops"]) for r in mine
                         if r["threads"] == threads)

@@ -22,7 +22,7 @@ from ..bench.report import speed_table
 from ..bench.systems import CEILING, SYSTEMS
 from ..executors import BASELINE
 from ..fileio import atomic_open, output_folder
-from ..harness import is_ok
+from ..harness import is_ok, series
 from .config import ACCURACY_TOLERANCE, SHAPES
 from .run import load_study
 
@@ -99,12 +99,17 @@ def _grids(doc: dict):
 
 
 def best_rows(grid: dict) -> list[dict]:
-    """Per (net, batch): the fastest executor, and the fastest peer for comparison."""
+    """Per (net, batch, precision): the fastest executor, and the fastest peer in the same
+    precision (bf16 against torch-bf16) for comparison."""
     records = _ok(grid["records"])
     ceilings = grid.get("ceilings", {}).get(CEILING, {})
     rows = []
-    for net, batch in dict.fromkeys((r["net"], r["batch_size"]) for r in records):
-        here = [r for r in records if (r["net"], r["batch_size"]) == (net, batch)]
+
+    def key(r: dict) -> tuple:
+        return r["net"], r["batch_size"], r.get("precision") or "fp32"
+
+    for net, batch, precision in dict.fromkeys(key(r) for r in records):
+        here = [r for r in records if key(r) == (net, batch, precision)]
         ours = [r for r in here if r["kind"] == "executor"]
         peers = [r for r in here if r["kind"] == "peer"]
         if not ours:
@@ -161,15 +166,15 @@ def _grid_findings(shape, grid: dict, cores: int | None) -> list[str]:
     records = _ok(grid["records"])
     winners = {}
     for row in rows:
-        winners.setdefault(row["best"]["system"], []).append(
+        winners.setdefault(series(row["best"]), []).append(
             f"{row['net_name']} b{row['batch']}")
     lines = [f"{shape.short}: fastest executor " + "; ".join(
         f"`{system}` in {len(where)} of {len(rows)} configurations"
         for system, where in sorted(winners.items(), key=lambda kv: -len(kv[1]))) + "."]
     parts = []
-    for system in dict.fromkeys(r["system"] for r in records if r["kind"] == "executor"
-                                and r["system"] != BASELINE):
-        mine = [r for r in records if r["system"] == system
+    for system in dict.fromkeys(series(r) for r in records if r["kind"] == "executor"
+                                and series(r) != BASELINE):
+        mine = [r for r in records if series(r) == system
                 and r["speedup_vs_serial"] is not None]
         if mine:
             low = min(mine, key=lambda r: r["speedup_vs_serial"])
@@ -205,7 +210,7 @@ def _threads_findings(doc: dict) -> list[str]:
     if not threads:
         return []
     records = [r for r in _ok(threads["records"]) if r["speedup_vs_serial"] is not None
-               and r["system"] != BASELINE]
+               and series(r) != BASELINE]
     by_count = {}
     for r in records:
         if r["speedup_vs_serial"] > by_count.get(r["threads"], (0, None))[0]:
@@ -213,7 +218,7 @@ def _threads_findings(doc: dict) -> list[str]:
     if not by_count:
         return []
     return [f"Against threads, the best speedup over {BASELINE}: " + "; ".join(
-        f"{t} thr {_x(s)} (`{r['system']}`, {r['net_name']} b{r['batch_size']})"
+        f"{t} thr {_x(s)} (`{series(r)}`, {r['net_name']} b{r['batch_size']})"
         for t, (s, r) in sorted(by_count.items())) + "."]
 
 
@@ -222,11 +227,11 @@ def _width_findings(doc: dict) -> list[str]:
     if not width:
         return []
     records = [r for r in _ok(width["records"]) if r["speedup_vs_serial"] is not None
-               and r["kind"] == "executor" and r["system"] != BASELINE]
+               and r["kind"] == "executor" and series(r) != BASELINE]
     lines = []
-    for system in dict.fromkeys(r["system"] for r in records):
+    for system in dict.fromkeys(series(r) for r in records):
         points = sorted((_width(r), r["speedup_vs_serial"]) for r in records
-                        if r["system"] == system)
+                        if series(r) == system)
         lines.append(f"Hidden width {points[0][0]} to {points[-1][0]}: `{system}` speedup "
                      f"over {BASELINE} {_x(points[0][1])} to {_x(points[-1][1])}.")
     return lines
@@ -510,9 +515,9 @@ def _by_dataset(runs: list[dict]) -> dict[str, list[dict]]:
 
 
 def _who(r: dict) -> str:
-    """A system and how it ran: ``blas (2 thr)``, ``mpi (2 ranks)``."""
-    return f"{r['system']} ({r['ranks']} ranks)" if r.get("ranks") else \
-        f"{r['system']} ({r['threads']} thr)"
+    """A system and how it ran: ``blas (2 thr)``, ``mpi (2 ranks)``, ``threads bf16 (2 thr)``."""
+    return f"{series(r)} ({r['ranks']} ranks)" if r.get("ranks") else \
+        f"{series(r)} ({r['threads']} thr)"
 
 
 def _width(r: dict) -> int:

@@ -367,6 +367,7 @@ def _batch_part(study: _Study, record: dict) -> None:
         study.log(f"-- {shape.title}")
         _bench(study, f"batch-{shape.name}", systems=config.systems, nets=config.nets,
                batch_sizes=config.batch_sizes, threads=(study.cores,),
+               precisions=config.precisions,
                features=shape.features, classes=shape.classes,
                epoch_samples=shape.epoch_samples)
 

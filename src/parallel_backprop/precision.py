@@ -1,0 +1,135 @@
+"""The CPU executors' precisions: fp32, and bf16 mixed precision where the machine has it.
+
+``bf16``: the matrix products take bfloat16 operands and accumulate in
+float32 (a BLAS bf16 GEMM: MKL's ``cblas_gemm_bf16bf16f32``, AMX tiles or
+AVX512-BF16 instructions); the master weights stay float32 and are updated
+in float32; the element-wise work (activations, f', the loss) runs in
+float32 and a bfloat16 copy of each result is kept for the next product.
+
+Where either half is missing, bf16 is refused with one line that says which,
+never emulated: a CPU without AMX or AVX512-BF16 would have MKL widen every
+operand back to float32 in software, slower than fp32 itself; a BLAS without
+a bf16 GEMM has nothing to call.
+
+Which BLAS a precision needs is decided in one place, :func:`blas_for`, for
+whatever chooses a BLAS (``--blas``, its ``auto``, the executors).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .blas_libraries import BLAS_NAMES, bfloat16, load_library
+from .errors import ConfigError
+from .gemm import current_blas, use_blas
+
+PRECISIONS = ("fp32", "bf16")
+# /proc/cpuinfo flags of a native bf16 product: AMX tiles, or AVX-512 bf16 dot products.
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+# The BLAS libraries with a bf16 GEMM, in order of preference.
+BF16_BLAS = ("mkl",)
+
+try:
+    from . import _bf16 as _compiled       # the compiled converter (optional)
+except ImportError:
+    _compiled = None
+NATIVE_KERNEL = _compiled.KERNEL if _compiled is not None else None
+_native = _compiled                        # what to_bf16 calls: the converter, or None
+
+
+def use_native_converter(enabled: bool) -> bool:
+    """Whether :func:`to_bf16` calls the compiled converter (when built) or NumPy's cast;
+    returns the previous setting. For comparing the two (tests, benchmarks)."""
+    global _native
+    before = _native is not None
+    _native = _compiled if enabled else None
+    return before
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
+    """The CPU's feature flags (Linux); empty where they cannot be read."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def cpu_bf16_missing(flags: set[str] | None = None) -> str | None:
+    """Why this CPU has no native bf16 product, or None when it has one."""
+    flags = cpu_flags() if flags is None else flags
+    if any(flag in flags for flag in BF16_CPU_FLAGS):
+        return None
+    return (f"this CPU has no native bf16 products (none of {', '.join(BF16_CPU_FLAGS)} "
+            "among its flags), so bf16 would be emulated, slower than fp32; use fp32")
+
+
+def bf16_unavailable(flags: set[str] | None = None) -> str | None:
+    """Why ``--precision bf16`` cannot run on the CPU here, or None. Loads no BLAS."""
+    if bfloat16 is None:
+        return "ml_dtypes is not installed (it comes with the mkl extra)"
+    return cpu_bf16_missing(flags)
+
+
+def blas_for(precision: str, requested: str | None = None) -> str | None:
+    """The BLAS a run in ``precision`` must use, given the one asked for (None or "auto": any).
+
+    fp32 has no need of its own (None: the caller's choice stands). bf16
+    needs a BLAS with a bf16 GEMM: the first of :data:`BF16_BLAS` when none
+    was named, the one named if it has one, else a one-line error.
+    """
+    if precision != "bf16":
+        return None if requested in (None, "auto") else requested
+    if requested in (None, "auto"):
+        return BF16_BLAS[0]
+    if requested not in BF16_BLAS:
+        known = requested in BLAS_NAMES
+        raise ConfigError(f"--precision bf16 with --blas {requested}: "
+                          + ("that BLAS has no bf16 GEMM" if known else "unknown BLAS")
+                          + f"; use --blas {' or '.join(BF16_BLAS)} (or auto)")
+    return requested
+
+
+def use_bf16_blas():
+    """Make sure :func:`..gemm.gemm` can multiply bfloat16; returns the BLAS it will call.
+
+    Keeps the current BLAS when it has a bf16 GEMM, else switches the process
+    to the one :func:`blas_for` names (a one-line error when it is not
+    installed). Refuses on a CPU without native bf16 (see :func:`bf16_unavailable`).
+    """
+    reason = bf16_unavailable()
+    if reason is not None:
+        raise ConfigError(f"--precision bf16: {reason}")
+    library = current_blas()
+    if library.bf16 is None:
+        name = blas_for("bf16")
+        load_library(name)                   # its own one-line error when not installed
+        library = use_blas(name)
+    return library
+
+
+def to_bf16(source: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out[...] = source`` rounded to bfloat16 (nearest even); returns ``out``.
+
+    ``source`` float32 (another float dtype takes NumPy's cast) and ``out``
+    bfloat16, same shape, 1-D or 2-D with contiguous rows (column blocks of a
+    matrix included; other layouts take NumPy's cast). Through the compiled
+    converter when it is built (AVX512-BF16 where the CPU has it: ~4x NumPy's
+    cast here), else NumPy's cast (ml_dtypes).
+    """
+    if (_native is not None and source.dtype == np.float32 and 1 <= source.ndim <= 2
+            and source.size and source.strides[-1] == 4 and out.strides[-1] == 2):
+        _native.to_bf16(source, out.view(np.uint16))
+    else:
+        np.copyto(out, source, casting="unsafe")
+    return out
+
+
+__all__ = ["BF16_BLAS", "BF16_CPU_FLAGS", "NATIVE_KERNEL", "PRECISIONS", "bf16_unavailable",
+           "blas_for", "cpu_bf16_missing", "cpu_flags", "to_bf16", "use_bf16_blas",
+           "use_native_converter"]
