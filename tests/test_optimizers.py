@@ -210,6 +210,10 @@ def test_compiled_pass_refuses_arrays_that_do_not_match():
         optim.native.sgd(p, g.astype(np.float64), 0.1, 0.0)
     with pytest.raises(ValueError, match="contiguous rows"):
         optim.native.sgd(p[:, ::2], g[:, ::2], 0.1, 0.0)
+    with pytest.raises(ValueError, match="share one shape and type"):
+        optim.native.sgd(p, np.zeros((), np.float32), 0.1, 0.0)
+    with pytest.raises(ValueError, match="1 or 2"):
+        optim.native.sgd(np.zeros((), np.float32), np.zeros((), np.float32), 0.1, 0.0)
     with pytest.raises(TypeError, match="float32 or float64"):
         optim.native.sgd(p.astype(np.int32), g.astype(np.int32), 0.1, 0.0)
     with pytest.raises(TypeError, match="takes 4 arguments"):

@@ -182,8 +182,8 @@ static int get_blocks(PyObject *const *args, int n, Py_buffer *views, Blocks *bl
         const int same = view->ndim == first->ndim && view->itemsize == first->itemsize
             && strcmp(view->format ? view->format : "B", first->format ? first->format : "B") == 0
             && memcmp(view->shape, first->shape, sizeof(Py_ssize_t) * view->ndim) == 0;
-        const Py_ssize_t inner = view->strides[view->ndim - 1];
-        if (!same || (inner != view->itemsize && blocks->cols > 1)) {
+        /* strides read only once the dimensions are known to match (>= 1) */
+        if (!same || (blocks->cols > 1 && view->strides[view->ndim - 1] != view->itemsize)) {
             PyErr_SetString(PyExc_ValueError,
                             "arrays must share one shape and type and have contiguous rows");
             release(views, n);
