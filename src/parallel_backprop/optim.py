@@ -26,7 +26,9 @@ which reads and writes every element once, and NumPy's passes
 (:func:`numpy_apply`), a dozen for Adam, used where the module was not
 built (an install without a C compiler). :func:`apply` takes the first
 there is. Measured on one core (Xeon, Net-1h's 814,090 float32
-parameters): Adam 0.32 ms compiled against 1.75 ms in NumPy passes.
+parameters, alone): Adam 0.8 ms compiled against 4.5 ms in NumPy's passes
+(1.75 ms when they go in cache-sized blocks); a whole Net-1h step at batch
+128 takes 4.5 ms against plain SGD's 3.7 ms (6.1 ms in NumPy's passes).
 """
 
 from __future__ import annotations
