@@ -70,6 +70,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--threads", type=int, default=1, help="workers per rank")
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--no-steps", action="store_true", help="time the Allreduce only")
+    parser.add_argument("--nets", default=",".join(NETWORKS), help="comma-separated names")
     args = parser.parse_args()
     comm = MPI.COMM_WORLD
     size, root = comm.Get_size(), comm.Get_rank() == 0
@@ -80,11 +82,13 @@ def main() -> None:
               f"{'step ms':>14} {'share':>6} {'bus GB/s':>9}")
         print(f"{'':8} {'':>5} {'median':>8}{'min':>8} {'median':>8}{'min':>8} "
               f"{'median':>7}{'min':>7}")
-    for name, network in NETWORKS.items():
+    for name in args.nets.split(","):
+        network = NETWORKS[name]
         n = network.n_params + 1
         reduce = time_allreduce(comm, n, args.repeats)
         polled = time_allreduce(comm, n, args.repeats, polled=True)
-        step = time_steps(comm, network, args.batch_size, args.threads, args.repeats)
+        step = (np.full(1, np.nan) if args.no_steps else
+                time_steps(comm, network, args.batch_size, args.threads, args.repeats))
         if root:
             median = float(np.median(reduce))
             bus = 2 * (size - 1) / size * 4 * n / median / 1e9 if size > 1 else float("nan")

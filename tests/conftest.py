@@ -2,6 +2,8 @@
 
 - ``mpi``: test_mpi.py: jobs under mpiexec, the launcher's checks and the
   scaling model.
+- ``multihost``: test_multihost.py: MPI jobs across hosts made of network
+  namespaces (tests/netns_rig.py), skipped without root and ``ip``.
 - ``gpu_interpreter``: test_gpu.py: the Triton kernels run on the CPU by
   Triton's interpreter (its few real-GPU tests skip without CUDA).
 - ``subprocess``: tests that start processes: ``pbp`` as a command,
@@ -30,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 FILE_MARKS = {
     "test_mpi.py": {"mpi"},
+    "test_multihost.py": {"multihost", "mpi", "slow", "subprocess"},
     "test_gpu.py": {"gpu_interpreter"},
     "test_hostile_signals.py": {"slow", "subprocess"},   # ~30 s: jobs stopped by signals
 }
@@ -52,6 +55,19 @@ TEST_MARKS = {
     "test_bf16.py::test_estimators_name_a_bad_precision": {"slow"},   # imports scikit-learn
     "test_bench.py::test_mpi_ranks_agree_on_the_number_of_steps": {"slow", "subprocess"},
     "test_bench.py::test_ctrl_c_writes_what_was_measured": {"slow", "subprocess"},
+    "test_blas.py::test_gemm_releases_the_gil": {"slow"},
+    "test_blas.py::test_mkl_after_pytorch_runs_on_its_openmp_and_computes_right":
+        {"slow", "subprocess"},
+    "test_blas.py::test_distributed_executor_step_under_mkl_equals_openblas":
+        {"slow", "subprocess"},
+    "test_blas.py::test_a_bad_blas_name_is_a_one_line_error": {"slow", "subprocess"},
+    "test_blas.py::test_auto_measures_once_and_caches_per_machine": {"slow"},
+    "test_blas.py::test_a_corrupt_cache_is_measured_again_and_rewritten": {"slow"},
+    "test_blas.py::test_select_blas_exports_the_choice_to_child_processes":
+        {"slow", "subprocess"},
+    "test_blas.py::test_blas_option_and_variable_reach_the_metrics": {"slow", "subprocess"},
+    "test_blas.py::test_missing_mkl_is_a_one_line_error_with_the_install_hint":
+        {"slow", "subprocess"},
     "test_checkpoint.py::test_sigkill_at_a_random_moment_then_resume_gives_the_same_model":
         {"slow", "subprocess"},
     "test_checkpoint.py::test_ctrl_c_writes_a_checkpoint_and_stops_cleanly":
@@ -70,7 +86,16 @@ TEST_MARKS = {
     "test_gpu.py::test_pbp_train_gpu_saves_the_serial_model": {"slow"},
     "test_gpu.py::test_compiled_kernels_and_cuda_graphs_match_serial_on_a_gpu":
         {"slow", "subprocess"},
-    "test_gpu.py::test_tf32_rounds_on_a_gpu_within_tf32_tolerance": {"slow", "subprocess"},
+    "test_gpu.py::test_tf32_and_bf16_updates_within_their_tolerance_at_net_1h_on_a_gpu":
+        {"slow", "subprocess"},
+    "test_gpu.py::test_a_second_load_data_drops_the_graphs_that_gather": {"slow"},
+    "test_gpu.py::test_the_executor_measures_at_its_first_full_batch_and_then_reads_the_cache":
+        {"slow"},
+    "test_gpu_check.py::test_quick_run_answers_every_section": {"slow", "subprocess"},
+    "test_gpu_check.py::test_gpu_vs_torch_checks_each_layers_update_not_the_weights": {"slow"},
+    "test_gpu_check.py::test_correctness_at_the_real_shapes_on_a_gpu": {"slow", "subprocess"},
+    "test_gpu_check.py::test_kernels_compile_for_sm90_to_fma_or_tensor_cores_by_precision":
+        {"slow", "subprocess"},
     "test_mpi.py::test_importing_the_package_does_not_start_mpi": {"slow", "subprocess"},
     "test_mpi.py::test_ranks_train_the_serial_model": {"slow", "subprocess"},
     "test_mpi.py::test_a_failing_rank_ends_the_job": {"slow", "subprocess"},
@@ -138,6 +163,7 @@ TEST_MARKS.update({f"test_hostile_sizes.py::{name}": {"slow", "subprocess"} for 
 
 # Exceptions to FILE_MARKS: tests of a marked file that run in-process.
 UNMARKED = {
+    "test_multihost.py::test_the_rig_leaves_no_namespace_link_or_process": {"mpi"},
     "test_hostile_signals.py::test_a_second_stop_signal_is_not_deferred": {"subprocess"},
     "test_hostile_signals.py::test_a_bad_mpi_timeout_is_one_line": {"slow", "subprocess"},
 }
@@ -173,3 +199,21 @@ def warn_of_stale_names(config, items) -> None:
     if stale:
         warnings.warn(pytest.PytestWarning(
             f"tests/conftest.py marks tests that do not exist: {', '.join(stale)}"))
+
+
+@pytest.fixture(autouse=True)
+def blas_as_found():
+    """Each test starts with the BLAS the session started with: a command that chooses one
+    (``--blas``, which also exports ``PBP_BLAS`` to the processes it starts) changes both
+    for the rest of the process."""
+    import os
+
+    from parallel_backprop.gemm import current_blas, use_blas
+
+    before, variable = current_blas().name, os.environ.get("PBP_BLAS")
+    yield
+    use_blas(before)
+    if variable is None:
+        os.environ.pop("PBP_BLAS", None)
+    else:
+        os.environ["PBP_BLAS"] = variable

@@ -351,3 +351,19 @@ def test_list_systems_tells_whether_each_can_run_here():
         reason = availability(system)
         assert line.split()[2] == ("available" if reason is None else "unavailable")
         assert reason is None or line.endswith(f"({reason})")
+
+
+def test_records_name_the_blas_the_executors_and_the_gemm_ceiling_ran(tiny_grid):
+    from parallel_backprop.blas_choice import installed_blas
+
+    _, doc, _ = tiny_grid
+    used = doc["environment"]["gemm_blas"]
+    assert used["name"] in installed_blas() and used["version"]
+    assert {lib["internal_api"] for lib in doc["environment"]["blas"]} >= set(installed_blas())
+    for record in doc["records"]:
+        ours = record["system"] in ("serial", "threads", "hybrid", "gemm")
+        if ours and record["status"] == "ok":
+            assert record["blas"] == used["name"] == record["blas_library"]["name"]
+        elif not ours:
+            assert "blas" not in record
+

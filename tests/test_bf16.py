@@ -19,6 +19,7 @@ from helpers import random_batch
 from parallel_backprop import gemm as gemm_module
 from parallel_backprop import precision
 from parallel_backprop.backprop import gradient
+from parallel_backprop.blas_choice import resolve_blas, select_blas
 from parallel_backprop.blas_libraries import bfloat16, load_library
 from parallel_backprop.errors import ConfigError
 from parallel_backprop.executors import check_options, make_executor
@@ -150,10 +151,10 @@ def test_a_blas_without_bf16_refuses_bf16_products_in_one_line():
     with pytest.raises(ConfigError, match="no bf16 GEMM") as caught:
         gemm_module.gemm(a, np.ones((3, 2), bfloat16), np.zeros((4, 2), np.float32))
     assert "\n" not in str(caught.value)
-    with pytest.raises(ConfigError, match="--blas openblas: that BLAS has no bf16 GEMM"):
-        precision.blas_for("bf16", "openblas")
-    assert precision.blas_for("bf16", "auto") == "mkl"
-    assert precision.blas_for("fp32", "auto") is None
+    with pytest.raises(ConfigError, match="the openblas BLAS has no bf16 GEMM") as caught:
+        select_blas("openblas", "bf16")
+    assert "\n" not in str(caught.value)
+    assert resolve_blas("auto", "bf16") == "mkl"
 
 
 def test_a_cpu_without_native_bf16_is_refused_in_one_line(monkeypatch):

@@ -13,6 +13,7 @@ import gzip
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -236,9 +237,10 @@ def test_a_stalled_rank_ends_the_job_with_one_line(tmp_path):
     assert code != 0
     assert "Traceback" not in err
     [line] = messages(err)
-    assert line == ("pbp: error on rank 0 of 2: no gradient from the other ranks for 3 s; a "
-                    "rank is stalled or its host is unreachable (the limit is PBP_MPI_TIMEOUT "
-                    "seconds)"), line
+    assert line == (f"pbp: error on rank 0 of 2 (host {socket.gethostname()}): no gradient "
+                    f"from rank 1 (host {socket.gethostname()}) for 3 s: it is stalled or the "
+                    "host is unreachable (the limit is --comm-timeout, default PBP_MPI_TIMEOUT, "
+                    "3 s)"), line
 
 
 # ---- ranks that disagree ----------------------------------------------------------------
@@ -273,7 +275,8 @@ def test_ranks_that_disagree_stop_before_the_first_step(tmp_path, differs):
     assert code != 0
     assert "Traceback" not in err
     [line] = messages(err)
-    assert line.startswith(f"pbp: error on rank 0 of 2: rank 1 of 2 has other {differs} "
+    assert line.startswith(f"pbp: error on rank 0 of 2 (host {socket.gethostname()}): rank 1 "
+                           f"of 2 (host {socket.gethostname()}) has other {differs} "
                            "than rank 0"), line
     assert "epoch" not in err
 

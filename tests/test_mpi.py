@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -168,8 +169,9 @@ FAIL_SCRIPT = """
 
 @needs_mpi
 @pytest.mark.parametrize("how,message", [
-    ("raise", "rank 1 of 2 failed with RuntimeError: injected failure"),
-    ("error", "pbp: error on rank 1 of 2: injected data error"),
+    ("raise", f"rank 1 of 2 (host {socket.gethostname()}) failed with RuntimeError: "
+              "injected failure"),
+    ("error", f"pbp: error on rank 1 of 2 (host {socket.gethostname()}): injected data error"),
     ("kill", ""),
 ])
 def test_a_failing_rank_ends_the_job(how, message, tmp_path):
@@ -205,6 +207,15 @@ BAD_LAUNCH = {
                            "pip install -e '.[mpi]'"),
     "no mpi4py, mpi executor": (["--executor", "mpi"], "pip install -e '.[mpi]'"),
     "no mpiexec": (["--executor", "mpi", "--ranks", "2"], "no mpiexec"),
+    "a hostfile without ranks": (["--executor", "mpi", "--hostfile", "hosts"],
+                                 "--hostfile hosts: needs --ranks N"),
+    "restarts without ranks": (["--executor", "mpi", "--restarts", "2"],
+                               "--restarts 2: needs --ranks N"),
+    "restarts without checkpoints": (["--executor", "mpi", "--ranks", "2", "--restarts", "2"],
+                                     "--restarts 2: needs --checkpoint-dir"),
+    "a hostfile that is not there": (["--executor", "mpi", "--ranks", "2", "--hostfile",
+                                      "/nonexistent/hosts"],
+                                     "--hostfile /nonexistent/hosts: cannot be read"),
 }
 
 
@@ -216,6 +227,8 @@ def test_bad_launch_input_gives_one_clear_line(case, tmp_path, capsys, monkeypat
         monkeypatch.setenv("PMI_SIZE", "2")
     if case.startswith("no mpi4py"):
         monkeypatch.setitem(sys.modules, "mpi4py", None)   # import fails, nothing starts MPI
+    if case == "a hostfile that is not there" and MPIEXEC is None:
+        pytest.skip("reported as missing mpi4py or mpiexec first")
     if case == "no mpiexec":
         if find_spec("mpi4py") is None:
             pytest.skip("reported as missing mpi4py first")
@@ -231,8 +244,9 @@ def test_bad_launch_input_gives_one_clear_line(case, tmp_path, capsys, monkeypat
 
 
 def test_relaunch_drops_only_the_ranks_option():
-    assert without_ranks(["train", "--ranks", "4", "--net", "1h", "--ranks=2", "--quiet"]) == \
-        ["train", "--net", "1h", "--quiet"]
+    assert without_ranks(["train", "--ranks", "4", "--net", "1h", "--ranks=2", "--quiet",
+                          "--hostfile", "hosts", "--hostfile=h"]) == ["train", "--net", "1h",
+                                                                      "--quiet"]
 
 
 def test_importing_the_package_does_not_start_mpi():
@@ -272,3 +286,31 @@ def test_scaling_model_batch_for_efficiency_is_the_smallest(name, gbit_s, latenc
         assert batch % nodes == 0
         assert speedup(network, batch, nodes, link, flops) >= 0.8 * nodes - 1e-9
         assert speedup(network, batch - nodes, nodes, link, flops) < 0.8 * nodes
+
+
+def test_a_resumed_layout_is_said_in_one_line_only_when_it_changed(tmp_path):
+    from parallel_backprop.checkpoint import Checkpoint, layout_change
+
+    def checkpoint(layout):
+        return Checkpoint(tmp_path, None, None, {}, "", layout)
+
+    three = {"executor": "mpi", "ranks": 3, "threads": 2, "hosts": ["a", "b", "c"]}
+    assert layout_change(checkpoint(three), dict(three)) is None
+    assert layout_change(checkpoint(None), three) is None          # an older checkpoint
+    line = layout_change(checkpoint(three), {**three, "ranks": 1, "threads": 1, "hosts": ["a"]})
+    assert line == ("the checkpointed run trained on 3 ranks x 2 threads on a, b, c, this one "
+                    "on 1 rank x 1 thread on a; the global batch is unchanged, so it takes the "
+                    "same steps")
+
+
+def test_comm_timeout_overrides_the_variable(monkeypatch):
+    from parallel_backprop.executors.mpi import mpi_timeout, set_comm_timeout
+
+    monkeypatch.setenv("PBP_MPI_TIMEOUT", "7")
+    assert mpi_timeout() == 7
+    set_comm_timeout(2.5)
+    try:
+        assert mpi_timeout() == 2.5
+    finally:
+        set_comm_timeout(None)
+    assert mpi_timeout() == 7

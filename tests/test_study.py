@@ -242,6 +242,7 @@ def test_report_markdown_links_every_figure_and_has_the_sections(tiny_report):
                     "## Speedup against threads", "## Problem size", "## Accuracy"):
         assert heading in text
     assert "| CPU |" in text and "kernels (core type)" in text and "| commit |" in text
+    assert "| BLAS of the executors |" in text
     assert "fastest executor" in text and "of the GEMM ceiling" in text
     assert "every executor within 0.01 of it" in text
     assert "| serial | 1 |" in text

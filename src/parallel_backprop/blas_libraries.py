@@ -13,10 +13,23 @@ openblas
     a stable interface): Fortran ABI, so column-major; ``c = a @ b`` is
     computed as ``c^T = b^T @ a^T``, the operands passed swapped.
 mkl
-    Intel's oneMKL from the ``mkl`` wheel (``pip install 'parallel-backprop[mkl]'``):
+    Intel's oneMKL from the ``mkl`` wheel (the ``mkl`` extra):
     ``libmkl_rt``'s CBLAS with row-major layout, and its bf16 GEMM
     ``cblas_gemm_bf16bf16f32`` (bfloat16 operands, float32 accumulation and
     result; AMX tiles on CPUs that have them).
+
+Threads. threadpoolctl limits both libraries, but for MKL it calls
+``mkl_set_num_threads_local``, which binds only the thread that enters the
+limit: the executors' other workers kept MKL's default (every core), so
+two workers ran two MKL threads each on two cores (measured). So
+:attr:`BlasLibrary.set_threads` also sets MKL's process-wide count, which
+every thread without a local setting follows. MKL's threading layer is
+Intel's OpenMP (``libiomp5``, shipped with the wheel) unless
+``MKL_THREADING_LAYER`` says otherwise, or GNU's where PyTorch has put
+libgomp in the process first (see ``_mkl_setup``): the blas executor needs a
+threaded layer, and with the counts set this way 2 workers x 1 thread ran as fast
+under it as under the sequential layer, while the GNU layer ran 2-thread
+products 3x slower (docs/blas.md has the numbers).
 """
 
 from __future__ import annotations
@@ -30,7 +43,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, install_hint
 
 try:                                   # NumPy has no bfloat16 dtype of its own
     import ml_dtypes
@@ -50,6 +63,12 @@ class BlasLibrary:
     bf16: Callable | None
     bf16_missing: str = ""     # why ``bf16`` is None, for the error message
     path: str = ""             # the shared library, for records
+    version: str = ""
+    threading_layer: str = ""  # how it runs threads ("pthreads", "intel", ...)
+    # set_threads(n): the library's thread count for every thread of the process
+    # (None: threadpoolctl's limit is enough); get_threads(): that count.
+    set_threads: Callable[[int], None] | None = None
+    get_threads: Callable[[], int] | None = None
 
 
 _int = ctypes.c_int
@@ -82,12 +101,19 @@ def _scipy_routine(name: str, real: type) -> Callable:
 
 def _load_openblas() -> BlasLibrary:
     import scipy
+    from threadpoolctl import threadpool_info
 
     routines = {np.dtype(np.float32): _scipy_routine("sgemm", ctypes.c_float),
                 np.dtype(np.float64): _scipy_routine("dgemm", ctypes.c_double)}
+    # SciPy's own OpenBLAS (NumPy may bundle another), as threadpoolctl finds it.
+    scipy_dir = os.path.dirname(os.path.dirname(scipy.__file__))
+    info = next((info for info in threadpool_info() if info.get("internal_api") == "openblas"
+                 and info.get("filepath", "").startswith(os.path.join(scipy_dir, "scipy"))),
+                {})
     return BlasLibrary("openblas", routines, None,
-                       "SciPy's OpenBLAS is built without bf16; install the mkl extra",
-                       os.path.dirname(scipy.__file__))
+                       f"SciPy's OpenBLAS has none; use --blas mkl ({install_hint('mkl')})",
+                       info.get("filepath") or os.path.dirname(scipy.__file__),
+                       info.get("version") or "", info.get("threading_layer") or "")
 
 
 _ROW_MAJOR, _CBLAS_TRANSPOSE = 101, {b"N": 111, b"T": 112}
@@ -110,12 +136,46 @@ def _cblas_routine(function, real: type) -> Callable:
     return row_major
 
 
+# MKL_Set_Threading_Layer's codes, and the names MKL_THREADING_LAYER takes.
+_MKL_LAYERS = {"INTEL": 0, "SEQUENTIAL": 1, "PGI": 2, "GNU": 3, "TBB": 4}
+
+
+def gnu_openmp_global() -> bool:
+    """Whether GNU OpenMP (libgomp) is in the process's global symbol scope: PyTorch
+    puts it there when imported. (A wheel's private copy, as scikit-learn's, is not.)"""
+    return hasattr(ctypes.CDLL(None), "GOMP_parallel")
+
+
+def _mkl_setup(library: ctypes.CDLL) -> tuple[str, str]:
+    """Choose the threading layer (before any other MKL call); MKL's (version, layer).
+
+    Intel OpenMP unless ``MKL_THREADING_LAYER`` names another, or unless
+    libgomp's ``omp_*`` functions are global already: MKL's Intel layer then
+    calls them instead of libiomp5's and every thread computes the whole
+    product (measured: results off by a factor of about 2). The GNU layer
+    runs on that same libgomp, correctly.
+    """
+    asked = os.environ.get("MKL_THREADING_LAYER", "").strip().upper()
+    layer = _MKL_LAYERS.get(asked, _MKL_LAYERS["INTEL"])
+    if layer == _MKL_LAYERS["INTEL"] and gnu_openmp_global():
+        layer = _MKL_LAYERS["GNU"]
+    library.MKL_Set_Threading_Layer.restype = _int
+    layer = library.MKL_Set_Threading_Layer(layer)
+    names = {code: name.lower() for name, code in _MKL_LAYERS.items()}
+    text = ctypes.create_string_buffer(256)
+    library.MKL_Get_Version_String(text, len(text))
+    words = text.value.decode(errors="replace").split()
+    version = words[words.index("Version") + 1] if "Version" in words else text.value.decode()
+    return version, names.get(layer, str(layer))
+
+
 def _load_mkl() -> BlasLibrary:
     path = _mkl_path()
     if path is None:
-        raise ConfigError("--blas mkl: libmkl_rt not found in this environment; install it with "
-                          "pip install 'parallel-backprop[mkl]'")
+        raise ConfigError(f"--blas mkl: MKL (libmkl_rt) is not installed in this environment "
+                          f"({install_hint('mkl')})")
     library = ctypes.CDLL(path)
+    version, layer = _mkl_setup(library)
     routines = {}
     for dtype, symbol, real in ((np.float32, "cblas_sgemm", ctypes.c_float),
                                 (np.float64, "cblas_dgemm", ctypes.c_double)):
@@ -129,13 +189,22 @@ def _load_mkl() -> BlasLibrary:
     bf16.argtypes = [_int, _int, _int, _int, _int, _int, ctypes.c_float,
                      ctypes.c_void_p, _int, ctypes.c_void_p, _int, ctypes.c_float,
                      ctypes.c_void_p, _int]
+    library.MKL_Set_Num_Threads.argtypes = [_int]
+    library.MKL_Get_Max_Threads.restype = _int
+    common = dict(path=path, version=version, threading_layer=layer,
+                  set_threads=library.MKL_Set_Num_Threads, get_threads=library.MKL_Get_Max_Threads)
     if bfloat16 is None:
-        return BlasLibrary("mkl", routines, None, "ml_dtypes is not installed", path)
-    return BlasLibrary("mkl", routines, _cblas_routine(bf16, ctypes.c_float), "", path)
+        return BlasLibrary("mkl", routines, None, "ml_dtypes is not installed", **common)
+    return BlasLibrary("mkl", routines, _cblas_routine(bf16, ctypes.c_float), "", **common)
 
 
 _LOADERS = {"openblas": _load_openblas, "mkl": _load_mkl}
 _loaded: dict[str, BlasLibrary] = {}
+
+
+def mkl_installed() -> bool:
+    """Whether ``libmkl_rt`` is in this environment (found without loading it)."""
+    return _mkl_path() is not None
 
 
 def load_library(name: str) -> BlasLibrary:

@@ -23,6 +23,8 @@ needed to check that a resumed run is the same run::
                      early stopping's records of the validation metric
     best_params      float32 (n_params,): early stopping's best epoch's parameters; absent
                      until there is one
+    layout           str: JSON {executor, ranks, threads, hosts}: where the run trained (the
+                     hosts of its MPI ranks); informs a resumed run, which may use another
 
 A checkpoint without the last four (an older run's) resumes as plain SGD
 with fresh records.
@@ -88,6 +90,7 @@ class Checkpoint:
     model: Model          # network, params (= state.params), preprocessing, class names
     options: dict         # the run's options as recorded
     fingerprint: str      # data_fingerprint of the run's training and validation data
+    layout: dict | None = None   # executor, ranks, threads, hosts of the run that wrote it
 
 
 def data_fingerprint(*arrays: np.ndarray) -> str:
@@ -206,7 +209,8 @@ class CheckpointWriter:
 
     def __init__(self, folder: str | os.PathLike, network: Network, preprocessor,
                  class_names: list[str], dataset: str, options: dict, fingerprint: str,
-                 keep: int = 3, enabled: bool = True, lock: int | None = None):
+                 keep: int = 3, enabled: bool = True, lock: int | None = None,
+                 layout: dict | None = None):
         if not (isinstance(keep, int) and keep >= 1):
             raise ConfigError(f"keep {keep!r} checkpoints: expected a positive integer")
         self.folder = Path(folder)
@@ -214,6 +218,7 @@ class CheckpointWriter:
         self.class_names, self.dataset = list(class_names), dataset
         self.options, self.fingerprint = dict(options), fingerprint
         self.keep, self.enabled = keep, enabled
+        self.layout = layout
         self.last_path: Path | None = None
         self._release = weakref.finalize(self, os.close, lock) if lock is not None else None
 
@@ -239,6 +244,7 @@ class CheckpointWriter:
             "options": np.array(json.dumps(self.options)),
             "fingerprint": np.array(self.fingerprint),
             **run_state_arrays(state),
+            **({"layout": np.array(json.dumps(self.layout))} if self.layout else {}),
         }
         try:
             with atomic_open(path, "wb", "checkpoint") as handle:
@@ -350,9 +356,10 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise ModelFileError(f"{where}: epoch metrics unreadable ({exc})") from None
     options = json_value("options", dict)
     fingerprint = str(scalar("fingerprint", "U"))
+    layout = json_value("layout", dict) if "layout" in arrays else None
     state = TrainState(model.params, epoch, step, shuffle_state, loss_total, train_s, epochs,
                        steps_per_epoch, **run_state_of(arrays, model.params.shape[0], where))
-    return Checkpoint(path, state, model, options, fingerprint)
+    return Checkpoint(path, state, model, options, fingerprint, layout)
 
 
 def latest_checkpoint(folder: str | os.PathLike) -> Checkpoint:
@@ -390,7 +397,7 @@ def check_same_run(checkpoint: Checkpoint, network: Network, fingerprint: str) -
 # ---- the resume policy of ``pbp train --resume`` ------------------------------------
 
 NOT_RECORDED = frozenset({"quiet", "checkpoint_dir", "checkpoint_every", "keep_checkpoints",
-                          "resume", "ranks"})
+                          "resume", "ranks", "comm_timeout", "hostfile", "restarts"})
 """Options of ``pbp train`` that do not define the run: never recorded in a checkpoint."""
 
 OUTPUTS = frozenset({"save", "metrics_json"})
@@ -398,10 +405,11 @@ OUTPUTS = frozenset({"save", "metrics_json"})
 run writes unless given others."""
 
 FREE_ON_RESUME = frozenset({"data_dir", "kdd_file", "test_file", "train_file", "target_file",
-                            "epochs"}) | OUTPUTS
+                            "epochs", "blas"}) | OUTPUTS
 """Recorded options a resumed run may change: where the data are (the data
-themselves are checked by fingerprint), how many epochs to train in all, and
-where the outputs go."""
+themselves are checked by fingerprint), how many epochs to train in all,
+where the outputs go, and the BLAS (it changes rounding, not the method: a
+run may continue on a machine with another library)."""
 
 
 def recorded_options(options: dict) -> dict:
@@ -444,7 +452,8 @@ def check_resume_options(checkpoint: Checkpoint, options: dict) -> None:
 
 def start_checkpointing(checkpoint: Checkpoint | None, folder: str | os.PathLike,
                         network: Network, data, options: dict, *, keep: int = 3,
-                        enabled: bool = True) -> tuple[TrainState | None, CheckpointWriter]:
+                        enabled: bool = True, layout: dict | None = None,
+                        ) -> tuple[TrainState | None, CheckpointWriter]:
     """The state to resume from (None for a fresh run) and the writer of a run's checkpoints.
 
     ``checkpoint``: the one resumed (checked to be the same network and
@@ -453,6 +462,7 @@ def start_checkpointing(checkpoint: Checkpoint | None, folder: str | os.PathLike
     Every process gets a writer, so that all run the same loop; only an
     ``enabled`` one (rank 0 under MPI) prepares and locks the folder and
     writes; close the writer at the end of the run to release the lock.
+    ``layout``: where the run trains (see :func:`layout_change`), recorded.
     """
     fingerprint = data_fingerprint(data.x_train, data.y_train, data.x_val, data.y_val)
     if checkpoint is not None:
@@ -465,5 +475,25 @@ def start_checkpointing(checkpoint: Checkpoint | None, folder: str | os.PathLike
         folder, lock = prepare_folder(folder, resuming=same, outputs=outputs)
     writer = CheckpointWriter(folder, network, data.preprocessor, data.class_names, data.name,
                               recorded_options(options), fingerprint, keep=keep, enabled=enabled,
-                              lock=lock)
+                              lock=lock, layout=layout)
     return (None if checkpoint is None else checkpoint.state), writer
+
+
+def layout_change(checkpoint: Checkpoint, layout: dict) -> str | None:
+    """One line saying how ``layout`` differs from the checkpointed run's; None if it does not.
+
+    The batch is global, so a run resumed on other ranks or threads takes
+    the same steps (up to the order of float additions).
+    """
+    before = checkpoint.layout
+    if not before or all(before.get(key) == layout.get(key) for key in ("ranks", "threads")):
+        return None
+
+    def said(where: dict) -> str:
+        hosts = sorted(set(where.get("hosts") or ()))
+        return (f"{where.get('ranks')} rank{'s' * (where.get('ranks') != 1)} x "
+                f"{where.get('threads')} thread{'s' * (where.get('threads') != 1)}"
+                + (f" on {', '.join(hosts)}" if hosts else ""))
+
+    return (f"the checkpointed run trained on {said(before)}, this one on {said(layout)}; "
+            "the global batch is unchanged, so it takes the same steps")

@@ -135,7 +135,7 @@ _SCHEDULES = ("constant", "invscaling", "adaptive")
 # The start of the trainer's and the optimizer's messages -> the estimator's parameter.
 _MESSAGE_PARAMS = {"batch size": "batch_size", "learning rate": "learning_rate_init",
                    "executor": "executor", "threads": "threads",
-                   "blas threads": "blas_threads", "--optimizer": "solver",
+                   "blas threads": "blas_threads", "blas": "blas", "--optimizer": "solver",
                    "precision": "precision", "--precision": "precision",
                    "--momentum": "momentum", "--beta1": "beta_1", "--beta2": "beta_2",
                    "--eps": "epsilon"}
@@ -284,7 +284,7 @@ class _Backprop(BaseEstimator):
                        epochs=1, executor=self.executor,
                        threads=_python_number(self.threads, int),
                        blas_threads=_python_number(self.blas_threads, int),
-                       precision=self.precision)
+                       precision=self.precision, blas=self.blas)
         # The trainer's own rules off: the estimator applies scikit-learn's.
         fields_.update(lr_schedule="constant", early_stopping=False)
         try:
@@ -608,6 +608,10 @@ class BackpropClassifier(ClassifierMixin, _Backprop):
     precision : {"fp32", "bf16"}, default="fp32"
         Of the matrix products; "bf16": bfloat16 products accumulated in
         float32, float32 weights (CPUs with AMX or AVX512-BF16, and MKL).
+    blas : {"auto", "openblas", "mkl"} or None, default=None
+        The BLAS the CPU executors compute with (for the whole process; see
+        docs/blas.md): ``auto`` measures which is faster here; None keeps the
+        one in use (``$PBP_BLAS``, else OpenBLAS).
     max_epochs : int or None, default=None
         Deprecated: ``max_iter``.
     """
@@ -619,7 +623,7 @@ class BackpropClassifier(ClassifierMixin, _Backprop):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  loss="log_loss", class_weight=None, executor=BASELINE, threads=1,
-                 blas_threads=1, precision="fp32", max_epochs=None):
+                 blas_threads=1, precision="fp32", blas=None, max_epochs=None):
         super().__init__(**_arguments(locals()))
 
     _task = "classify"
@@ -759,7 +763,7 @@ class BackpropRegressor(RegressorMixin, _Backprop):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 executor=BASELINE, threads=1, blas_threads=1, precision="fp32",
+                 executor=BASELINE, threads=1, blas_threads=1, precision="fp32", blas=None,
                  max_epochs=None):
         super().__init__(**_arguments(locals()))
 

@@ -20,12 +20,18 @@ leading dimensions, so a worker can update its own columns of W in place.
 
 Two BLAS libraries (see :mod:`.blas_libraries`): SciPy's OpenBLAS (always
 there) and MKL (the ``mkl`` extra). :func:`use_blas` chooses the one every
-later ``gemm`` call goes through, for the whole process.
+later ``gemm`` call goes through, for the whole process; until it is called,
+the one ``$PBP_BLAS`` names (so that the processes a command starts compute
+with the BLAS it chose; see :mod:`.blas_choice`), else OpenBLAS.
+:func:`blas_thread_limit` sets its threads for every thread of the process.
 """
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .blas_libraries import BLAS_NAMES, BlasLibrary, bfloat16, load_library
 from .errors import ConfigError
@@ -46,11 +52,64 @@ def use_blas(name: str) -> BlasLibrary:
 
 
 def current_blas() -> BlasLibrary:
-    """The BLAS :func:`gemm` calls now (SciPy's OpenBLAS until :func:`use_blas`)."""
+    """The BLAS :func:`gemm` calls now: :func:`use_blas`'s, else ``$PBP_BLAS``'s, else OpenBLAS."""
     global _current
     if _current is None:
-        _current = load_library("openblas")
+        from .blas_choice import BLAS_CHOICES, BLAS_VARIABLE, resolve_blas
+
+        name = os.environ.get(BLAS_VARIABLE) or "openblas"
+        if name not in BLAS_CHOICES:
+            raise ConfigError(f"${BLAS_VARIABLE} {name!r}: expected one of "
+                              f"{', '.join(BLAS_CHOICES)}")
+        _current = load_library(resolve_blas(name))
     return _current
+
+
+class blas_thread_limit:
+    """Every BLAS of the process on ``threads`` threads per calling thread, until restored.
+
+    threadpoolctl's limit, plus the library's process-wide count where its
+    limit binds only the thread that sets it (MKL), so that the workers that
+    call BLAS from other threads follow it too (of ``library``: by default
+    the one in use). A context manager, or held for an executor's lifetime
+    and undone with :meth:`restore`.
+    """
+
+    def __init__(self, threads: int, library: BlasLibrary | None = None):
+        self._library = library or current_blas()
+        setter = self._library.set_threads
+        self._before = self._library.get_threads() if setter is not None else None
+        self._limits = threadpool_limits(limits=threads, user_api="blas")
+        if setter is not None:
+            setter(threads)
+
+    def restore(self) -> None:
+        """Put back the thread counts found when the limit was set (idempotent)."""
+        if self._limits is not None:
+            self._limits.restore_original_limits()
+            self._limits = None
+            if self._before is not None:
+                self._library.set_threads(self._before)
+
+    def __enter__(self) -> "blas_thread_limit":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.restore()
+
+
+def blas_record(library: BlasLibrary | None = None) -> dict:
+    """What records say of a BLAS (the one in use by default): name, path, version, threads."""
+    library = library or current_blas()
+    threads = library.get_threads() if library.get_threads is not None else None
+    if threads is None:
+        from threadpoolctl import threadpool_info
+
+        threads = next((info.get("num_threads") for info in threadpool_info()
+                        if info.get("filepath") == library.path), None)
+    return {"name": library.name, "path": library.path, "version": library.version,
+            "threading_layer": library.threading_layer, "threads": threads,
+            "bf16": library.bf16 is not None}
 
 
 def _as_blas(x: np.ndarray) -> tuple[bytes, int]:
@@ -110,4 +169,5 @@ def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, alpha: float = 1.0,
     return c
 
 
-__all__ = ["BLAS_NAMES", "BlasLibrary", "bfloat16", "current_blas", "gemm", "use_blas"]
+__all__ = ["BLAS_NAMES", "BlasLibrary", "bfloat16", "blas_record", "blas_thread_limit",
+           "current_blas", "gemm", "use_blas"]

@@ -11,8 +11,8 @@ never emulated: a CPU without AMX or AVX512-BF16 would have MKL widen every
 operand back to float32 in software, slower than fp32 itself; a BLAS without
 a bf16 GEMM has nothing to call.
 
-Which BLAS a precision needs is decided in one place, :func:`blas_for`, for
-whatever chooses a BLAS (``--blas``, its ``auto``, the executors).
+Which BLAS a precision may use is decided in one place,
+:func:`..blas_choice.select_blas` (``--blas`` and its ``auto``).
 """
 
 from __future__ import annotations
@@ -21,15 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .blas_libraries import BLAS_NAMES, bfloat16, load_library
+from .blas_choice import select_blas
+from .blas_libraries import bfloat16
 from .errors import ConfigError
-from .gemm import current_blas, use_blas
+from .gemm import current_blas
 
 PRECISIONS = ("fp32", "bf16")
 # /proc/cpuinfo flags of a native bf16 product: AMX tiles, or AVX-512 bf16 dot products.
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
-# The BLAS libraries with a bf16 GEMM, in order of preference.
-BF16_BLAS = ("mkl",)
 
 try:
     from . import _bf16 as _compiled       # the compiled converter (optional)
@@ -76,40 +75,19 @@ def bf16_unavailable(flags: set[str] | None = None) -> str | None:
     return cpu_bf16_missing(flags)
 
 
-def blas_for(precision: str, requested: str | None = None) -> str | None:
-    """The BLAS a run in ``precision`` must use, given the one asked for (None or "auto": any).
-
-    fp32 has no need of its own (None: the caller's choice stands). bf16
-    needs a BLAS with a bf16 GEMM: the first of :data:`BF16_BLAS` when none
-    was named, the one named if it has one, else a one-line error.
-    """
-    if precision != "bf16":
-        return None if requested in (None, "auto") else requested
-    if requested in (None, "auto"):
-        return BF16_BLAS[0]
-    if requested not in BF16_BLAS:
-        known = requested in BLAS_NAMES
-        raise ConfigError(f"--precision bf16 with --blas {requested}: "
-                          + ("that BLAS has no bf16 GEMM" if known else "unknown BLAS")
-                          + f"; use --blas {' or '.join(BF16_BLAS)} (or auto)")
-    return requested
-
-
 def use_bf16_blas():
     """Make sure :func:`..gemm.gemm` can multiply bfloat16; returns the BLAS it will call.
 
     Keeps the current BLAS when it has a bf16 GEMM, else switches the process
-    to the one :func:`blas_for` names (a one-line error when it is not
-    installed). Refuses on a CPU without native bf16 (see :func:`bf16_unavailable`).
+    to ``auto``'s choice among those with one (:func:`..blas_choice.select_blas`;
+    a one-line error when none is installed). Refuses on a CPU without native bf16 (see :func:`bf16_unavailable`).
     """
     reason = bf16_unavailable()
     if reason is not None:
         raise ConfigError(f"--precision bf16: {reason}")
     library = current_blas()
     if library.bf16 is None:
-        name = blas_for("bf16")
-        load_library(name)                   # its own one-line error when not installed
-        library = use_blas(name)
+        library = select_blas("auto", "bf16")   # one line when no BLAS here has a bf16 GEMM
     return library
 
 
@@ -130,6 +108,6 @@ def to_bf16(source: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-__all__ = ["BF16_BLAS", "BF16_CPU_FLAGS", "NATIVE_KERNEL", "PRECISIONS", "bf16_unavailable",
-           "blas_for", "cpu_bf16_missing", "cpu_flags", "to_bf16", "use_bf16_blas",
+__all__ = ["BF16_CPU_FLAGS", "NATIVE_KERNEL", "PRECISIONS", "bf16_unavailable",
+           "cpu_bf16_missing", "cpu_flags", "to_bf16", "use_bf16_blas",
            "use_native_converter"]

@@ -15,6 +15,8 @@ peer      what a user would run instead: a plain NumPy loop, PyTorch eager (and
           products), scikit-learn's ``MLPClassifier``
 ceiling   a large float32 GEMM: the machine's rate for the work that
           dominates a step (``gemm`` through the BLAS our executors call;
+          ``gemm-mkl`` MKL's sgemm and ``gemm-bf16`` MKL's bfloat16 GEMM with
+          float32 accumulation, whichever BLAS the executors call;
           ``gemm-torch`` and ``gemm-jax`` through those libraries' own)
 
 A builder runs inside the worker process (thread variables already set)
@@ -35,6 +37,7 @@ import numpy as np
 from ..errors import PbpError, install_hint
 from ..executors import EXECUTORS, Executor, make_executor
 from ..fileio import one_line
+from ..gemm import blas_record
 from ..network import Network
 from ..optim import OPTIMIZERS, OptimizerConfig
 
@@ -50,6 +53,8 @@ class System:
     extra: str = ""               # the pip extra that installs ``requires``
     peer_optimizers: tuple[str, ...] = ("sgd",)   # the update rules a peer is built with
     peer_precisions: tuple[str, ...] = ("fp32",)  # a peer's (or ceiling's) product precision
+    # Why it cannot run here beyond a missing module (e.g. no MKL library), or None.
+    check: Callable[[], str | None] | None = None
 
     @property
     def optimizers(self) -> tuple[str, ...]:
@@ -77,7 +82,7 @@ class System:
         if missing:
             return (f"{', '.join(missing)} is not installed "
                     f"({install_hint(self.extra)})")
-        return None
+        return self.check() if self.check is not None else None
 
     @property
     def on_device(self) -> bool:
@@ -103,6 +108,10 @@ _PEERS = [
 ]
 _CEILINGS = [
     System("gemm", "ceiling", (), "float32 GEMM through the BLAS the executors call"),
+    System("gemm-mkl", "ceiling", (), "float32 GEMM through MKL (cblas_sgemm)", "mkl",
+           check=lambda: _without_mkl()),
+    System("gemm-bf16", "ceiling", ("ml_dtypes",), "bfloat16 GEMM with float32 accumulation "
+           "through MKL (cblas_gemm_bf16bf16f32)", "mkl", check=lambda: _without_mkl()),
     System("gemm-torch", "ceiling", ("torch",), "float32 GEMM through torch.matmul", "compare"),
     System("gemm-jax", "ceiling", ("jax",), "float32 GEMM through jax.jit(a @ b)", "compare"),
 ]
@@ -172,6 +181,7 @@ class Workload:
     close: Callable[[], None] = lambda: None
     flops_per_step: float = 0.0       # set by build() for trainers, from the network
     samples_per_step: int = 0
+    blas: dict | None = None          # the BLAS it computes with (gemm.blas_record), if ours
 
 
 @dataclass(frozen=True)
@@ -284,7 +294,8 @@ def _executor(setup: Setup, pool: Pool) -> Workload:
     # the background, but the next call's first step waits for it, so each
     # timed round pays for the previous round's tail instead of its own.
     return Workload(_cycle(lambda x, y: executor.step(x, y, lr), pool.batches()),
-                    close=executor.close)
+                    close=executor.close,
+                    blas=blas_record() if executor.device == "cpu" else None)
 
 
 def _cycle(step: Callable, batches: list, finish: Callable[[], None] = lambda: None):
@@ -520,7 +531,48 @@ def _gemm(setup: Setup) -> Workload:
     from ..gemm import gemm
 
     a, b, c = _square_operands(setup.gemm_size, setup.seed)
-    return Workload(_repeat(lambda: gemm(a, b, c)), flops_per_step=2 * setup.gemm_size ** 3)
+    return Workload(_repeat(lambda: gemm(a, b, c)), flops_per_step=2 * setup.gemm_size ** 3,
+                    blas=blas_record())
+
+
+def _without_mkl() -> str | None:
+    """Why MKL cannot be called here, or None."""
+    from ..blas_libraries import mkl_installed
+
+    return None if mkl_installed() else f"MKL is not installed ({install_hint('mkl')})"
+
+
+def _mkl_product(setup: Setup, dtype) -> Workload:
+    """``c = a @ b`` through MKL's routine for ``dtype`` operands (float32 result)."""
+    from ..blas_libraries import load_library
+    from ..precision import cpu_bf16_missing
+
+    library = load_library("mkl")
+    a, b, c = _square_operands(setup.gemm_size, setup.seed)
+    a, b = a.astype(dtype), b.astype(dtype)
+    routine = library.routines[np.dtype(np.float32)] if dtype == np.float32 else library.bf16
+    n = setup.gemm_size
+    def product():
+        # The routine itself, so that the executors' choice of BLAS (use_blas) is not
+        # changed; the closure keeps the arrays (not only their addresses) alive.
+        routine(b"N", b"N", n, n, n, 1.0, a.ctypes.data, n, b.ctypes.data, n, 0.0,
+                c.ctypes.data, n)
+    notes = []
+    if dtype != np.float32 and cpu_bf16_missing():
+        notes.append(cpu_bf16_missing())
+    # MKL's threads: the worker's thread variables (MKL_NUM_THREADS), read when it loads.
+    return Workload(_repeat(product), flops_per_step=2 * n ** 3,
+                    blas=blas_record(library), notes=notes)
+
+
+def _gemm_mkl(setup: Setup) -> Workload:
+    return _mkl_product(setup, np.float32)
+
+
+def _gemm_bf16(setup: Setup) -> Workload:
+    from ..blas_libraries import bfloat16
+
+    return _mkl_product(setup, bfloat16)
 
 
 def _gemm_torch(setup: Setup) -> Workload:
@@ -541,5 +593,6 @@ def _gemm_jax(setup: Setup) -> Workload:
                     flops_per_step=2 * setup.gemm_size ** 3)
 
 
-_CEILING_BUILDERS = {"gemm": _gemm, "gemm-torch": _gemm_torch, "gemm-jax": _gemm_jax}
+_CEILING_BUILDERS = {"gemm": _gemm, "gemm-mkl": _gemm_mkl, "gemm-bf16": _gemm_bf16,
+                     "gemm-torch": _gemm_torch, "gemm-jax": _gemm_jax}
 

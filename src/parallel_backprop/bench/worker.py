@@ -126,6 +126,9 @@ def run(spec: dict) -> dict | None:
     try:
         result = measure(workload, **spec["timing"], agree=agree)
         result["threadpools"] = threadpools()   # while the workload holds its limits
+        if workload.blas is not None:
+            result["blas"] = workload.blas["name"]
+            result["blas_library"] = workload.blas
     finally:
         workload.close()
     if rank != 0:

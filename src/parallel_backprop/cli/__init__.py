@@ -14,6 +14,7 @@ written atomically after it ends.
 from __future__ import annotations
 
 import sys
+import time
 
 import click
 
@@ -76,13 +77,18 @@ def _fail(code: int, message: str = "", what: str = "error") -> int:
     """Print ``pbp: error: <message>``; as one of several MPI ranks, name it and end the job.
 
     Returning would leave the other ranks waiting for this one in a collective
-    (or this one waiting for them in MPI_Finalize): the job would hang.
+    (or this one waiting for them in MPI_Finalize): the job would hang. A rank
+    other than 0 waits a moment first: every rank runs the same command, and
+    when rank 0 meets the same error, its line and abort are the job's one
+    line; an error of this rank alone (its host lacks the data) still shows.
     """
-    from ..executors.mpi import abort_job, distributed_rank
+    from ..executors.mpi import OTHER_RANKS_WAIT_S, abort_job, distributed_rank, rank_label
 
-    where = distributed_rank()
-    if where is not None:
-        what += f" on rank {where[0]} of {where[1]}"
+    where = rank_label()
+    if where:
+        what += f" on {where}"
+        if distributed_rank()[0] != 0:
+            time.sleep(OTHER_RANKS_WAIT_S)
     click.echo(f"pbp: {what}" + (f": {message}" if message else ""), err=True)
     abort_job(code)
     return code

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import click
 
+from ..blas_choice import select_blas
 from .data import DataOptions
-from .options import (out_option, parse_comma_lists, quiet_option, seed_option, table_options,
-                      timing_options, timing_settings)
+from .options import (blas_option, out_option, parse_comma_lists, quiet_option, seed_option,
+                      table_options, timing_options, timing_settings)
 from .runs import command_argv, command_plugins
 
 TABLE_OPTIONS = ("train_file", "target_file", "target", "task", "columns", "drop", "impute",
@@ -55,6 +56,7 @@ NO_DATASET = {"dataset": None, "data_dir": None, "limit": None, "kdd_task": "bin
                  "repeats": "5; --quick 3", "timeout": "600; --quick 180"}, "a configuration")
 @click.option("--gemm-size", type=click.IntRange(min=1), default=2048, show_default=True,
               help="n of the n x n x n float32 GEMM that measures the ceiling.")
+@blas_option
 @seed_option()
 @out_option("Folder for bench.json, bench.csv and the plots.", default=Path("bench-results"))
 @click.option("--no-plots", is_flag=True, help="Write no PNG plots.")
@@ -71,6 +73,7 @@ def bench_command(ctx: click.Context, quick: bool, out: Path, no_plots: bool, li
     from ..bench import run_bench   # the harness is imported only by the commands using it
 
     echo = (lambda line: None) if quiet else click.echo
+    blas = grid.pop("blas")
     if list_systems:
         list_bench_systems()
         return
@@ -79,6 +82,7 @@ def bench_command(ctx: click.Context, quick: bool, out: Path, no_plots: bool, li
         return
     table = DataOptions(**NO_DATASET, **{name: grid.pop(name) for name in TABLE_OPTIONS})
     config = bench_config(ctx, quick, grid)
+    select_blas(blas)       # the executors' and the gemm ceiling's, in every worker
     if table.train_file is not None:
         config = table_pool(config, table, out, echo)
     try:

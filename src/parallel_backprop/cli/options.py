@@ -13,6 +13,7 @@ from typing import Callable, Iterable
 import click
 
 from ..activations import LOSSES
+from ..blas_choice import BLAS_CHOICES, BLAS_VARIABLE
 from ..data import DATASETS
 from ..executors import EXECUTORS, all_precisions
 
@@ -115,6 +116,14 @@ network_options = stack(
 )
 """The options that build the network (see :class:`.runs.NetOptions`)."""
 
+blas_option = click.option(
+    "--blas", type=click.Choice(BLAS_CHOICES), default="auto", envvar=BLAS_VARIABLE,
+    show_default=True, show_envvar=True,
+    help="The BLAS of the CPU executors' products, in every process the command starts: "
+         "auto (the faster here, measured once per machine and cached; with --precision "
+         "bf16, one with a bf16 GEMM), openblas (SciPy's) or mkl (the mkl extra).")
+"""``--blas``, default ``$PBP_BLAS`` (see :mod:`..blas_choice`)."""
+
 executor_options = stack(
     click.option("--executor", type=RegistryChoice(lambda: list(EXECUTORS)), default="serial",
                  show_default=True, help="The executor that trains."),
@@ -127,9 +136,21 @@ executor_options = stack(
                  help="Matrix products in fp32 (IEEE), bf16 (CPU executors: bfloat16 "
                       "products, fp32 sums and weights; needs AMX or AVX512-BF16 and MKL) or "
                       "tf32 (gpu: tensor cores)."),
+    blas_option,
     click.option("--ranks", type=click.IntRange(min=1),
                  help="mpi: start N ranks on this machine with mpiexec (under mpiexec, leave "
                       "it out: mpiexec -n sets the ranks)."),
+    click.option("--hostfile", type=click.Path(path_type=Path),
+                 help="mpi, with --ranks: start the ranks on these hosts (mpiexec's hostfile, "
+                      "`host:ranks` per line), after checking each answers and runs the same "
+                      "Python environment."),
+    click.option("--restarts", type=click.IntRange(min=0), default=0,
+                 help="mpi, with --ranks and --checkpoint-dir: after the job fails (a lost "
+                      "host, a killed rank), resume it from its last checkpoint up to N times, "
+                      "without the hosts that no longer answer."),
+    click.option("--comm-timeout", type=click.FloatRange(min=0, min_open=True),
+                 help="mpi: seconds a rank waits for the others before it names the silent "
+                      "ones and ends the job [default: PBP_MPI_TIMEOUT, else 120]."),
 )
 """The options that choose and size the executor (see :class:`.runs.ExecutorOptions`)."""
 

@@ -14,6 +14,7 @@ from typing import Callable
 
 import click
 
+from ..blas_choice import select_blas
 from ..data import Dataset
 from ..errors import ConfigError
 from ..executors import GpuExecutor, executor_class
@@ -62,12 +63,23 @@ class ExecutorOptions(OptionGroup):
     blas_threads: int
     precision: str
     ranks: int | None
+    comm_timeout: float | None = None
+    hostfile: Path | None = None
+    restarts: int = 0
+    blas: str = "auto"
 
     def train_config(self, **settings) -> TrainConfig:
         """A TrainConfig with this executor and ``settings`` (batch_size, lr, epochs...)."""
         return TrainConfig(executor=self.executor, threads=self.threads,
                            blas_threads=self.blas_threads, precision=self.precision,
-                           **settings)
+                           blas=self.chosen_blas(), **settings)
+
+    def chosen_blas(self) -> str | None:
+        """The library ``--blas`` names (``auto``: the one measured faster here), in use from
+        now on here and in the processes this run starts; None for a GPU executor."""
+        if executor_class(self.executor).device != "cpu":
+            return None
+        return select_blas(self.blas, self.precision).name
 
     @property
     def distributed(self) -> bool:
@@ -105,6 +117,10 @@ def start_run(data: DataOptions, net: NetOptions, run: ExecutorOptions, *, seed:
     Under MPI every rank calls this with the same seed (same data, same
     batches); only rank 0 checks and writes outputs, and prints.
     """
+    if run.distributed:
+        from ..executors.mpi import set_comm_timeout
+
+        set_comm_timeout(run.comm_timeout)
     rank, n_ranks = mpi_world() if run.distributed else (0, 1)
     if rank == 0:   # fail on an unwritable output now, not after the training it would lose
         check_outputs(outputs, data.input_files())
@@ -137,9 +153,41 @@ def check_agreement(started: Run) -> None:
                      if not isinstance(value, Path))
     network, data = started.network, started.data
     check_ranks_agree({
+        "environment": environment(),
         "options": repr(options),
         "network": repr((network.spec, network.activations, network.loss)),
         "data": data_fingerprint(data.x_train, data.y_train, data.x_val, data.y_val)})
+
+
+def run_layout(started: Run, run: ExecutorOptions) -> dict:
+    """Where this run trains, for its checkpoints: executor, ranks, threads, the ranks' hosts.
+
+    Under MPI a collective (every rank calls it): one small allgather.
+    """
+    import socket
+
+    hosts = [socket.gethostname()]
+    if started.n_ranks > 1:
+        from ..executors.mpi import import_mpi
+
+        hosts = import_mpi().COMM_WORLD.allgather(hosts[0])
+    return {"executor": run.executor, "ranks": started.n_ranks, "threads": run.threads,
+            "hosts": hosts}
+
+
+def environment() -> str:
+    """The versions that must agree between hosts: Python and the packages a step runs."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "none"
+
+    return " ".join([f"python {sys.version.split()[0]}",
+                     *(f"{name} {installed(name)}" for name in ("numpy", "mpi4py",
+                                                                "parallel-backprop"))])
 
 
 def mpi_world() -> tuple[int, int]:
@@ -158,20 +206,29 @@ def mpi_world() -> tuple[int, int]:
 
 
 def launch_ranks(run: ExecutorOptions, batch_size: int, outputs: dict,
-                 inputs: dict | None = None) -> int:
+                 inputs: dict | None = None, folder: Path | None = None) -> int:
     """``--ranks N``: check what can be checked here, then run this command under mpiexec.
 
     The ranks re-run this process's whole command line (:func:`command_argv`)
     but ``--ranks``, global options such as ``--plugin`` included.
     """
-    from ..executors.mpi import check_launch, launch
+    from ..executors.mpi import check_hosts, check_launch, launch_with_restarts
 
+    if run.ranks is None:
+        given = f"--hostfile {run.hostfile}" if run.hostfile else f"--restarts {run.restarts}"
+        raise ConfigError(f"{given}: needs --ranks N (under mpiexec, leave it out)")
+    if run.restarts and folder is None:
+        raise ConfigError(f"--restarts {run.restarts}: needs --checkpoint-dir (where the job "
+                          "resumes from)")
     if not run.distributed:
         raise ConfigError(f"--ranks {run.ranks}: only the mpi executor runs on ranks; add "
                           f"--executor mpi or drop --ranks (executor {run.executor!r})")
     mpiexec = check_launch(run.ranks, batch_size)
     check_outputs(outputs, inputs)
-    return launch(mpiexec, run.ranks, command_argv())
+    if run.hostfile is not None:
+        check_hosts(run.hostfile, environment())
+    return launch_with_restarts(mpiexec, run.ranks, command_argv(), run.hostfile,
+                                run.restarts, folder)
 
 
 def command_plugins() -> tuple[str, ...]:

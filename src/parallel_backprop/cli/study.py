@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 
-from .options import (out_option, parse_comma_lists, quiet_option, seed_option, timing_options,
-                      timing_settings)
+from .options import (blas_option, out_option, parse_comma_lists, quiet_option, seed_option,
+                      timing_options, timing_settings)
 from .runs import command_argv, command_plugins
 
 
@@ -65,6 +65,7 @@ from .runs import command_argv, command_plugins
 @timing_options({}, "a speed configuration or a training run")
 @click.option("--gemm-size", type=click.IntRange(min=1),
               help="n of the n x n x n GEMM that measures the ceiling (default 2048).")
+@blas_option
 @seed_option()
 @out_option("Folder for study.json and the harness's outputs.", default=Path("study-results"))
 @quiet_option("No progress and no tables.")
@@ -72,8 +73,10 @@ from .runs import command_argv, command_plugins
 def study_command(ctx: click.Context, preset: str, data_dir: Path | None, kdd_file: str | None,
                   train_file: Path | None, out: Path, quiet: bool, **settings):
     """Run the seed's study on this machine: tuning, accuracy, speed, scaling."""
+    from ..blas_choice import select_blas
     from ..study.run import run_study
 
+    select_blas(settings.pop("blas"))   # inherited by every run the study starts
     config = study_config(ctx, preset, settings)
     echo = (lambda line: None) if quiet else click.echo
     try:

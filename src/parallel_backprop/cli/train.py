@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
-from ..checkpoint import (check_resume_options, latest_checkpoint, resume_defaults,
-                          start_checkpointing)
+from ..checkpoint import (check_resume_options, latest_checkpoint, layout_change,
+                          resume_defaults, start_checkpointing)
 from ..errors import ConfigError
 from ..fileio import labelled, write_json
 from ..modelio import Model, save_model
@@ -22,7 +22,7 @@ from .data import DataOptions, OptionGroup
 from .methods import MethodOptions, apply_preset, method_options
 from .options import (dataset_choice, dataset_options, epochs_option, executor_options,
                       network_options, quiet_option, seed_option, table_options)
-from .runs import ExecutorOptions, NetOptions, Run, launch_ranks, start_run
+from .runs import ExecutorOptions, NetOptions, Run, launch_ranks, run_layout, start_run
 
 CHECKPOINT_KEY = "pbp.checkpoint"   # ctx.meta: the Checkpoint that --resume read
 
@@ -115,18 +115,22 @@ def train_command(ctx: click.Context, **params):
         raise ConfigError("--checkpoint-every: needs --checkpoint-dir (where to write them)")
     folder = saving.checkpoint_dir or saving.resume
     config = job.config(run, method)
-    if run.ranks is not None:
-        return launch_ranks(run, config.batch_size, job.outputs, data.input_files())
+    if run.ranks is not None or run.hostfile is not None or run.restarts:
+        return launch_ranks(run, config.batch_size, job.outputs, data.input_files(), folder)
     started = start_run(data, net, run, seed=job.seed, quiet=job.quiet, outputs=job.outputs,
                         header=lambda started: _header(started, run))
     resume_state, writer = None, None
     if folder is not None:
+        layout = run_layout(started, run)
         resume_state, writer = start_checkpointing(
             resumed, folder, started.network, started.data, ctx.params,
-            keep=saving.keep_checkpoints, enabled=started.root)
+            keep=saving.keep_checkpoints, enabled=started.root, layout=layout)
     if resume_state is not None:
         started.echo(f"resuming from {resumed.path} (epoch {resume_state.epoch}, "
                      f"step {resume_state.step}){_destinations(job)}")
+        changed = layout_change(resumed, layout)
+        if changed:
+            started.echo(changed)
     try:
         result = train(started.network, config, started.data.x_train, started.data.y_train,
                        started.data.x_val, started.data.y_val,

@@ -65,7 +65,7 @@ def tune_command(batch_sizes: str | None, epochs: int, jobs: int | None, seed: i
         weight_decays=parse_floats(weight_decays, "--weight-decays", zero=True) or (),
         train=run.train_config(epochs=epochs, seed=seed, **method.settings()), jobs=jobs)
     outputs = {"--out": out}
-    if run.ranks is not None:
+    if run.ranks is not None or run.hostfile is not None or run.restarts:
         return launch_ranks(run, min(config.batch_sizes), outputs, data.input_files())
     candidates = len(config.candidates())
     started = start_run(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..blas_choice import check_blas, select_blas
 from ..errors import ConfigError
 from ..network import Network
 from ..optim import OptimizerConfig
@@ -58,14 +59,16 @@ def executor_class(name: str) -> type[Executor]:
 
 
 def check_options(name: str, *, threads: int = 1, blas_threads: int = 1,
-                  precision: str = "fp32",
-                  optimizer: OptimizerConfig | None = None) -> type[Executor]:
+                  precision: str = "fp32", optimizer: OptimizerConfig | None = None,
+                  blas: str | None = None) -> type[Executor]:
     """Validate what the executor ``name`` is asked for; returns its class.
 
     The one place these combinations are checked: the command line, the
     training configuration and the estimators all come through here.
     """
     cls = executor_class(name)
+    if blas is not None:
+        check_blas(blas)
     for what, value in (("threads", threads), ("blas threads", blas_threads)):
         if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
             raise ConfigError(f"{what} {value!r}: expected a positive integer")
@@ -95,7 +98,8 @@ def check_options(name: str, *, threads: int = 1, blas_threads: int = 1,
 def make_executor(name: str, network: Network, params: np.ndarray, *, batch_size: int,
                   threads: int = 1, blas_threads: int = 1, precision: str = "fp32",
                   optimizer: OptimizerConfig | None = None,
-                  optimizer_state: OptimizerState | None = None) -> Executor:
+                  optimizer_state: OptimizerState | None = None,
+                  blas: str | None = None) -> Executor:
     """Create the executor ``name``, holding a copy of ``params``.
 
     ``threads`` is the executor's degree of parallelism (workers for
@@ -104,12 +108,17 @@ def make_executor(name: str, network: Network, params: np.ndarray, *, batch_size
     executor that nests them (``hybrid``). ``precision`` is one of the
     executor's ``precisions``; the CPU executors compute in the dtype of ``params``.
     ``optimizer`` (default plain SGD) is one of the executor's ``optimizers``,
-    continued from ``optimizer_state`` when given.
+    continued from ``optimizer_state`` when given. ``blas`` (``auto``,
+    ``openblas``, ``mkl``) routes every BLAS call of the process through that
+    library from now on (see :func:`..blas_choice.select_blas`); None keeps
+    the one in use.
     """
     cls = check_options(name, threads=threads, blas_threads=blas_threads, precision=precision,
-                        optimizer=optimizer)
+                        optimizer=optimizer, blas=blas)
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise ConfigError(f"batch size {batch_size!r}: expected a positive integer")
+    if blas is not None and cls.device == "cpu":
+        select_blas(blas, precision)
     options = {}
     if cls.nested_blas:
         options["blas_threads"] = blas_threads

@@ -16,7 +16,7 @@ This is :class:`~.threads.ThreadsExecutor` with one worker (no extra Python
 threads; its barrier has one party and never blocks) and ``threads`` BLAS
 threads: the same code path as ``hybrid`` 1 x T.
 
-threadpoolctl's limit is process-wide; it holds for the executor's lifetime
+The BLAS thread limit is process-wide; it holds for the executor's lifetime
 and ``close`` restores the previous limits.
 """
 

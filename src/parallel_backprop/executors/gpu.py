@@ -23,13 +23,21 @@ and of the optimizer's step count. ``optimizer_state()`` copies the state
 back; ``optimizer_state=`` uploads a saved one.
 
 CUDA graphs: the first step with a given number of rows runs as plain
-launches (which also compiles the kernels), then the same 2L + 1 launches
-(2L + 2 with an optimizer step, captured with the rest) are captured once
-in a ``torch.cuda.CUDAGraph`` and every later step of that size is one
-``replay``. A step otherwise costs 2L + 1 Triton launches
-of ~10-20 us of Python each, more than the GPU work of a Net-1h step at
-batch 128 (~0.42 GFLOP). A trainer's run needs two graphs: the batch size
-and the epoch's last, smaller batch.
+launches (which also compiles the kernels), then the same launches are
+captured once in a ``torch.cuda.CUDAGraph`` and every later step of that
+size is one ``replay``. A step is 3L Triton launches for L layers (3L + 1
+with an optimizer step), plus two gathers (``index_select`` of the batch's
+inputs and targets) on resident data, each ~10-20 us of Python when
+launched one by one: more than the GPU work of a Net-1h step at batch 128
+(~0.42 GFLOP). A trainer's run needs two graphs: the batch size and the
+epoch's last, smaller batch. The graphs that gather hold the addresses of
+the resident training set: :meth:`GpuExecutor.load_data` drops them before
+it replaces the set, and the next step of each size captures anew.
+
+Tiles: before its first full-batch step is launched (and so before any
+capture), the executor measures a few tile configurations of each product
+on scratch tensors, or reads the choice cached on disk for this GPU model
+(:mod:`.gpu_tuning`); under the interpreter, the fixed heuristic.
 
 Two ways to feed it:
 
@@ -52,7 +60,11 @@ checking the kernels without a GPU); otherwise the executor refuses to
 start with a message that says what to do.
 
 Precision: ``"fp32"`` (default) makes every ``tl.dot`` IEEE fp32, as PyTorch
-does for fp32 matmuls by default; ``"tf32"`` lets them use tensor cores.
+does for fp32 matmuls by default; ``"tf32"`` lets them use tensor cores;
+``"bf16"`` rounds the products' operands to bfloat16 for the tensor cores
+and accumulates in fp32, while the weights (the master copy), activations
+and deltas stay fp32 in memory and the update is applied in fp32: the
+meaning ``--precision bf16`` has on the CPU executors.
 """
 
 from __future__ import annotations
@@ -70,7 +82,7 @@ from ..network import Network
 from ..optim import OPTIMIZERS, OptimizerConfig
 from .base import Executor, OptimizerState
 
-PRECISIONS = ("fp32", "tf32")
+PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 def _interpreted() -> bool:
@@ -172,9 +184,13 @@ class GpuExecutor(Executor):
         The largest batch ``step`` will be given.
     threads : int
         Must be 1: the parallelism is the GPU's.
-    precision : {"fp32", "tf32"}
+    precision : {"fp32", "tf32", "bf16"}
     cuda_graphs : bool
         Capture steps in CUDA graphs (on a GPU; ignored under the interpreter).
+    autotune : bool
+        Choose each product's tiles, warps and stages by measurement at the
+        first step of ``batch_size`` rows, cached on disk per GPU model
+        (:mod:`.gpu_tuning`); on a GPU only, else the fixed heuristic.
     """
 
     name = "gpu"
@@ -197,7 +213,7 @@ class GpuExecutor(Executor):
 
     def __init__(self, network: Network, params: np.ndarray, *, batch_size: int,
                  threads: int = 1, precision: str = "fp32", cuda_graphs: bool = True,
-                 optimizer: OptimizerConfig | None = None,
+                 autotune: bool = True, optimizer: OptimizerConfig | None = None,
                  optimizer_state: OptimizerState | None = None):
         super().__init__(network, params, batch_size=batch_size, threads=threads)
         if threads != 1:
@@ -219,6 +235,7 @@ class GpuExecutor(Executor):
         self.device = device = select_device(torch, kernels)
         self._graphs_on = cuda_graphs and device.type == "cuda"
         self._graphs: dict[tuple[int, bool], object] = {}
+        self._autotune = autotune and device.type == "cuda"
         self._closed = False
 
         f32 = dict(dtype=torch.float32, device=device)
@@ -335,6 +352,7 @@ class GpuExecutor(Executor):
             raise ConfigError(
                 f"training set of shapes {x.shape} and {targets.shape}: expected "
                 f"(n, {self.network.sizes[0]}) inputs and (n, {self.network.sizes[-1]}) targets")
+        self._forget_gathering_graphs()      # they read the set this call replaces
         try:
             self._x_all = torch.tensor(x, dtype=torch.float32, device=self.device)
             self._t_all = torch.tensor(targets, dtype=torch.float32, device=self.device)
@@ -344,6 +362,17 @@ class GpuExecutor(Executor):
             torch.cuda.empty_cache()
             return False
         return True
+
+    def _forget_gathering_graphs(self) -> None:
+        """Drop the captured steps that gather from the resident training set (they
+        hold its addresses); those of staged batches stay."""
+        for key in [key for key in self._graphs if key[1]]:
+            del self._graphs[key]
+
+    @property
+    def captured(self) -> tuple[tuple[int, bool], ...]:
+        """The (rows, gather) shapes whose steps replay a captured CUDA graph."""
+        return tuple(self._graphs)
 
     def train_epoch(self, order: np.ndarray, lr: float, on_step=None) -> float:
         """One epoch over the loaded training set in ``order`` (row indices); returns the loss sum.
@@ -412,9 +441,23 @@ class GpuExecutor(Executor):
         if graph is not None:
             graph.replay()
             return
+        if self._autotune and n == self.batch_size:
+            self._tune(n)                    # before any capture: it launches and waits
         self._launch_step(n, gather)         # the first time also compiles the kernels
         if self._graphs_on and len(self._graphs) < _MAX_GRAPHS:
             self._graphs[key] = self._capture(n, gather)
+
+    def _tune(self, n: int) -> None:
+        """Measure (or read from the disk cache) the tiles of every product at the batch
+        size, once; an epoch's smaller last batch keeps the heuristic's tiles."""
+        from . import gpu_tuning
+
+        torch = self._torch
+        cache = gpu_tuning.TileCache(gpu_tuning.cache_path(gpu_tuning.device_name(
+            torch, self.device)))
+        gpu_tuning.tune_step(self._k, self.network.sizes, n, self._dot,
+                             self.network.activations[-1] == "softmax", self.device, cache)
+        self._autotune = False
 
     def _capture(self, n: int, gather: bool):
         """Record the step's launches in a CUDA graph. Capturing runs nothing."""

@@ -1,7 +1,8 @@
 """The seed's backprop steps as Triton kernels: the GPU implementation of :mod:`..backprop`.
 
-One training step of an L-layer network is 2L + 1 launches (2L + 2 with an
-optimizer other than SGD), each named after the step it implements (shapes
+One training step of an L-layer network is 3L launches (L forward, one loss
+total, L - 1 hidden deltas, L weight updates; 3L + 1 with an optimizer other
+than SGD), each named after the step it implements (shapes
 for a batch of M rows and a layer with K inputs and N outputs; W is (K, N)
 row-major, as in backprop.py):
 
@@ -57,8 +58,14 @@ parameter with weight decay (the weights-or-biases mask): momentum ~26.8
 
 Every kernel is a tiled product with masks on every tail: no size needs to be
 a multiple of a block. Products accumulate in fp32; ``PRECISION`` is
-``"ieee"`` (fp32-exact, PyTorch's default for fp32 matmuls) or ``"tf32"``
-(tensor cores, 10-bit mantissa inputs: only when asked).
+``"ieee"`` (fp32-exact, PyTorch's default for fp32 matmuls), ``"tf32"``
+(tensor cores, 10-bit mantissa inputs: only when asked) or ``"bf16"`` (the
+operands rounded to bfloat16 as they are loaded, tensor-core products with
+fp32 accumulation; everything stored, weights included, stays fp32).
+The interpreter's ``tl.dot`` ignores ``input_precision`` and mishandles
+bfloat16 operands (and its cast to bfloat16 truncates), so under it bf16 is
+``"bf16-rounded"``: the same round-to-nearest-even of the operands, done on
+their bits, then an fp32 product, which is exact for bf16 inputs.
 
 A softmax output needs a whole row in one program (max and sum over the
 row), so its block covers the row: up to ``MAX_ROW_BLOCK`` output units.
@@ -84,7 +91,6 @@ from ..optim import OptimizerConfig
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "linear")   # hidden and output
 OUTPUT_ACTIVATIONS = (*ACTIVATIONS, "softmax")
 LOSSES = ("mse", "cross-entropy")
-PRECISIONS = {"fp32": "ieee", "tf32": "tf32"}
 # The weight update kernel's epilogues, and the rules the optimizer step kernel applies.
 UPDATES = ("sgd", "sgd-decay", "gradient")
 STEP_RULES = ("momentum", "nesterov", "adam", "adamw")
@@ -130,6 +136,26 @@ def _derivative(a, ACTIVATION: tl.constexpr):
         return tl.full(a.shape, 1.0, tl.float32)
 
 
+@triton.jit
+def _bf16_round(x):
+    # x rounded to the nearest bfloat16 (ties to even), kept in fp32: on the bits, because
+    # the interpreter's cast truncates. NaN and inf are not expected in a product's operands.
+    bits = x.to(tl.uint32, bitcast=True)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    return bits.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _dot(a, b, acc, PRECISION: tl.constexpr):
+    # acc + a @ b, accumulated in fp32, the operands as PRECISION says.
+    if PRECISION == "bf16":                  # tensor cores: bf16 operands, fp32 accumulators
+        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), acc)
+    elif PRECISION == "bf16-rounded":        # the same rounding, for the interpreter
+        return tl.dot(_bf16_round(a), _bf16_round(b), acc, input_precision="ieee")
+    else:                                    # "ieee" (FMA) or "tf32" (tensor cores)
+        return tl.dot(a, b, acc, input_precision=PRECISION)
+
+
 # ---- 1. forward layer --------------------------------------------------------
 
 @triton.jit
@@ -146,7 +172,7 @@ def _bias_plus_product(X, W, B, M, N, K, stride_xm, stride_wk, rm, rn,
                     mask=(rm[:, None] < M) & (kk[None, :] < K), other=0.0)
         w = tl.load(W + kk[:, None] * stride_wk + rn[None, :],
                     mask=(kk[:, None] < K) & (rn[None, :] < N), other=0.0)
-        acc = tl.dot(x, w, acc, input_precision=PRECISION)
+        acc = _dot(x, w, acc, PRECISION)
     return acc
 
 @triton.jit
@@ -251,7 +277,7 @@ def _hidden_delta_kernel(
                     mask=(rm[:, None] < M) & (nn[None, :] < N), other=0.0)
         w_t = tl.load(W + rk[None, :] * stride_wk + nn[:, None],      # W^T tile (BLOCK_N, BLOCK_K)
                       mask=(nn[:, None] < N) & (rk[None, :] < K), other=0.0)
-        acc = tl.dot(d, w_t, acc, input_precision=PRECISION)
+        acc = _dot(d, w_t, acc, PRECISION)
     mask = (rm[:, None] < M) & (rk[None, :] < K)
     a = tl.load(A_prev + rm[:, None] * stride_am + rk[None, :], mask=mask, other=0.0)
     tl.store(D_prev + rm[:, None] * stride_pm + rk[None, :], acc * _derivative(a, ACTIVATION),
@@ -288,7 +314,7 @@ def _weight_update_kernel(
                       mask=(rk[:, None] < K) & (mm[None, :] < M), other=0.0)
         d = tl.load(D + mm[:, None] * stride_dm + rn[None, :],
                     mask=(mm[:, None] < M) & (rn[None, :] < N), other=0.0)
-        acc = tl.dot(a_t, d, acc, input_precision=PRECISION)
+        acc = _dot(a_t, d, acc, PRECISION)
         col_sum += tl.sum(d, axis=0)     # cheap next to the product; stored by one row of programs
     scale = tl.load(Scalars)
     mask = (rk[:, None] < K) & (rn[None, :] < N)
@@ -357,8 +383,27 @@ def _optimizer_step_kernel(
 
 # ---- host launchers: check, pick blocks, launch --------------------------------
 
+# The products' kernels by launcher name, for tools that compile or inspect them
+# (benchmarks/gpu_check.py): the JIT function, its pointer arguments, the names of
+# its blocks in the launcher's (rows, cols, reduce) order, its other constexprs.
+PRODUCT_KERNELS = {
+    "forward_layer": (_forward_layer_kernel, ("X", "W", "B", "A"),
+                      ("BLOCK_M", "BLOCK_N", "BLOCK_K"), {"ACTIVATION": "sigmoid"}),
+    "forward_output_delta": (_forward_output_delta_kernel,
+                             ("X", "W", "B", "Y", "A", "D", "LossParts"),
+                             ("BLOCK_M", "BLOCK_N", "BLOCK_K"),
+                             {"ACTIVATION": "sigmoid", "LOSS": "mse"}),
+    "hidden_delta": (_hidden_delta_kernel, ("D", "W", "A_prev", "D_prev"),
+                     ("BLOCK_M", "BLOCK_K", "BLOCK_N"), {"ACTIVATION": "sigmoid"}),
+    "weight_update": (_weight_update_kernel, ("A_prev", "D", "W", "B", "Scalars"),
+                      ("BLOCK_K", "BLOCK_N", "BLOCK_M"), {"UPDATE": "sgd"}),
+}
+
 # Whether @triton.jit made interpreted kernels (TRITON_INTERPRET=1 at import).
 INTERPRETED: bool = type(_forward_layer_kernel).__name__ == "InterpretedFunction"
+# The executor's --precision -> the kernels' PRECISION (see the module docstring).
+PRECISIONS = {"fp32": "ieee", "tf32": "tf32",
+              "bf16": "bf16-rounded" if INTERPRETED else "bf16"}
 
 
 def _pow2(n: int, lo: int = 16, hi: int = 64) -> int:
@@ -372,8 +417,9 @@ def tile(rows: int, cols: int, reduce: int, interpreted: bool,
     """(BLOCK_rows, BLOCK_cols, BLOCK_reduce) for an output of rows x cols.
 
     Under the interpreter the cost is per program and per loop iteration, so
-    blocks are as large as the shape (up to 32). On a GPU, a heuristic not
-    yet tuned on hardware (benchmarks/gpu_vs_torch.py measures it): tiles of
+    blocks are as large as the shape (up to 32). On a GPU this is the first
+    candidate of the measured choice (:mod:`.gpu_tuning`) and the fallback
+    when the executor does not measure (``autotune=False``): tiles of
     16..64 per side (tl.dot needs >= 16), halved until the grid has about
     ``programs`` (the SM count) programs: Net-1h's first layer at batch 128
     is 2 x 16 tiles of 64 x 64, 64 tiles of 32 x 32 ... 256 of 16 x 32 on an
@@ -400,8 +446,31 @@ def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def _tile_for(tensor: torch.Tensor, rows: int, cols: int, reduce: int) -> tuple[int, int, int]:
-    return tile(rows, cols, reduce, INTERPRETED, _sm_count(tensor.device))
+# Configurations chosen by measurement (gpu_tuning.tune_step), by (kernel, shape,
+# precision): (BLOCK_rows, BLOCK_cols, BLOCK_reduce, num_warps, num_stages).
+TUNED: dict[tuple[str, tuple[int, int, int], str], tuple[int, ...]] = {}
+
+
+def heuristic_blocks(kernel: str, shape: tuple[int, int, int],
+                     device: torch.device) -> tuple[int, int, int]:
+    """The fixed heuristic's blocks for ``kernel`` on ``shape`` (its launcher's order)."""
+    if kernel == "forward_output_delta":
+        return output_blocks(*shape, "sigmoid", device)
+    return tile(*shape, INTERPRETED, _sm_count(device))
+
+
+def _config_for(kernel: str, tensor: torch.Tensor, shape: tuple[int, int, int],
+                precision: str) -> tuple[int, ...]:
+    """The measured configuration of this launch when there is one, else the heuristic's."""
+    return TUNED.get((kernel, shape, precision)) or tile(*shape, INTERPRETED,
+                                                         _sm_count(tensor.device))
+
+
+def _options(config: tuple[int, ...]) -> dict:
+    """Warps and stages of a measured configuration (the interpreter takes none)."""
+    if INTERPRETED or len(config) < 5:
+        return {}
+    return {"num_warps": config[3], "num_stages": config[4]}
 
 
 def _check(name: str, tensor: torch.Tensor, shape: tuple[int, ...]) -> None:
@@ -415,18 +484,20 @@ def forward_layer(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, out: torch.
                   blocks: tuple[int, int, int] | None = None) -> torch.Tensor:
     """``out = f(x @ w + b)``: x (M, K), w (K, N), b (N,), out (M, N).
 
-    ``blocks`` (BLOCK_M, BLOCK_N, BLOCK_K) overrides :func:`tile`'s choice, as in every launcher.
+    ``blocks`` (BLOCK_M, BLOCK_N, BLOCK_K), optionally followed by num_warps and
+    num_stages, overrides the measured or heuristic choice, as in every launcher.
     """
     M, K = x.shape
     N = w.shape[1]
     for name, t, shape in (("x", x, (M, K)), ("w", w, (K, N)), ("b", b, (N,)),
                            ("out", out, (M, N))):
         _check(name, t, shape)
-    bm, bn, bk = blocks or _tile_for(x, M, N, K)
+    config = blocks or _config_for("forward_layer", x, (M, N, K), precision)
+    bm, bn, bk = config[:3]
     grid = (triton.cdiv(M, bm), triton.cdiv(N, bn))
     _forward_layer_kernel[grid](x, w, b, out, M, N, K, x.stride(0), w.stride(0), out.stride(0),
                                 ACTIVATION=activation, PRECISION=precision,
-                                BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk)
+                                BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, **_options(config))
     return out
 
 
@@ -465,7 +536,10 @@ def forward_output_delta(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
     for name, t, shape in (("x", x, (M, K)), ("w", w, (K, N)), ("b", b, (N,)),
                            ("out", out, (M, N))):
         _check(name, t, shape)
-    bm, bn, bk = blocks or output_blocks(M, N, K, activation, x.device)
+    config = blocks or (activation != "softmax" and TUNED.get(
+        ("forward_output_delta", (M, N, K), precision))) or output_blocks(
+        M, N, K, activation, x.device)
+    bm, bn, bk = config[:3]
     if activation == "softmax" and bn < N:
         raise ValueError(f"softmax output of {N} units in blocks of {bn}: a row must fit one")
     grid = (triton.cdiv(M, bm), triton.cdiv(N, bn))
@@ -480,7 +554,7 @@ def forward_output_delta(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
         x, w, b, y, out, delta, loss_parts, M, N, K,
         x.stride(0), w.stride(0), y.stride(0), out.stride(0), delta.stride(0),
         ACTIVATION=activation, LOSS=loss or "none", PRECISION=precision,
-        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk)
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, **_options(config))
     return out if loss is None else loss_parts[:grid[0] * grid[1]]
 
 
@@ -500,12 +574,13 @@ def hidden_delta(delta: torch.Tensor, w: torch.Tensor, a_prev: torch.Tensor,
     for name, t, shape in (("delta", delta, (M, N)), ("w", w, (K, N)),
                            ("a_prev", a_prev, (M, K)), ("out", out, (M, K))):
         _check(name, t, shape)
-    bm, bk, bn = blocks or _tile_for(delta, M, K, N)
+    config = blocks or _config_for("hidden_delta", delta, (M, K, N), precision)
+    bm, bk, bn = config[:3]
     grid = (triton.cdiv(M, bm), triton.cdiv(K, bk))
     _hidden_delta_kernel[grid](delta, w, a_prev, out, M, N, K, delta.stride(0), w.stride(0),
                                a_prev.stride(0), out.stride(0),
                                ACTIVATION=activation, PRECISION=precision,
-                               BLOCK_M=bm, BLOCK_K=bk, BLOCK_N=bn)
+                               BLOCK_M=bm, BLOCK_K=bk, BLOCK_N=bn, **_options(config))
     return out
 
 
@@ -527,12 +602,13 @@ def weight_update(a_prev: torch.Tensor, delta: torch.Tensor, w: torch.Tensor, b:
     for name, t, shape in (("a_prev", a_prev, (M, K)), ("delta", delta, (M, N)),
                            ("w", w, (K, N)), ("b", b, (N,))):
         _check(name, t, shape)
-    bk, bn, bm = blocks or _tile_for(w, K, N, M)
+    config = blocks or _config_for("weight_update", w, (K, N, M), precision)
+    bk, bn, bm = config[:3]
     grid = (triton.cdiv(K, bk), triton.cdiv(N, bn))
     _weight_update_kernel[grid](a_prev, delta, w, b, scalars, M, N, K,
                                 a_prev.stride(0), delta.stride(0), w.stride(0),
                                 UPDATE=update, PRECISION=precision,
-                                BLOCK_K=bk, BLOCK_N=bn, BLOCK_M=bm)
+                                BLOCK_K=bk, BLOCK_N=bn, BLOCK_M=bm, **_options(config))
 
 
 def weight_gradient(a_prev: torch.Tensor, delta: torch.Tensor, grad_w: torch.Tensor,

@@ -16,7 +16,7 @@ rows, ``R`` ranks, ``T`` threads per rank::
     3. allreduce  ONE in-place Allreduce(SUM) of the flat buffer [s g_r | loss_r]: every
                   rank now holds s * (g_0 + ... + g_{R-1}) and the batch's loss sum
                   (non-blocking, polled by wait_for: a stalled rank ends the job after
-                  PBP_MPI_TIMEOUT seconds instead of hanging it)
+                  --comm-timeout seconds, named, instead of hanging it)
     4. update     every rank: params -= that sum   (one pass; each worker a slice)
 
 Other update rules (momentum, Adam...; SGD with weight decay too): s = 1 / n,
@@ -76,12 +76,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -108,22 +111,42 @@ class MPIUnavailable(PbpError):
 
 
 class RankStalled(PbpError):
-    """The other ranks sent nothing for ``PBP_MPI_TIMEOUT`` seconds."""
+    """The other ranks sent nothing for ``--comm-timeout`` (``PBP_MPI_TIMEOUT``) seconds."""
 
 
 # How long a rank waits for the others' gradients before it ends the job. A
 # blocking Allreduce waits forever when one rank is stopped (SIGSTOP, a
 # swapping or hung host), spinning at full CPU. Generous: a step, an
 # evaluation or a checkpoint written by rank 0 must never come near it.
+# ``--comm-timeout`` sets it for a run; PBP_MPI_TIMEOUT is its default.
 TIMEOUT_VARIABLE, DEFAULT_TIMEOUT_S = "PBP_MPI_TIMEOUT", 120.0
 # Waiting: poll without pause this long (a healthy step's wait is shorter;
 # MPI progresses only while it is called), then sleep between polls, the
-# pause doubling up to its longest.
+# pause doubling up to its longest. Oversubscribed ranks (more ranks than
+# cores on a host) never spin: the rank they wait for needs that core.
 SPIN_S, FIRST_PAUSE_S, LONGEST_PAUSE_S = 0.05, 50e-6, 0.001
+# After a timeout, how long the ranks that waited listen for each other, to
+# tell which ranks are silent (stalled or lost) and name them.
+ROLL_CALL_S, ROLL_CALL_TAG = 5.0, 7177
+
+# A rank other than 0 that fails waits this long before it reports, so that an
+# error every rank meets (the same command, the same input) is said once, by rank 0.
+OTHER_RANKS_WAIT_S = 2.0
+
+_comm_timeout: float | None = None     # --comm-timeout, when given
+_spin_s = SPIN_S
+
+
+def set_comm_timeout(seconds: float | None) -> None:
+    """Use ``seconds`` (``--comm-timeout``) instead of PBP_MPI_TIMEOUT; None: the variable."""
+    global _comm_timeout
+    _comm_timeout = seconds
 
 
 def mpi_timeout() -> float:
-    """Seconds to wait for the other ranks: ``PBP_MPI_TIMEOUT``, default 120."""
+    """Seconds to wait for the other ranks: --comm-timeout, else ``PBP_MPI_TIMEOUT``, else 120."""
+    if _comm_timeout is not None:
+        return _comm_timeout
     text = os.environ.get(TIMEOUT_VARIABLE, "").strip()
     if not text:
         return DEFAULT_TIMEOUT_S
@@ -139,9 +162,10 @@ def mpi_timeout() -> float:
 def wait_for(request, timeout_s: float, missing: str) -> None:
     """Wait for a non-blocking MPI ``request``; :class:`RankStalled` after ``timeout_s``.
 
-    Spins for ``SPIN_S`` (what a blocking call would do), then sleeps between
-    polls so that a rank waiting for a stalled one does not burn a core.
-    ``missing`` says what did not arrive, for the error line.
+    Spins for ``SPIN_S`` (what a blocking call would do; not at all when the
+    host is oversubscribed), then sleeps between polls so that a rank waiting
+    for a stalled one does not burn a core. ``missing`` says what did not
+    arrive, for the error line.
     """
     start = time.monotonic()
     pause = 0.0
@@ -149,10 +173,51 @@ def wait_for(request, timeout_s: float, missing: str) -> None:
         waited = time.monotonic() - start
         if waited > timeout_s:
             raise RankStalled(f"{missing} for {timeout_s:g} s; a rank is stalled or its host "
-                              f"is unreachable (the limit is {TIMEOUT_VARIABLE} seconds)")
-        if waited > SPIN_S:
+                              f"is unreachable (the limit is --comm-timeout, default "
+                              f"{TIMEOUT_VARIABLE} seconds)")
+        if waited >= _spin_s:
             pause = min(LONGEST_PAUSE_S, max(FIRST_PAUSE_S, 2 * pause))
             time.sleep(pause)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity), else the machine's."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+_roll_calls: dict = {}      # communicator handle -> its duplicate for roll calls
+
+
+def roll_call_comm(comm):
+    """A duplicate of ``comm`` for roll calls, made once per communicator (collective then)."""
+    key = comm.py2f()
+    if key not in _roll_calls:
+        _roll_calls[key] = comm.Dup()
+    return _roll_calls[key]
+
+
+def silent_ranks(comm, listen_s: float = ROLL_CALL_S) -> list[int]:
+    """After a timeout: the ranks of ``comm`` from which nothing arrives within ``listen_s``.
+
+    Every rank that timed out sends a one-byte message to every other and
+    listens for theirs: ranks that waited like it answer (their own timeout
+    comes within a step of this one's); a stopped rank, or one whose host is
+    gone, does not. Nothing is waited for beyond ``listen_s``.
+    """
+    me = comm.Get_rank()
+    others = [r for r in range(comm.Get_size()) if r != me]
+    token = np.ones(1, np.int8)
+    sends = [comm.Isend(token, dest=r, tag=ROLL_CALL_TAG) for r in others]
+    boxes = {r: np.zeros(1, np.int8) for r in others}
+    pending = {r: comm.Irecv(boxes[r], source=r, tag=ROLL_CALL_TAG) for r in others}
+    deadline = time.monotonic() + listen_s
+    while pending and time.monotonic() < deadline:
+        pending = {r: req for r, req in pending.items() if not req.Test()}
+        time.sleep(0.01)
+    del sends                 # never waited for: a send to a stopped rank may not complete
+    return sorted(pending)
 
 
 def import_mpi():
@@ -199,6 +264,14 @@ def distributed_rank() -> tuple[int, int] | None:
     return (MPI.COMM_WORLD.Get_rank(), size) if size > 1 else None
 
 
+def rank_label() -> str:
+    """``"rank R of N (host H)"`` for this process, or ``""`` outside a job of several ranks."""
+    where = distributed_rank()
+    if where is None:
+        return ""
+    return f"rank {where[0]} of {where[1]} (host {socket.gethostname()})"
+
+
 def abort_job(code: int = 1) -> None:
     """End every rank of the job now (``MPI_Abort``); does not return when running under MPI."""
     if distributed_rank() is not None:
@@ -230,11 +303,11 @@ def install_abort_hook() -> None:
     previous = sys.excepthook
 
     def abort_on_uncaught(kind, value, tb):
-        where = distributed_rank()
+        where = rank_label()
         try:
-            if where is not None:
-                sys.stderr.write(f"pbp: rank {where[0]} of {where[1]} failed with "
-                                 f"{kind.__name__}: {value}; aborting every rank\n")
+            if where:
+                sys.stderr.write(f"pbp: {where} failed with {kind.__name__}: {value}; "
+                                 "aborting every rank\n")
             previous(kind, value, tb)
         except BaseException:                      # noqa: BLE001 - abort regardless
             traceback.print_exception(kind, value, tb)
@@ -258,16 +331,19 @@ def check_ranks_agree(parts: dict[str, str]) -> None:
     comm = import_mpi().COMM_WORLD
     mine = {name: hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
             for name, text in parts.items()}
-    every = comm.allgather(mine)
-    for rank, theirs in enumerate(every):
-        differing = [name for name in parts if theirs.get(name) != every[0].get(name)]
+    every = comm.allgather((socket.gethostname(), mine, parts.get("environment")))
+    for rank, (host, theirs, environment) in enumerate(every):
+        differing = [name for name in parts if theirs.get(name) != every[0][1].get(name)]
         if not differing:
             continue
         if comm.Get_rank() == 0:
+            versions = (f" ({environment} there, {every[0][2]} on rank 0)"
+                        if "environment" in differing else "")
             raise ConfigError(
-                f"rank {rank} of {len(every)} has other {' and '.join(differing)} than rank 0: "
-                "every rank must run the same command on the same data; check each rank's "
-                "command line and data files")
+                f"rank {rank} of {len(every)} (host {host}) has other "
+                f"{' and '.join(differing)} than rank 0{versions}: every rank must run the "
+                "same command on the same data in the same Python environment; check each "
+                "host's command line, data files and installed packages")
         comm.Barrier()      # never passed: rank 0's error aborts the job
 
 
@@ -322,6 +398,7 @@ class MPIExecutor(ThreadsExecutor):
         self._comm, self._sum, self._IN_PLACE = comm, MPI.SUM, MPI.IN_PLACE
         self.timeout_s = mpi_timeout()
         self.rank, self.ranks = comm.Get_rank(), comm.Get_size()
+        self._meet(comm, threads)
         if self.ranks > batch_size:
             raise ConfigError(
                 f"{self.ranks} MPI ranks for a batch size of {batch_size}: expected at most "
@@ -341,14 +418,56 @@ class MPIExecutor(ThreadsExecutor):
         self.global_batch_size = batch_size
         for replicated in (self._params, self._optimizer.state):  # 0. every replica equal
             if replicated.size:
-                wait_for(comm.Ibcast(replicated, root=0), self.timeout_s,
-                         "no starting parameters from rank 0")
+                self._wait(comm.Ibcast(replicated, root=0), "no starting parameters")
         self._ws.refresh()                            # the bf16 copy of rank 0's parameters
         # Worker k applies flat slice [cut_k, cut_k+1) of the reduced step.
         cuts = self._flat_cuts
         self._update_params = [self._params[cuts[k]:cuts[k + 1]] for k in range(self._workers)]
         self._update_steps = [self._step[cuts[k]:cuts[k + 1]] for k in range(self._workers)]
         self._mpi_type = MPI.DOUBLE if self._params.dtype == np.float64 else MPI.FLOAT
+
+    def _meet(self, comm, threads: int) -> None:
+        """Learn every rank's host and cores; say so, and stop spinning, when oversubscribed.
+
+        ``self.hosts[r]`` names rank r's host in error lines. A second
+        communicator carries the roll call after a timeout, apart from the
+        collectives that timed out.
+        """
+        global _spin_s
+        every = comm.allgather((socket.gethostname(), usable_cores()))
+        self.hosts = [host for host, _ in every]
+        self._roll = roll_call_comm(comm)
+        crowded = sorted({(host, self.hosts.count(host), cores) for host, cores in every
+                          if self.hosts.count(host) * threads > cores})
+        if crowded:
+            _spin_s = 0.0
+            host, ranks, cores = crowded[0]
+            if self.rank == 0:
+                also = f" (and {len(crowded) - 1} more hosts)" if len(crowded) > 1 else ""
+                sys.stderr.write(
+                    f"pbp: warning: {ranks} ranks x {threads} thread{'s' * (threads > 1)} on "
+                    f"host {host}{also}, which has {cores} cores: waiting ranks sleep instead "
+                    "of spinning, but fewer ranks (or threads) would train faster\n")
+
+    def _wait(self, request, what: str) -> None:
+        """``wait_for`` the request; after a timeout, name the silent ranks and their hosts.
+
+        Of the ranks that answer the roll call, the lowest reports (one line
+        for the job); the others give it time to end the job first.
+        """
+        try:
+            wait_for(request, self.timeout_s, what)
+        except RankStalled:
+            silent = silent_ranks(self._roll, min(ROLL_CALL_S, self.timeout_s))
+            named = ", ".join(f"rank {r} (host {self.hosts[r]})" for r in silent)
+            answering = [r for r in range(self.ranks) if r not in silent]
+            if self.rank != answering[0]:
+                time.sleep(ROLL_CALL_S + 5)
+            raise RankStalled(
+                f"{what} from {named or 'the other ranks'} for {self.timeout_s:g} s: "
+                f"{'it is' if len(silent) == 1 else 'they are'} stalled or the host is "
+                f"unreachable (the limit is --comm-timeout, default {TIMEOUT_VARIABLE}, "
+                f"{self.timeout_s:g} s)") from None
 
     @property
     def is_root(self) -> bool:
@@ -372,9 +491,9 @@ class MPIExecutor(ThreadsExecutor):
         out[start:stop] = super().predict(x[start:stop])
         counts = [(b - a) * width for a, b in bounds]
         displacements = [a * width for a, _ in bounds]
-        wait_for(self._comm.Iallgatherv(self._IN_PLACE,
-                                        [out, (counts, displacements), self._mpi_type]),
-                 self.timeout_s, "no outputs from the other ranks")
+        self._wait(self._comm.Iallgatherv(self._IN_PLACE,
+                                          [out, (counts, displacements), self._mpi_type]),
+                   "no outputs")
         return out
 
     def _host_optimizer(self, optimizer: OptimizerConfig | None,
@@ -406,8 +525,8 @@ class MPIExecutor(ThreadsExecutor):
         self._barrier.wait()                          # g_r and every worker's loss written
         if k == 0:                                    # 3. one collective per step
             self._reduced[-1] = sum(self._losses[:min(n, self._workers)])
-            wait_for(self._comm.Iallreduce(self._IN_PLACE, self._reduced, op=self._sum),
-                     self.timeout_s, "no gradient from the other ranks")
+            self._wait(self._comm.Iallreduce(self._IN_PLACE, self._reduced, op=self._sum),
+                       "no gradient")
         self._barrier.wait()                          # g is the global sum on this rank
         if plain:                                     # 4. the update
             np.subtract(self._update_params[k], self._update_steps[k],
@@ -455,16 +574,140 @@ def check_launch(ranks: int, batch_size: int) -> str:
 
 
 def without_ranks(argv: list[str]) -> list[str]:
-    """``argv`` with ``--ranks N`` / ``--ranks=N`` removed."""
+    """``argv`` without ``--ranks N`` and ``--hostfile F`` (or ``--ranks=N``...): the launcher's."""
     out, skip = [], False
     for arg in argv:
         if skip:
             skip = False
-        elif arg == "--ranks":
+        elif arg in LAUNCHER_OPTIONS:
             skip = True
-        elif not arg.startswith("--ranks="):
+        elif not arg.startswith(tuple(f"{name}=" for name in LAUNCHER_OPTIONS)):
             out.append(arg)
     return out
+
+
+LAUNCHER_OPTIONS = ("--ranks", "--hostfile", "--restarts")
+# How long a host may take to answer the check before the launch (ssh's own
+# connection timeout is set below it).
+HOST_CHECK_S, SSH_CONNECT_S = 20.0, 10
+HOST_CHECK = ("from parallel_backprop.cli.runs import environment; print(environment())")
+
+
+def hostfile_slots(path: Path) -> dict[str, int]:
+    """Host -> ranks of a Hydra hostfile (``host[:ranks]`` per line, ``#`` comments); one
+    line naming the file when it cannot be read or names no host."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--hostfile {path}: cannot be read ({getattr(exc, 'strerror', exc)})"
+                          ) from None
+    slots: dict[str, int] = {}
+    for line in lines:
+        host, _, count = line.split("#")[0].strip().partition(":")
+        if host:
+            slots[host] = slots.get(host, 0) + (int(count) if count.strip().isdigit() else 1)
+    if not slots:
+        raise ConfigError(f"--hostfile {path}: names no host; expected lines `host:ranks`")
+    return slots
+
+
+def hostfile_hosts(path: Path) -> list[str]:
+    """The hosts of a hostfile, in its order (see :func:`hostfile_slots`)."""
+    return list(hostfile_slots(path))
+
+
+def remote_command(host: str) -> list[str]:
+    """How mpiexec will reach ``host``: its launcher (HYDRA_LAUNCHER_EXEC, else ssh)."""
+    launcher = os.environ.get("HYDRA_LAUNCHER_EXEC")
+    if launcher:
+        return [launcher, "-x", host]
+    return ["ssh", "-x", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={SSH_CONNECT_S}", host]
+
+
+def check_hosts(path: Path, here: str) -> None:
+    """Before a launch on ``path``'s hosts: each answers and has this Python environment.
+
+    Asks every host at once, through the launcher mpiexec will use, to
+    import this package with the same Python and print its
+    :func:`..cli.runs.environment`; the first host that does not answer,
+    cannot run it, or differs from ``here`` ends the launch in one line.
+    """
+    hosts = hostfile_hosts(path)
+    with ThreadPoolExecutor(max_workers=min(32, len(hosts))) as pool:
+        answers = list(pool.map(ask_host, hosts))
+    for host, (status, out, err) in zip(hosts, answers):
+        said = (err.strip().splitlines() or ["no answer"])[-1]
+        if status is None or status == 255:
+            raise ConfigError(f"--hostfile {path}: host {host} does not answer ({said}); "
+                              "start it, or remove it from the hostfile")
+        if status != 0:
+            raise ConfigError(f"--hostfile {path}: host {host} cannot run {sys.executable} "
+                              f"with parallel_backprop ({said}); install the same environment "
+                              "at the same path on every host")
+        if out.strip() != here:
+            raise ConfigError(f"--hostfile {path}: host {host} has another Python environment "
+                              f"({out.strip()} there, {here} here); install the same versions "
+                              "on every host")
+
+
+def ask_host(host: str) -> tuple[int | None, str, str]:
+    """(exit status or None on a timeout, stdout, stderr) of the environment check on ``host``."""
+    command = [*remote_command(host), sys.executable, "-c", shlex.quote(HOST_CHECK)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=HOST_CHECK_S,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return None, "", f"no answer within {HOST_CHECK_S:g} s"
+    except OSError as exc:
+        return None, "", f"{command[0]}: {exc.strerror}"
+    return done.returncode, done.stdout, done.stderr
+
+
+def launch_with_restarts(mpiexec: str, ranks: int, argv: list[str], hostfile: Path | None,
+                         restarts: int, folder: Path | None) -> int:
+    """:func:`launch`; when the job fails, resume it from ``folder`` up to ``restarts`` times.
+
+    Not after a stop (Ctrl-C, SIGTERM: exit 130 or 143) nor before a first
+    checkpoint. Each restart first asks the hostfile's hosts again and
+    leaves out those that do not answer (a lost host), on as many ranks as
+    the others have slots for (at most ``ranks``); the batch is global, so
+    the resumed run takes the same steps. One line says each restart.
+    """
+    from ..checkpoint import checkpoint_paths
+
+    status = launch(mpiexec, ranks, argv, hostfile)
+    for attempt in range(1, restarts + 1):
+        if status in (0, 130, 143) or folder is None or not checkpoint_paths(folder):
+            return status
+        where = ""
+        if hostfile is not None:
+            hostfile, ranks = surviving_hosts(hostfile, ranks, folder)
+            where = f" on {', '.join(hostfile_hosts(hostfile))}"
+        sys.stderr.write(f"pbp: the job ended with status {status}; restart {attempt} of "
+                         f"{restarts} from the last checkpoint in {folder}, {ranks} "
+                         f"rank{'s' * (ranks != 1)}{where}\n")
+        sys.stderr.flush()
+        resume = [] if "--resume" in argv else ["--resume", str(folder)]
+        status = launch(mpiexec, ranks, [*argv, *resume], hostfile)
+    return status
+
+
+def surviving_hosts(hostfile: Path, ranks: int, folder: Path) -> tuple[Path, int]:
+    """A hostfile of ``hostfile``'s hosts that still answer, and the ranks they take.
+
+    Written next to the checkpoints as ``hosts.restart`` (the checkpoints
+    leave other names alone); a ConfigError when no host answers.
+    """
+    slots = hostfile_slots(hostfile)
+    with ThreadPoolExecutor(max_workers=min(32, len(slots))) as pool:
+        answers = dict(zip(slots, pool.map(ask_host, slots)))
+    alive = {host: n for host, n in slots.items() if answers[host][0] == 0}
+    if not alive:
+        raise ConfigError(f"--restarts: no host of {hostfile} answers any more; nothing to "
+                          "restart on")
+    path = Path(folder) / "hosts.restart"
+    path.write_text("".join(f"{host}:{n}\n" for host, n in alive.items()))
+    return path, min(ranks, sum(alive.values()))
 
 
 # After a stop signal, how long the ranks may take to finish their step, write
@@ -472,8 +715,10 @@ def without_ranks(argv: list[str]) -> list[str]:
 GRACE_S = 30.0
 
 
-def launch(mpiexec: str, ranks: int, argv: list[str]) -> int:
-    """Run ``pbp`` with ``argv`` (minus ``--ranks``) on ``ranks`` local ranks; its exit status.
+def launch(mpiexec: str, ranks: int, argv: list[str], hostfile: Path | None = None) -> int:
+    """Run ``pbp`` with ``argv`` (minus ``--ranks``) on ``ranks`` ranks; its exit status.
+
+    On this machine, or on ``hostfile``'s hosts (mpiexec ``-f``).
 
     Each rank gets one BLAS thread unless the environment says otherwise (the
     executors pin BLAS anyway; this keeps ranks x cores idle OpenBLAS threads
@@ -486,7 +731,8 @@ def launch(mpiexec: str, ranks: int, argv: list[str]) -> int:
     process dies, even by SIGKILL (``PR_SET_PDEATHSIG``): no rank outlives
     its launcher.
     """
-    command = [mpiexec, "-n", str(ranks), sys.executable, "-m", "parallel_backprop.cli",
+    hosts = ["-f", str(hostfile)] if hostfile is not None else []
+    command = [mpiexec, *hosts, "-n", str(ranks), sys.executable, "-m", "parallel_backprop.cli",
                *without_ranks(argv)]
     env = dict(os.environ)
     env.setdefault("OPENBLAS_NUM_THREADS", "1")

@@ -10,9 +10,9 @@ the rule layer by layer (:class:`.optimizing.HostOptimizer`).
 from __future__ import annotations
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from ..backprop import Workspace, deltas, forward
+from ..gemm import blas_thread_limit
 from ..network import Network
 from ..optim import OPTIMIZERS, OptimizerConfig
 from ..precision import PRECISIONS
@@ -36,7 +36,7 @@ class SerialExecutor(Executor):
         self._ws = Workspace(network, batch_size, self._params.dtype, precision, self._params)
         self._optimizer = HostOptimizer(network, self._params, optimizer, optimizer_state)
         self._everything = self._optimizer.segments(0, self._params.size)
-        self._blas_limit = threadpool_limits(limits=1, user_api="blas")
+        self._blas_limit = blas_thread_limit(1)
 
     def step(self, x: np.ndarray, y: np.ndarray, lr: float,
              weights: np.ndarray | None = None) -> float:
@@ -69,5 +69,5 @@ class SerialExecutor(Executor):
 
     def close(self) -> None:
         if self._blas_limit is not None:
-            self._blas_limit.restore_original_limits()
+            self._blas_limit.restore()
             self._blas_limit = None

@@ -54,8 +54,8 @@ every worker reaches only after its update) orders it before the next
 forward pass. ``params`` and ``predict`` wait for it the same way.
 
 BLAS is pinned to one thread per worker for the executor's lifetime (T
-workers x 1 BLAS thread = T cores). threadpoolctl's limit is process-wide,
-which is what we want; ``close`` restores it. The hybrid executor is this
+workers x 1 BLAS thread = T cores). The limit (:class:`..gemm.blas_thread_limit`)
+is process-wide, which is what we want; ``close`` restores it. The hybrid executor is this
 class with more BLAS threads per worker, the blas executor this class with
 one worker.
 
@@ -70,10 +70,10 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from ..backprop import Workspace, deltas, forward
 from ..errors import ConfigError
+from ..gemm import blas_thread_limit
 from ..network import Network
 from ..optim import OPTIMIZERS, OptimizerConfig
 from ..precision import PRECISIONS
@@ -187,7 +187,7 @@ class ThreadsExecutor(Executor):
         self._error_lock = threading.Lock()
         self._closed = False
         self._barrier = threading.Barrier(T)
-        self._blas_limit = threadpool_limits(limits=blas_threads, user_api="blas")
+        self._blas_limit = blas_thread_limit(blas_threads)
         self._pool = [threading.Thread(target=self._worker, args=(k,),
                                        name=f"pbp-{self.name}-{k}", daemon=True)
                       for k in range(1, T)]
@@ -229,7 +229,7 @@ class ThreadsExecutor(Executor):
         for thread in self._pool:
             thread.join()
         if self._blas_limit is not None:
-            self._blas_limit.restore_original_limits()
+            self._blas_limit.restore()
             self._blas_limit = None
 
     # ---- what every worker runs ----------------------------------------------

@@ -3,7 +3,8 @@
 Recorded with every run, because numbers from a shared machine mean little
 without it. Versions are read from package metadata, so the record imports
 none of the peers; BLAS is read with threadpoolctl from this process, which
-has loaded NumPy's and SciPy's (the executors') OpenBLAS.
+has loaded NumPy's and SciPy's OpenBLAS and, where it is installed, MKL
+(both libraries the executors can call: ``gemm_blas`` says which they do).
 """
 
 from __future__ import annotations
@@ -36,14 +37,19 @@ def environment() -> dict:
     """The environment record stored at the top of ``bench.json`` and ``study.json``."""
     from threadpoolctl import threadpool_info
 
-    from .. import gemm  # noqa: F401  loads SciPy's BLAS, the one the executors call
+    from ..blas_choice import installed_blas
+    from ..blas_libraries import load_library
+    from ..gemm import blas_record
+
+    for name in installed_blas():      # loaded, so that threadpoolctl lists each
+        load_library(name)
 
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "host": platform.node(),
         "platform": platform.platform(),
         "python": sys.version.split()[0],
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "logical_cpus": os.cpu_count(),
         "usable_cpus": len(usable_cpus()),
         "physical_cores": _physical_cores(),
@@ -52,6 +58,7 @@ def environment() -> dict:
         "blas": [{key: info.get(key) for key in ("internal_api", "version", "num_threads",
                                                  "threading_layer", "architecture", "prefix")}
                  for info in threadpool_info() if info.get("user_api") == "blas"],
+        "gemm_blas": blas_record(),
         "variables": {name: value for name, value in sorted(os.environ.items())
                       if name.startswith(VARIABLE_PREFIXES)},
         "versions": {name: _version(name) for name in PACKAGES},
@@ -83,7 +90,7 @@ def _cpuinfo() -> list[dict[str, str]]:
     return cpus
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     for cpu in _cpuinfo():
         if cpu.get("model name"):
             return cpu["model name"]
@@ -140,4 +147,4 @@ def warnings(env: dict) -> list[str]:
     return notes
 
 
-__all__ = ["environment", "load_average", "usable_cpus", "warnings"]
+__all__ = ["cpu_model", "environment", "load_average", "usable_cpus", "warnings"]

@@ -332,6 +332,11 @@ def machine(doc: dict) -> list[tuple]:
                              f"(core type) {lib.get('architecture')}, "
                              f"{lib.get('threading_layer')} threading, "
                              f"{lib.get('num_threads')} threads ({lib.get('prefix')})"])
+    used = env.get("gemm_blas")
+    if used:
+        rows.append(["BLAS of the executors", f"{used['name']} {used['version']} "
+                     f"({used['threading_layer']} threading, {used['threads']} threads), "
+                     f"{used['path']}"])
     variables = env.get("variables", {})
     rows.append(["BLAS and thread variables", ", ".join(f"`{k}={v}`" for k, v in
                                                        variables.items()) or "none set"])

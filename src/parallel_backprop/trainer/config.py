@@ -35,6 +35,7 @@ class TrainConfig:
     threads: int = 1
     blas_threads: int = 1      # BLAS threads inside each worker of an executor that nests them
     precision: str = "fp32"    # the matrix products' precision, among the executor's precisions
+    blas: str | None = None    # auto, openblas or mkl (see ..blas_choice); None: the one in use
     lr_schedule: str = "constant"  # see epoch_lr
     # The update rule; plain SGD (the seed's) unless asked, so that Python callers
     # and the study keep the seed's method.
@@ -58,7 +59,7 @@ class TrainConfig:
         if not isinstance(self.optimizer, OptimizerConfig):
             raise ConfigError(f"optimizer {self.optimizer!r}: expected an OptimizerConfig")
         check_options(self.executor, threads=self.threads, blas_threads=self.blas_threads,
-                      precision=self.precision, optimizer=self.optimizer)
+                      precision=self.precision, optimizer=self.optimizer, blas=self.blas)
         for what, value in (("threads", self.threads), ("blas threads", self.blas_threads)):
             if value > MAX_THREADS:   # each a real thread: 10^5 would exhaust the process
                 raise ConfigError(f"{what} {value}: expected at most {MAX_THREADS} (this "

@@ -351,7 +351,7 @@ def train(network: Network, config: TrainConfig,
     # Overflow is the divergence check's to report, in one line, not numpy's to warn of.
     with make_executor(config.executor, network, start.params, batch_size=batch,
                        threads=config.threads, blas_threads=config.blas_threads,
-                       precision=config.precision, optimizer=config.optimizer,
+                       precision=config.precision, blas=config.blas, optimizer=config.optimizer,
                        optimizer_state=start.optimizer_state) as executor, checkpointer, \
             np.errstate(over="ignore", invalid="ignore"):
         loop = EpochLoop(network, config, executor, data, shuffle_rng, checkpointer,

@@ -8,7 +8,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..executors import OptimizerState
+from ..executors import OptimizerState, executor_class
+from ..gemm import blas_record
 from ..network import Network
 from .config import TrainConfig
 from .watch import Watch
@@ -131,6 +132,7 @@ class TrainResult:
             "threads": config.threads,
             "blas_threads": config.blas_threads,
             "precision": config.precision,
+            "blas": products_blas(config),
             "net": network.spec,
             "activations": list(network.activations),
             "loss": network.loss,
@@ -147,3 +149,15 @@ class TrainResult:
             "seed": config.seed,
             "epochs": [asdict(e) for e in epochs],
         }
+
+
+def products_blas(config: TrainConfig) -> dict | None:
+    """The BLAS a CPU executor computed with: name, library file, version, threading
+    layer, and the BLAS threads each of its workers ran; None on a device."""
+    cls = executor_class(config.executor)
+    if cls.device != "cpu":
+        return None
+    layout = cls.layout(config.threads * config.blas_threads,
+                        config.blas_threads if cls.nested_blas else None)
+    return {**blas_record(),
+            "threads": layout.blas_threads if layout is not None else config.blas_threads}
