@@ -6,7 +6,9 @@ batch sizes; the serial executor is the float64 reference update on the
 float64 gradient; a run resumed from ``optimizer_state()`` continues bit for
 bit; a weighted step is the unweighted step on rows repeated by their
 integer weights, and the weighted gradient is the finite-difference one;
-MPI ranks (2 and 4) take the serial steps with adam and momentum.
+MPI ranks (2 and 4) take the serial steps with adam and momentum; the
+compiled update pass (``parallel_backprop._fused``) equals NumPy's passes bit
+for bit, alone and inside the executors.
 """
 
 import re
@@ -19,9 +21,10 @@ import pytest
 from helpers import assert_allclose_verbose, random_batch
 from parallel_backprop.backprop import gradient
 from parallel_backprop.errors import ConfigError
+from parallel_backprop import optim
 from parallel_backprop.executors import OptimizerState, make_executor
 from parallel_backprop.network import Network
-from parallel_backprop.optim import OptimizerConfig, reference_step
+from parallel_backprop.optim import OptimizerConfig, numpy_apply, reference_step
 
 # Hidden widths that the threads executor splits into several column blocks
 # (16-column aligned) for up to 4 workers; the output goes to worker 0.
@@ -95,9 +98,23 @@ def test_every_cpu_executor_takes_the_serial_steps(optimizer, weighted):
         assert_allclose_verbose(losses, expected_losses, rtol=1e-5, what=f"{what} losses")
 
 
+needs_compiled = pytest.mark.skipif(optim.native is None, reason="parallel_backprop._fused "
+                                    "was not built (no C compiler at install)")
+
+
+@pytest.fixture(params=["compiled", "numpy"])
+def rule_path(request, monkeypatch):
+    """Run the test with the compiled update pass, then with NumPy's passes."""
+    if request.param == "compiled" and optim.native is None:
+        pytest.skip("parallel_backprop._fused was not built (no C compiler at install)")
+    if request.param == "numpy":
+        monkeypatch.setattr(optim, "native", None)
+    return request.param
+
+
 @pytest.mark.parametrize("name,threads", [("serial", 1), ("threads", 3)])
 @pytest.mark.parametrize("optimizer", list(CONFIGS))
-def test_float64_steps_are_the_reference_update(optimizer, name, threads):
+def test_float64_steps_are_the_reference_update(optimizer, name, threads, rule_path):
     config = CONFIGS[optimizer]
     params = NETWORK.init_params(2, np.float64)
     actual, state, _ = run_steps(name, config, params, threads=threads, weighted=True,
@@ -136,6 +153,113 @@ def test_a_resumed_run_continues_bit_for_bit(optimizer, name, threads):
     assert np.array_equal(actual_state.buffers, expected_state.buffers)
     assert actual_state.step == expected_state.step == len(steps)
     assert np.array_equal(state.buffers, first_state)   # the executor took a copy
+
+
+@needs_compiled
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("optimizer", list(CONFIGS))
+def test_compiled_pass_equals_numpy_passes_bit_for_bit(optimizer, dtype):
+    config = CONFIGS[optimizer]
+    rng = np.random.default_rng(11)
+    # A column block of a (37, 300) layer: rows of 150 contiguous entries, strided;
+    # and a flat range. Moments of mixed sizes, so sqrt and division are exercised.
+    blocks = [(slice(None), slice(70, 220)), slice(None)]
+    for shape, block in zip(((37, 300), (5001,)), blocks):
+        arrays = [rng.standard_normal(shape).astype(dtype) for _ in range(2)]
+        arrays += [(np.abs(rng.standard_normal(shape)) * 10.0 ** rng.integers(-8, 0, shape)
+                    ).astype(dtype) for _ in range(config.n_buffers)]
+        compiled, passes = ([a.copy() for a in arrays] for _ in range(2))
+        for t, decay in ((1, True), (2, False), (30, True)):
+            gradient_ = 0.01 * rng.standard_normal(shape).astype(dtype)
+            optim.apply(config, compiled[0][block], gradient_.copy()[block],
+                        [a[block] for a in compiled[2:]], 0.03, t, decay=decay, scratch=None)
+            numpy_apply(config, passes[0][block], gradient_.copy()[block],
+                        [a[block] for a in passes[2:]], 0.03, t, decay=decay,
+                        scratch=np.empty_like(passes[0][block]))
+        for mine, theirs in zip(compiled, passes):
+            assert mine.dtype == dtype and np.array_equal(mine, theirs), (optimizer, shape)
+        assert not np.array_equal(compiled[0], arrays[0])
+
+
+@needs_compiled
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_momentum_descent_equals_numpy_passes(dtype, monkeypatch):
+    rng = np.random.default_rng(13)
+    p, v = (rng.standard_normal((23, 90)).astype(dtype) for _ in range(2))
+    results = []
+    for compiled in (True, False):
+        if not compiled:
+            monkeypatch.setattr(optim, "native", None)
+        mine_p, mine_v = p.copy(), v.copy()
+        for wd in (0.01, 0.0):
+            optim.descend(mine_p[:, 10:80], mine_v[:, 10:80], 0.05, wd,
+                          np.empty((23, 70), dtype))
+        results.append((mine_p, mine_v))
+    (p1, v1), (p2, v2) = results
+    assert np.array_equal(p1, p2) and np.array_equal(v1, v2)
+    assert not np.array_equal(p1, p) and not np.array_equal(v1, v)
+    assert np.array_equal(p1[:, :10], p[:, :10]) and np.array_equal(v1[:, 80:], v[:, 80:])
+
+
+@needs_compiled
+def test_compiled_pass_refuses_arrays_that_do_not_match():
+    p, g, v = (np.zeros((4, 6), np.float32) for _ in range(3))
+    with pytest.raises(ValueError, match="share one shape and type"):
+        optim.native.momentum(p, g, v[:, :5], 0.9, 0.1, 0.0, False)
+    with pytest.raises(ValueError, match="share one shape and type"):
+        optim.native.sgd(p, g.astype(np.float64), 0.1, 0.0)
+    with pytest.raises(ValueError, match="contiguous rows"):
+        optim.native.sgd(p[:, ::2], g[:, ::2], 0.1, 0.0)
+    with pytest.raises(ValueError, match="share one shape and type"):
+        optim.native.sgd(p, np.zeros((), np.float32), 0.1, 0.0)
+    with pytest.raises(ValueError, match="1 or 2"):
+        optim.native.sgd(np.zeros((), np.float32), np.zeros((), np.float32), 0.1, 0.0)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        optim.native.sgd(p.astype(np.int32), g.astype(np.int32), 0.1, 0.0)
+    with pytest.raises(TypeError, match="takes 4 arguments"):
+        optim.native.sgd(p, g, 0.1)
+
+
+@needs_compiled
+@pytest.mark.parametrize("name,threads", [("serial", 1), ("threads", 2), ("threads", 3),
+                                          ("hybrid", 2)])
+@pytest.mark.parametrize("optimizer", ["momentum-wd", "nesterov", "adam-wd", "adamw"])
+def test_executors_take_the_same_steps_without_the_compiled_pass(optimizer, name, threads,
+                                                                 monkeypatch):
+    config = CONFIGS[optimizer]
+    params = NETWORK.init_params(12)
+    compiled = run_steps(name, config, params, threads=threads, weighted=True)
+    monkeypatch.setattr(optim, "native", None)
+    passes = run_steps(name, config, params, threads=threads, weighted=True)
+    assert np.array_equal(compiled[0], passes[0])
+    assert np.array_equal(compiled[1].buffers, passes[1].buffers)
+    assert compiled[2] == passes[2]
+
+
+@pytest.mark.parametrize("name,threads", [("serial", 1), ("threads", 2)])
+@pytest.mark.parametrize("optimizer", ["momentum-wd", "adam-wd"])
+def test_bf16_products_see_every_update(optimizer, name, threads, rule_path):
+    # The bf16 copy of W that products read is refreshed after the rule (on a
+    # worker's columns, or on flat ranges): else the loss would not follow fp32's.
+    bf16_test = pytest.importorskip("test_bf16")
+    if bf16_test.SKIP_REASON is not None:
+        pytest.skip(f"no bf16 here: {bf16_test.SKIP_REASON}")
+    from parallel_backprop import gemm as gemm_module
+    before = gemm_module.current_blas().name
+    config, rng = CONFIGS[optimizer], np.random.default_rng(14)
+    x, y = random_batch(NETWORK, 64, rng, np.float32)
+    losses = {}
+    try:
+        for precision in ("fp32", "bf16"):
+            with make_executor(name, NETWORK, NETWORK.init_params(15), batch_size=64,
+                               threads=threads, precision=precision,
+                               optimizer=config) as executor:
+                losses[precision] = [executor.step(x, y, 0.02 if "adam" in optimizer else 0.3)
+                                     for _ in range(8)]
+    finally:
+        gemm_module.use_blas(before)
+    assert losses["fp32"][-1] < 0.85 * losses["fp32"][0]       # a stale copy would show
+    assert losses["bf16"][-1] == pytest.approx(losses["fp32"][-1], rel=0.02), losses
 
 
 @pytest.mark.parametrize("name,threads", [("serial", 1), ("threads", 3)])

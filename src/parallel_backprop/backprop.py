@@ -286,6 +286,23 @@ def layer_gradient(a_prev: np.ndarray, delta: np.ndarray, grad_weights: np.ndarr
         grad_bias *= scale
 
 
+def accumulate(a_prev: np.ndarray, delta: np.ndarray, velocity_weights: np.ndarray,
+               velocity_bias: np.ndarray, scale: float, mu: float, bias_step: np.ndarray,
+               bias_delta: np.ndarray | None = None) -> None:
+    """``v := mu * v + scale * gradient sum`` for one layer (or some of its output columns).
+
+    Momentum's velocity update folded into the gradient product: one GEMM
+    with beta = mu on the velocity, so the gradient is never written out.
+    Shapes as :func:`update`; ``bias_step`` (m,) is scratch; ``bias_delta``
+    as there (the float32 delta when ``delta`` is its bf16 copy).
+    """
+    gemm(a_prev.T, delta, velocity_weights, alpha=scale, beta=mu)   # (n_in, n) @ (n, m)
+    np.sum(delta if bias_delta is None else bias_delta, axis=0, out=bias_step)
+    bias_step *= scale
+    velocity_bias *= mu
+    velocity_bias += bias_step
+
+
 def gradient(network: Network, params: np.ndarray, x: np.ndarray, y: np.ndarray,
              ws: Workspace | None = None, weights: np.ndarray | None = None,
              precision: str = "fp32") -> tuple[float, np.ndarray]:

@@ -19,6 +19,16 @@ the same update to its replica, with no other coordination.
 never to biases (scikit-learn's ``alpha`` and common practice). Plain SGD
 keeps no state; the executors fold it into the gradient product (see
 :func:`..backprop.update`), so it costs nothing over the seed's method.
+
+Two implementations of each rule, equal bit for bit: the compiled module
+:data:`native` (``parallel_backprop._fused``, from ``_native/fused.c``),
+which reads and writes every element once, and NumPy's passes
+(:func:`numpy_apply`), a dozen for Adam, used where the module was not
+built (an install without a C compiler). :func:`apply` takes the first
+there is. Measured on one core (Xeon, Net-1h's 814,090 float32
+parameters, alone): Adam 0.8 ms compiled against 4.5 ms in NumPy's passes
+(1.75 ms when they go in cache-sized blocks); a whole Net-1h step at batch
+128 takes 4.5 ms against plain SGD's 3.7 ms (6.1 ms in NumPy's passes).
 """
 
 from __future__ import annotations
@@ -29,6 +39,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ConfigError
+
+try:
+    from . import _fused as native
+except ImportError:          # built without a C compiler: NumPy's passes instead
+    native = None
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
 # State buffers each keeps: velocity; first and second moments.
@@ -84,14 +99,61 @@ def _number(value) -> bool:
 
 
 def apply(config: OptimizerConfig, p: np.ndarray, g: np.ndarray, state: list[np.ndarray],
-          lr: float, t: int, *, decay: bool, scratch: np.ndarray) -> None:
-    """One update of ``p`` in place from the mean gradient ``g``; ``g`` is overwritten.
+          lr: float, t: int, *, decay: bool, scratch: np.ndarray | None) -> None:
+    """One update of ``p`` in place from the mean gradient ``g``, which may be overwritten.
 
     ``p``, ``g``, each of ``state`` (the optimizer's buffers) and ``scratch``
     are arrays of one shape: the same slice of the flat layout (a layer's W
     or b, or a block of their columns). ``t`` is this step's number, from 1;
     ``decay``: whether ``p`` holds weights (weight decay applies) or biases.
-    No array is allocated.
+    The compiled pass where :data:`native` was built (``scratch`` unused,
+    may be None), else :func:`numpy_apply`; the same result to the bit.
+    """
+    if native is None:
+        numpy_apply(config, p, g, state, lr, t, decay=decay, scratch=scratch)
+        return
+    wd = config.weight_decay if decay else 0.0
+    if config.name in ("adam", "adamw"):
+        native.adam(p, g, *state, *_adam_constants(config, lr, t),
+                    0.0 if config.name == "adamw" else wd,
+                    1.0 - lr * wd if config.name == "adamw" and wd else 1.0)
+    elif config.name == "sgd":
+        native.sgd(p, g, lr, wd)
+    else:
+        native.momentum(p, g, *state, config.momentum, lr, wd, config.name == "nesterov")
+
+
+def descend(p: np.ndarray, velocity: np.ndarray, lr: float, wd: float,
+            scratch: np.ndarray | None) -> None:
+    """Momentum's step once ``velocity`` holds ``mu * v + g`` (the executors fold that into
+    the gradient product): ``v += wd * p`` (when ``wd``), then ``p -= lr * v``.
+
+    Compiled where :data:`native` was built, else NumPy's passes (``scratch``
+    of ``p``'s shape); the same result to the bit.
+    """
+    if native is not None:
+        native.descend(p, velocity, lr, wd)
+        return
+    if wd:
+        np.multiply(p, wd, out=scratch)
+        velocity += scratch
+    np.multiply(velocity, lr, out=scratch)
+    p -= scratch
+
+
+def _adam_constants(config: OptimizerConfig, lr: float, t: int) -> tuple[float, ...]:
+    """b1, 1 - b1, b2, 1 - b2, 1 / sqrt(1 - b2^t), eps, lr / (1 - b1^t): Adam's factors."""
+    b1, b2 = config.beta1, config.beta2
+    return (b1, 1.0 - b1, b2, 1.0 - b2, 1.0 / math.sqrt(1.0 - b2 ** t), config.eps,
+            lr / (1.0 - b1 ** t))
+
+
+def numpy_apply(config: OptimizerConfig, p: np.ndarray, g: np.ndarray,
+                state: list[np.ndarray], lr: float, t: int, *, decay: bool,
+                scratch: np.ndarray) -> None:
+    """:func:`apply` in NumPy's element-wise passes; ``g`` is overwritten.
+
+    No array is allocated: ``scratch`` holds the intermediate products.
     """
     wd = config.weight_decay if decay else 0.0
     if config.name == "adamw":
@@ -123,19 +185,19 @@ def _adam(config: OptimizerConfig, p: np.ndarray, g: np.ndarray, state: list[np.
           lr: float, t: int, scratch: np.ndarray) -> None:
     """Adam's moments and step, with PyTorch's placement of eps and bias corrections."""
     first, second = state
-    b1, b2 = config.beta1, config.beta2
+    b1, one_minus_b1, b2, one_minus_b2, c2, eps, c1 = _adam_constants(config, lr, t)
     first *= b1
-    np.multiply(g, 1.0 - b1, out=scratch)
+    np.multiply(g, one_minus_b1, out=scratch)
     first += scratch
     second *= b2
     np.multiply(g, g, out=scratch)
-    scratch *= 1.0 - b2
+    scratch *= one_minus_b2
     second += scratch
     np.sqrt(second, out=scratch)
-    scratch *= 1.0 / math.sqrt(1.0 - b2 ** t)
-    scratch += config.eps
+    scratch *= c2
+    scratch += eps
     np.divide(first, scratch, out=scratch)
-    scratch *= lr / (1.0 - b1 ** t)
+    scratch *= c1
     p -= scratch
 
 
@@ -168,4 +230,5 @@ def reference_step(config: OptimizerConfig, params: np.ndarray, grad: np.ndarray
         params -= lr * m_hat / (np.sqrt(s_hat) + config.eps)
 
 
-__all__ = ["OPTIMIZERS", "OptimizerConfig", "apply", "reference_step"]
+__all__ = ["OPTIMIZERS", "OptimizerConfig", "apply", "descend", "native", "numpy_apply",
+           "reference_step"]

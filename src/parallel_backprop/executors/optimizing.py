@@ -5,20 +5,26 @@ no gradient written), and SGD with weight decay too, the weights first
 scaled by ``1 - lr * wd``. Every other rule needs the gradient MEAN written
 out: :func:`..backprop.layer_gradient` with ``scale = 1 / batch`` into a
 flat buffer laid out like the parameters, each worker its column blocks of
-every layer; then, once every column is written, :func:`..optim.apply` on
-a flat range per worker (cut at weight/bias boundaries: weight decay is for
-weights only) of the parameters, the gradient, each state buffer and a
-scratch buffer. The ranges are disjoint, so one shared scratch buffer serves
-every worker and no update needs a lock.
+every layer. Then the rule, in one of two ways:
 
-Why flat ranges and a barrier, when the folded SGD update needs neither?
-The rules are a dozen element-wise passes (Adam), and NumPy's ufuncs on a
-column block of W (a strided view) ran 3x slower per element than on a
-contiguous range (measured on 2 cores, Net-1h: half of W's columns 2.6 ms,
-half of its entries as one range 0.8 ms); the barrier costs far less.
+* compiled (:data:`..optim.native` built): on the same column blocks, by
+  the worker that has just written them (:meth:`HostOptimizer.columns`),
+  while its gradient block is still in cache. The compiled pass walks a
+  column block's rows as fast as a contiguous range, so no worker waits for
+  another: the threads executor needs no barrier before the update.
+* NumPy's passes: once every column is written (a barrier), on a flat range
+  per worker (:meth:`HostOptimizer.apply_flat`), because NumPy's ufuncs on a
+  column block of W (a strided view) ran 3x slower per element than on a
+  contiguous range (measured on 2 cores, Net-1h: half of W's columns 2.6 ms,
+  half of its entries as one range 0.8 ms).
+
+Ranges and blocks are cut at weight/bias boundaries (weight decay is for
+weights only) and are disjoint, so no update needs a lock. The MPI executor
+sums the gradient over ranks first and always applies the rule on flat
+ranges (compiled where it can).
 
 The step count ``t`` is the executor's: it advances once per step, before
-the step's jobs are posted, and every worker reads the step's ``t``.
+the step's jobs are posted, and every worker is handed the step's ``t``.
 """
 
 from __future__ import annotations
@@ -26,17 +32,18 @@ from __future__ import annotations
 import numpy as np
 
 from .. import optim
-from ..backprop import Workspace, layer_gradient, product_operands, update
+from ..backprop import Workspace, accumulate, layer_gradient, product_operands, update
 from ..errors import ConfigError
 from ..network import Network
 from ..optim import OptimizerConfig
 from .base import OptimizerState
 
-# optim.apply makes ~13 passes over its slice (Adam); in blocks of this many
-# entries the five arrays a block touches (256 KB each in float32) stay in
-# the L2 cache between passes. Measured on 2 cores (Xeon, 2 MB L2 per core),
-# Adam over Net-1h's 814,090 parameters: 2.7 ms in one call, 1.75 ms in
-# blocks of 65,536 (1.97 ms at 16,384, where the calls' overhead shows).
+# optim.numpy_apply makes ~13 passes over its slice (Adam); in blocks of this
+# many entries the five arrays a block touches (256 KB each in float32) stay
+# in the L2 cache between passes. Measured on 2 cores (Xeon, 2 MB L2 per
+# core), Adam over Net-1h's 814,090 parameters: 2.7 ms in one call, 1.75 ms
+# in blocks of 65,536 (1.97 ms at 16,384, where the calls' overhead shows).
+# The compiled pass reads each element once and takes a range whole.
 BLOCK = 65536
 
 
@@ -57,6 +64,10 @@ class HostOptimizer:
     ``fold_sgd``: SGD (with or without weight decay) is folded into the
     gradient product; an executor that must sum gradients first (mpi) says
     False and passes its reduction buffer as ``gradient``.
+
+    :attr:`flat_pass`: whether the executor must call :meth:`apply_flat`
+    once every column of the gradient is written (else :meth:`columns` has
+    applied the rule already).
     """
 
     def __init__(self, network: Network, params: np.ndarray, config: OptimizerConfig | None,
@@ -76,11 +87,20 @@ class HostOptimizer:
             self.t = int(state.step)
         self.folded = fold_sgd and config.name == "sgd"
         applies = not (self.folded or config.is_plain_sgd)
-        self.grad = gradient if gradient is not None or not applies else np.empty(n_params, dtype)
-        self.scratch = np.empty(n_params, dtype) if applies else None
+        # Momentum's velocity v := mu * v + g is the gradient GEMM with beta = mu.
+        self.folds_velocity = fold_sgd and config.name == "momentum"
+        # The rule on each worker's columns as soon as they are written (compiled).
+        self.in_columns = applies and fold_sgd and optim.native is not None
+        self.flat_pass = applies and not self.in_columns
+        writes_gradient = applies and not self.folds_velocity
+        self.grad = (gradient if gradient is not None or not writes_gradient
+                     else np.empty(n_params, dtype))
+        self.scratch = np.empty(n_params, dtype) if self.flat_pass else None
         self._params = params
         self.layers = network.layers(params)
         self.grad_layers = None if self.grad is None else network.layers(self.grad)
+        self.state_layers = [network.layers(buffer) for buffer in self.state]
+        self._block_views: dict[tuple[int, int, int], list] = {}
         self._bounds = _weight_bias_bounds(network)
 
     def next_step(self) -> int:
@@ -93,13 +113,15 @@ class HostOptimizer:
         return OptimizerState(self.state.copy(), self.t)
 
     def columns(self, l: int, c0: int, c1: int, ws: Workspace, x: np.ndarray, n: int,
-                lr: float, batch: int) -> None:
+                lr: float, batch: int, t: int) -> None:
         """Layer l's output columns [c0, c1) from the first ``n`` rows of ``ws`` (``x`` the
-        input), ``batch`` the global rows.
+        input), ``batch`` the global rows, at step ``t``.
 
-        Folded: the SGD update of those columns, and their bf16 copy refreshed
-        (in a bf16 workspace). Otherwise: those columns of the gradient mean,
-        for :meth:`apply_flat` once every column is written.
+        Folded SGD: the update of those columns. Momentum: their velocity (the
+        gradient folded into it). Otherwise: those columns of the gradient
+        mean. Then the rule on them (:attr:`in_columns`) or, later,
+        :meth:`apply_flat`; once they are updated, their bf16 copy is
+        refreshed (in a bf16 workspace).
         """
         weights, bias = self.layers[l]
         a_prev, delta = product_operands(ws, x, l, n)
@@ -109,11 +131,41 @@ class HostOptimizer:
                 weights[:, c0:c1] *= 1.0 - lr * self.config.weight_decay
             update(weights[:, c0:c1], bias[c0:c1], a_prev, delta[:, c0:c1], lr / batch,
                    ws.bias_step[l][c0:c1], bias_delta)
-            ws.refresh_columns(l, c0, c1)
+        elif self.folds_velocity:
+            velocity_weights, velocity_bias = self.state_layers[0][l]
+            accumulate(a_prev, delta[:, c0:c1], velocity_weights[:, c0:c1],
+                       velocity_bias[c0:c1], 1.0 / batch, self.config.momentum,
+                       ws.bias_step[l][c0:c1], bias_delta)
+            if self.in_columns:
+                for (p, v), decay in self._blocks(l, c0, c1):
+                    optim.descend(p, v, lr, self.config.weight_decay if decay else 0.0, None)
         else:
             grad_weights, grad_bias = self.grad_layers[l]
             layer_gradient(a_prev, delta[:, c0:c1], grad_weights[:, c0:c1], grad_bias[c0:c1],
                            1.0 / batch, bias_delta)
+            if self.in_columns:
+                for (p, g, *state), decay in self._blocks(l, c0, c1):
+                    optim.apply(self.config, p, g, state, lr, t, decay=decay, scratch=None)
+        if self.folded or self.in_columns:
+            ws.refresh_columns(l, c0, c1)
+
+    def _blocks(self, l: int, c0: int, c1: int) -> list:
+        """Columns [c0, c1) of layer l's W, then of its b: ``([views], is_weights)``, the
+        views of the parameters, of the gradient (if written) and of each state buffer.
+
+        Made once per block (a worker's blocks are the same every step): slicing
+        a dozen views per step costs more than a small layer's update.
+        """
+        key = (l, c0, c1)
+        blocks = self._block_views.get(key)
+        if blocks is None:             # workers have disjoint keys: no lock needed
+            layered = [self.layers, *([] if self.grad is None else [self.grad_layers]),
+                       *self.state_layers]
+            cuts = ((slice(None), slice(c0, c1)), slice(c0, c1))
+            blocks = [([views[l][part][cut] for views in layered], part == 0)
+                      for part, cut in enumerate(cuts)]
+            self._block_views[key] = blocks
+        return blocks
 
     def segments(self, lo: int, hi: int) -> list[tuple[int, int, bool]]:
         """Flat range [lo, hi) cut at weight/bias boundaries: ``(start, stop, is_weights)``."""
@@ -125,8 +177,17 @@ class HostOptimizer:
         """:func:`..optim.apply` on flat ranges of the parameters from :attr:`grad` (the mean);
         then those ranges of ``ws``'s bf16 copy refreshed (in a bf16 workspace)."""
         for lo, hi, decay in segments:
-            arrays = [self._params, self.grad, self.scratch, *self.state]
-            self._apply_blocks([array[lo:hi] for array in arrays], lr, t, decay)
+            if self.folds_velocity:           # v already holds mu * v + g
+                optim.descend(self._params[lo:hi], self.state[0][lo:hi], lr,
+                              self.config.weight_decay if decay else 0.0,
+                              None if self.scratch is None else self.scratch[lo:hi])
+            elif optim.native is not None:    # one pass: no blocks needed, no scratch
+                optim.apply(self.config, self._params[lo:hi], self.grad[lo:hi],
+                            [buffer[lo:hi] for buffer in self.state], lr, t, decay=decay,
+                            scratch=None)
+            else:
+                arrays = [self._params, self.grad, self.scratch, *self.state]
+                self._apply_blocks([array[lo:hi] for array in arrays], lr, t, decay)
             ws.refresh(lo, hi)
 
     def _apply_blocks(self, arrays: list[np.ndarray], lr: float, t: int, decay: bool) -> None:
@@ -134,7 +195,7 @@ class HostOptimizer:
         length, in blocks of ``BLOCK`` entries (see there)."""
         for lo in range(0, arrays[0].shape[0], BLOCK):
             p, g, scratch, *state = (array[lo:lo + BLOCK] for array in arrays)
-            optim.apply(self.config, p, g, state, lr, t, decay=decay, scratch=scratch)
+            optim.numpy_apply(self.config, p, g, state, lr, t, decay=decay, scratch=scratch)
 
 
 def _weight_bias_bounds(network: Network) -> list[tuple[int, int, bool]]:

@@ -46,10 +46,11 @@ class SerialExecutor(Executor):
         forward(self._layers, x, ws)
         loss = deltas(self._layers, x, y, ws, weights)
         # SGD: W -= lr/n * dW folded into the gradient GEMM (backprop.update);
-        # the other rules: the gradient mean, then the rule over every parameter.
+        # the other rules: each layer's gradient mean, then the rule on that
+        # layer (compiled) or, after the last layer, over every parameter (NumPy).
         for l, (_, bias) in enumerate(self._layers):
-            self._optimizer.columns(l, 0, bias.shape[0], ws, x, n, lr, n)
-        if not self._optimizer.folded:
+            self._optimizer.columns(l, 0, bias.shape[0], ws, x, n, lr, n, t)
+        if self._optimizer.flat_pass:
             self._optimizer.apply_flat(self._everything, lr, t, ws)
         return loss
 

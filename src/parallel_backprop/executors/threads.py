@@ -12,8 +12,9 @@ sharing one full-batch workspace::
                   W_l[:, C_k] -= lr/n * a_{l-1}^T @ delta_l[:, C_k]   (one GEMM, beta = 1)
                   b_l[C_k]    -= lr/n * column sums of delta_l[:, C_k]
                   (other update rules: the gradient mean of those columns into a
-                  flat buffer, GEMM with beta = 0; a third barrier; then the rule
-                  on worker k's flat range of the parameters; see .optimizing)
+                  flat buffer, GEMM with beta = 0, then the rule on those columns
+                  in one compiled pass; without the compiled module, a third
+                  barrier and the rule on worker k's flat range; see .optimizing)
 
 Per-row sample weights are sharded with the rows and scale each worker's
 output deltas (:func:`..backprop.deltas`).
@@ -473,7 +474,8 @@ class ThreadsExecutor(Executor):
 
     def _update(self, k: int, x: np.ndarray, n: int, lr: float, batch: int, t: int) -> None:
         """Worker k's columns of every layer: W -= lr/batch * a_prev^T @ delta, b likewise;
-        or those columns of the gradient mean, then the rule on its flat range."""
+        or those columns of the gradient mean and the rule on them (compiled), or
+        the rule on its flat range once every column is written (NumPy's passes)."""
         ws, optimizer = self._ws, self._optimizer
         # Its columns of the other layers, then shared layers until none is left,
         # each taken by one worker: next() on the step's iterator is atomic under
@@ -483,7 +485,7 @@ class ThreadsExecutor(Executor):
             c0, c1 = (0, self._layers[l][1].shape[0]) if l in self._shared \
                 else self._columns[l][k]
             if c0 < c1:
-                optimizer.columns(l, c0, c1, ws, x, n, lr, batch)
-        if not optimizer.folded:
+                optimizer.columns(l, c0, c1, ws, x, n, lr, batch, t)
+        if optimizer.flat_pass:
             self._barrier.wait()             # every column of the gradient mean is written
             optimizer.apply_flat(self._update_segments[k], lr, t, ws)

@@ -10,7 +10,7 @@ and cuts its rate, at the epochs an uninterrupted one would.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 
 @dataclass
@@ -31,7 +31,7 @@ class Watch:
         return False
 
     def copy(self) -> "Watch":
-        return Watch(**asdict(self))
+        return Watch(self.best, self.best_epoch, self.stale)   # every epoch: no asdict
 
     @classmethod
     def from_dict(cls, record: dict) -> "Watch":
