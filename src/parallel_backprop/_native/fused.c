@@ -279,39 +279,30 @@ static PyObject *fused_momentum(PyObject *self, PyObject *const *args, Py_ssize_
     Py_RETURN_NONE;
 }
 
-static PyObject *fused_sgd(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    double x[2];
-    Py_buffer views[2];
-    Blocks b;
-    if (check_count("sgd", nargs, 4) < 0 || get_doubles(args + 2, 2, x) < 0
-        || get_blocks(args, 2, views, &b) < 0)
-        return NULL;
-    const SgdConstants k = {x[0], x[1]};
-    if (b.is_double)
-        EACH_ROW(b, sgd_row_double(ROW(b, 0, double), ROW(b, 1, double), b.cols, &k));
-    else
-        EACH_ROW(b, sgd_row_float(ROW(b, 0, float), ROW(b, 1, float), b.cols, &k));
-    release(views, 2);
-    Py_RETURN_NONE;
-}
+/* sgd(p, g, lr, wd) and descend(p, v, lr, wd): two arrays and two numbers each. */
+#define TWO_ARRAY_RULE(NAME)                                                          \
+    static PyObject *fused_##NAME(PyObject *self, PyObject *const *args,             \
+                                  Py_ssize_t nargs)                                   \
+    {                                                                                 \
+        double x[2];                                                                  \
+        Py_buffer views[2];                                                           \
+        Blocks b;                                                                     \
+        if (check_count(#NAME, nargs, 4) < 0 || get_doubles(args + 2, 2, x) < 0       \
+            || get_blocks(args, 2, views, &b) < 0)                                    \
+            return NULL;                                                              \
+        const SgdConstants k = {x[0], x[1]};                                          \
+        if (b.is_double)                                                              \
+            EACH_ROW(b, NAME##_row_double(ROW(b, 0, double), ROW(b, 1, double),       \
+                                          b.cols, &k));                               \
+        else                                                                          \
+            EACH_ROW(b, NAME##_row_float(ROW(b, 0, float), ROW(b, 1, float),          \
+                                         b.cols, &k));                                \
+        release(views, 2);                                                            \
+        Py_RETURN_NONE;                                                               \
+    }
 
-static PyObject *fused_descend(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    double x[2];
-    Py_buffer views[2];
-    Blocks b;
-    if (check_count("descend", nargs, 4) < 0 || get_doubles(args + 2, 2, x) < 0
-        || get_blocks(args, 2, views, &b) < 0)
-        return NULL;
-    const SgdConstants k = {x[0], x[1]};
-    if (b.is_double)
-        EACH_ROW(b, descend_row_double(ROW(b, 0, double), ROW(b, 1, double), b.cols, &k));
-    else
-        EACH_ROW(b, descend_row_float(ROW(b, 0, float), ROW(b, 1, float), b.cols, &k));
-    release(views, 2);
-    Py_RETURN_NONE;
-}
+TWO_ARRAY_RULE(sgd)
+TWO_ARRAY_RULE(descend)
 
 static PyMethodDef methods[] = {
     {"adam", (PyCFunction)(void (*)(void))fused_adam, METH_FASTCALL,
