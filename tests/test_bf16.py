@@ -18,6 +18,7 @@ import pytest
 from helpers import random_batch
 from parallel_backprop import gemm as gemm_module
 from parallel_backprop import precision
+from parallel_backprop.activations import get_activation
 from parallel_backprop.backprop import gradient
 from parallel_backprop.blas_choice import resolve_blas, select_blas
 from parallel_backprop.blas_libraries import bfloat16, load_library
@@ -388,3 +389,25 @@ def test_any_layout_converts():
     for source in (matrix.T, matrix[::3, ::2], matrix.astype(np.float64)):
         out = np.empty(source.shape, bfloat16)
         assert np.array_equal(precision.to_bf16(source, out), source.astype(bfloat16))
+
+
+@needs_ml_dtypes
+@pytest.mark.parametrize("columns", [1, 31, 32, 33, 70])
+def test_the_sigmoid_scale_and_its_bf16_copy_match_numpys_passes_bit_for_bit(columns):
+    rng = np.random.default_rng(columns)
+    delta = rng.standard_normal((5, 80)).astype(np.float32)[:, :columns]   # rows with a stride
+    a = rng.random((5, columns), dtype=np.float32)
+    sigmoid = get_activation("sigmoid")
+    expected = delta.copy()
+    sigmoid.scale_delta(expected, a, None, np.empty_like(expected))
+    expected_bits = expected.astype(bfloat16).view(np.uint16)
+    got, out = delta.copy(), np.empty(delta.shape, bfloat16)
+    precision.scale_to_bf16(sigmoid, got, a, None, np.empty_like(got), out)
+    assert np.array_equal(got, expected) and np.array_equal(out.view(np.uint16), expected_bits)
+    native = sys.modules.get("parallel_backprop._bf16")
+    if native is None:
+        pytest.skip("the compiled converter is not built (pip install -e . builds it)")
+    for kernel in (native.sigmoid_scale_to_bf16, native.sigmoid_scale_to_bf16_portable):
+        got, bits = delta.copy(), np.zeros(delta.shape, np.uint16)
+        kernel(got, a, bits)
+        assert np.array_equal(got, expected) and np.array_equal(bits, expected_bits), kernel

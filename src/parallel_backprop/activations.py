@@ -42,6 +42,10 @@ class Activation:
         ``scale_in_place(delta, a, scratch)`` does ``delta *= f'(a)`` with no
         allocation, using ``scratch`` (same shape); the built-ins have one so
         the training loop allocates nothing.
+    bf16_kernel : str, optional
+        The compiled pass of :mod:`._bf16` that does ``delta *= f'(a)`` and
+        writes the bfloat16 copy of the result in one go (a built-in's own,
+        same float32 result; see :func:`.precision.scale_to_bf16`).
     """
 
     name: str
@@ -49,6 +53,7 @@ class Activation:
     derivative: Callable[[Array], Array]
     derivative_from: str = "output"
     scale_in_place: Callable[[Array, Array, Array], None] | None = None
+    bf16_kernel: str | None = None
 
     def scale_delta(self, delta: Array, a: Array, z: Array | None, scratch: Array) -> None:
         """``delta *= f'``, from the stored output (or input) of this layer."""
@@ -115,7 +120,7 @@ def _identity_scale(delta: Array, a: Array, scratch: Array) -> None:
 
 _ACTIVATIONS: dict[str, Activation] = {
     "sigmoid": Activation("sigmoid", _sigmoid, lambda a: a * (1.0 - a),
-                          scale_in_place=_sigmoid_scale),
+                          scale_in_place=_sigmoid_scale, bf16_kernel="sigmoid_scale_to_bf16"),
     "tanh": Activation("tanh", _tanh, lambda a: 1.0 - a * a, scale_in_place=_tanh_scale),
     "relu": Activation("relu", _relu, lambda a: (a > 0).astype(a.dtype),
                        scale_in_place=_relu_scale),

@@ -108,6 +108,29 @@ def to_bf16(source: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
+def scale_to_bf16(function, delta: np.ndarray, a: np.ndarray, z: np.ndarray | None,
+                  scratch: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``delta *= f'`` for the :class:`..activations.Activation` ``function`` (from its
+    output ``a`` or input ``z``; ``scratch`` as :meth:`~..activations.Activation.scale_delta`
+    takes it), then :func:`to_bf16` of the result into ``out``; returns ``out``.
+
+    One compiled pass where the converter is built and the activation has one
+    (``function.bf16_kernel``: the sigmoid), 2-D float32 with contiguous rows:
+    the float32 delta is the same bit for bit, and three passes over it and
+    the conversion's are one. At batch 1024 on the Xeon the three NumPy passes
+    and the conversion of a 1024 x 1024 delta took ~1.5 ms of a 12 ms step.
+    """
+    kernel = (getattr(_native, function.bf16_kernel, None)
+              if _native is not None and function.bf16_kernel else None)
+    if (kernel is not None and delta.ndim == 2 and delta.size
+            and delta.dtype == a.dtype == np.float32 and a.shape == delta.shape
+            and delta.strides[-1] == a.strides[-1] == 4 and out.strides[-1] == 2):
+        kernel(delta, a, out.view(np.uint16))
+        return out
+    function.scale_delta(delta, a, z, scratch)
+    return to_bf16(delta, out)
+
+
 __all__ = ["BF16_CPU_FLAGS", "NATIVE_KERNEL", "PRECISIONS", "bf16_unavailable",
-           "cpu_bf16_missing", "cpu_flags", "to_bf16", "use_bf16_blas",
+           "cpu_bf16_missing", "cpu_flags", "scale_to_bf16", "to_bf16", "use_bf16_blas",
            "use_native_converter"]
