@@ -411,3 +411,26 @@ def test_the_sigmoid_scale_and_its_bf16_copy_match_numpys_passes_bit_for_bit(col
         got, bits = delta.copy(), np.zeros(delta.shape, np.uint16)
         kernel(got, a, bits)
         assert np.array_equal(got, expected) and np.array_equal(bits, expected_bits), kernel
+
+
+@needs_ml_dtypes
+@pytest.mark.parametrize("columns", [1, 31, 32, 33, 70])
+def test_the_sigmoid_and_its_bf16_copy_match_numpys_passes_bit_for_bit(columns):
+    rng = np.random.default_rng(columns)
+    z = (rng.standard_normal((5, 80)) * 4).astype(np.float32)[:, :columns]  # rows with a stride
+    bias = rng.standard_normal(columns).astype(np.float32)
+    sigmoid = get_activation("sigmoid")
+    expected = sigmoid.function(z + bias)
+    expected_bits = expected.astype(bfloat16).view(np.uint16)
+    got, out = z.copy(), np.empty(z.shape, bfloat16)
+    precision.activate_to_bf16(sigmoid, got, bias, out)
+    assert np.array_equal(got, expected) and np.array_equal(out.view(np.uint16), expected_bits)
+    native = sys.modules.get("parallel_backprop._bf16")
+    if native is None:
+        pytest.skip("the compiled converter is not built (pip install -e . builds it)")
+    for after in (native.sigmoid_after_tanh_to_bf16, native.sigmoid_after_tanh_to_bf16_portable):
+        got, bits = z.copy(), np.zeros(z.shape, np.uint16)
+        native.sigmoid_before_tanh(got, bias)
+        np.tanh(got, out=got)
+        after(got, bits)
+        assert np.array_equal(got, expected) and np.array_equal(bits, expected_bits), after

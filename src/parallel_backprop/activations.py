@@ -43,9 +43,10 @@ class Activation:
         allocation, using ``scratch`` (same shape); the built-ins have one so
         the training loop allocates nothing.
     bf16_kernel : str, optional
-        The compiled pass of :mod:`._bf16` that does ``delta *= f'(a)`` and
-        writes the bfloat16 copy of the result in one go (a built-in's own,
-        same float32 result; see :func:`.precision.scale_to_bf16`).
+        The prefix of this built-in's compiled passes in :mod:`._bf16`, which
+        compute the activation or ``delta *= f'(a)`` and write the bfloat16
+        copy of the result in the same pass, with the same float32 result
+        (:func:`.precision.activate_to_bf16`, :func:`.precision.scale_to_bf16`).
     """
 
     name: str
@@ -120,7 +121,7 @@ def _identity_scale(delta: Array, a: Array, scratch: Array) -> None:
 
 _ACTIVATIONS: dict[str, Activation] = {
     "sigmoid": Activation("sigmoid", _sigmoid, lambda a: a * (1.0 - a),
-                          scale_in_place=_sigmoid_scale, bf16_kernel="sigmoid_scale_to_bf16"),
+                          scale_in_place=_sigmoid_scale, bf16_kernel="sigmoid"),
     "tanh": Activation("tanh", _tanh, lambda a: 1.0 - a * a, scale_in_place=_tanh_scale),
     "relu": Activation("relu", _relu, lambda a: (a > 0).astype(a.dtype),
                        scale_in_place=_relu_scale),

@@ -39,7 +39,7 @@ from .blas_libraries import bfloat16
 from .errors import ConfigError
 from .gemm import gemm
 from .network import Network
-from .precision import PRECISIONS, scale_to_bf16, to_bf16, use_bf16_blas
+from .precision import PRECISIONS, activate_to_bf16, scale_to_bf16, to_bf16, use_bf16_blas
 
 
 class Workspace:
@@ -162,6 +162,9 @@ def forward(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray,
     for l, (weights, bias) in enumerate(layers):
         z = ws.a[l][:n]
         gemm(a_prev, ws.layers16[l][0] if ws.bf16 else weights, z)   # (n, n_in) @ (n_in, n_out)
+        if ws.bf16 and l < last and ws.z[l] is None:   # fused with the next operand's copy
+            a_prev = activate_to_bf16(ws.functions[l], z, bias, ws.a16[l][:n])
+            continue
         z += bias
         if ws.z[l] is not None:
             ws.z[l][:n] = z
