@@ -391,46 +391,67 @@ def test_any_layout_converts():
         assert np.array_equal(precision.to_bf16(source, out), source.astype(bfloat16))
 
 
-@needs_ml_dtypes
-@pytest.mark.parametrize("columns", [1, 31, 32, 33, 70])
-def test_the_sigmoid_scale_and_its_bf16_copy_match_numpys_passes_bit_for_bit(columns):
+def sigmoid_pass_cases(columns: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """A float32 matrix whose rows have a stride (a column block) and a second operand."""
     rng = np.random.default_rng(columns)
-    delta = rng.standard_normal((5, 80)).astype(np.float32)[:, :columns]   # rows with a stride
-    a = rng.random((5, columns), dtype=np.float32)
-    sigmoid = get_activation("sigmoid")
-    expected = delta.copy()
-    sigmoid.scale_delta(expected, a, None, np.empty_like(expected))
+    first = (rng.standard_normal((5, 80)) * scale).astype(np.float32)[:, :columns]
+    return first, rng.random((5, columns), dtype=np.float32)
+
+
+def check_both_paths(run, start: np.ndarray, expected: np.ndarray) -> None:
+    """``run(values, out)`` through NumPy's passes and through the compiled ones gives
+    ``expected`` and its bf16 copy, bit for bit."""
     expected_bits = expected.astype(bfloat16).view(np.uint16)
-    got, out = delta.copy(), np.empty(delta.shape, bfloat16)
-    precision.scale_to_bf16(sigmoid, got, a, None, np.empty_like(got), out)
-    assert np.array_equal(got, expected) and np.array_equal(out.view(np.uint16), expected_bits)
+    for fused in (False, True):
+        before = precision.use_fused_passes(fused, fused)
+        try:
+            got, out = start.copy(), np.empty(start.shape, bfloat16)
+            run(got, out)
+        finally:
+            precision.use_fused_passes(*before)
+        assert np.array_equal(got, expected), fused
+        assert np.array_equal(out.view(np.uint16), expected_bits), fused
+
+
+def compiled_module():
     native = sys.modules.get("parallel_backprop._bf16")
     if native is None:
         pytest.skip("the compiled converter is not built (pip install -e . builds it)")
+    return native
+
+
+@needs_ml_dtypes
+@pytest.mark.parametrize("columns", [1, 31, 32, 33, 70])
+def test_the_sigmoid_scale_and_its_bf16_copy_match_numpys_passes_bit_for_bit(columns):
+    delta, a = sigmoid_pass_cases(columns, 1.0)
+    sigmoid = get_activation("sigmoid")
+    expected = delta.copy()
+    sigmoid.scale_delta(expected, a, None, np.empty_like(expected))
+    check_both_paths(lambda got, out: precision.scale_to_bf16(sigmoid, got, a, None,
+                                                              np.empty_like(got), out),
+                     delta, expected)
+    native = compiled_module()
     for kernel in (native.sigmoid_scale_to_bf16, native.sigmoid_scale_to_bf16_portable):
-        got, bits = delta.copy(), np.zeros(delta.shape, np.uint16)
-        kernel(got, a, bits)
-        assert np.array_equal(got, expected) and np.array_equal(bits, expected_bits), kernel
+        check_both_paths(lambda got, out: kernel(got, a, out.view(np.uint16)), delta, expected)
 
 
 @needs_ml_dtypes
 @pytest.mark.parametrize("columns", [1, 31, 32, 33, 70])
 def test_the_sigmoid_and_its_bf16_copy_match_numpys_passes_bit_for_bit(columns):
-    rng = np.random.default_rng(columns)
-    z = (rng.standard_normal((5, 80)) * 4).astype(np.float32)[:, :columns]  # rows with a stride
-    bias = rng.standard_normal(columns).astype(np.float32)
+    z, bias = sigmoid_pass_cases(columns, 4.0)
+    bias = bias[0] - 0.5
     sigmoid = get_activation("sigmoid")
     expected = sigmoid.function(z + bias)
-    expected_bits = expected.astype(bfloat16).view(np.uint16)
-    got, out = z.copy(), np.empty(z.shape, bfloat16)
-    precision.activate_to_bf16(sigmoid, got, bias, out)
-    assert np.array_equal(got, expected) and np.array_equal(out.view(np.uint16), expected_bits)
-    native = sys.modules.get("parallel_backprop._bf16")
-    if native is None:
-        pytest.skip("the compiled converter is not built (pip install -e . builds it)")
+    check_both_paths(lambda got, out: precision.activate_to_bf16(sigmoid, got, bias, out),
+                     z, expected)
+    native = compiled_module()
+
+    def compiled(after):
+        def run(got, out):
+            native.sigmoid_before_tanh(got, bias)
+            np.tanh(got, out=got)
+            after(got, out.view(np.uint16))
+        return run
+
     for after in (native.sigmoid_after_tanh_to_bf16, native.sigmoid_after_tanh_to_bf16_portable):
-        got, bits = z.copy(), np.zeros(z.shape, np.uint16)
-        native.sigmoid_before_tanh(got, bias)
-        np.tanh(got, out=got)
-        after(got, bits)
-        assert np.array_equal(got, expected) and np.array_equal(bits, expected_bits), after
+        check_both_paths(compiled(after), z, expected)
