@@ -4,8 +4,8 @@ import sys
 
 from setuptools import Extension, setup
 
-# The update rules and bf16.c's fused pass must round as NumPy does (see fused.c): no fused multiply-add,
-# no -ffast-math; -fno-math-errno only lets sqrt vectorise.
+# The update rules and bf16.c's activation passes must round as NumPy does (see
+# fused.c): no fused multiply-add, no -ffast-math; -fno-math-errno only lets sqrt vectorise.
 FUSED_FLAGS = [] if sys.platform == "win32" else ["-O3", "-ffp-contract=off",
                                                   "-fno-math-errno"]
 

@@ -51,7 +51,8 @@ def use_native_converter(enabled: bool) -> bool:
 def use_fused_passes(forward: bool = True, backward: bool = True) -> tuple[bool, bool]:
     """Whether :func:`activate_to_bf16` (forward) and :func:`scale_to_bf16` (backward)
     take the activations' compiled passes (when built) or NumPy's passes and the
-    converter; returns the previous settings. For comparing them (benchmarks/bf16_step.py)."""
+    converter; returns the previous settings. For comparing them
+    (benchmarks/bf16_step.py)."""
     before = _fused_passes["forward"], _fused_passes["backward"]
     _fused_passes.update(forward=bool(forward), backward=bool(backward))
     return before
