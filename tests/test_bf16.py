@@ -18,6 +18,7 @@ import pytest
 from helpers import random_batch
 from parallel_backprop import gemm as gemm_module
 from parallel_backprop import precision
+from parallel_backprop.activations import get_activation
 from parallel_backprop.backprop import gradient
 from parallel_backprop.blas_choice import resolve_blas, select_blas
 from parallel_backprop.blas_libraries import bfloat16, load_library
@@ -388,3 +389,69 @@ def test_any_layout_converts():
     for source in (matrix.T, matrix[::3, ::2], matrix.astype(np.float64)):
         out = np.empty(source.shape, bfloat16)
         assert np.array_equal(precision.to_bf16(source, out), source.astype(bfloat16))
+
+
+def sigmoid_pass_cases(columns: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """A float32 matrix whose rows have a stride (a column block) and a second operand."""
+    rng = np.random.default_rng(columns)
+    first = (rng.standard_normal((5, 80)) * scale).astype(np.float32)[:, :columns]
+    return first, rng.random((5, columns), dtype=np.float32)
+
+
+def check_both_paths(run, start: np.ndarray, expected: np.ndarray) -> None:
+    """``run(values, out)`` through NumPy's passes and through the compiled ones gives
+    ``expected`` and its bf16 copy, bit for bit."""
+    expected_bits = expected.astype(bfloat16).view(np.uint16)
+    for fused in (False, True):
+        before = precision.use_fused_passes(fused, fused)
+        try:
+            got, out = start.copy(), np.empty(start.shape, bfloat16)
+            run(got, out)
+        finally:
+            precision.use_fused_passes(*before)
+        assert np.array_equal(got, expected), fused
+        assert np.array_equal(out.view(np.uint16), expected_bits), fused
+
+
+def compiled_module():
+    native = sys.modules.get("parallel_backprop._bf16")
+    if native is None:
+        pytest.skip("the compiled converter is not built (pip install -e . builds it)")
+    return native
+
+
+@needs_ml_dtypes
+@pytest.mark.parametrize("columns", [1, 31, 32, 33, 70])
+def test_the_sigmoid_scale_and_its_bf16_copy_match_numpys_passes_bit_for_bit(columns):
+    delta, a = sigmoid_pass_cases(columns, 1.0)
+    sigmoid = get_activation("sigmoid")
+    expected = delta.copy()
+    sigmoid.scale_delta(expected, a, None, np.empty_like(expected))
+    check_both_paths(lambda got, out: precision.scale_to_bf16(sigmoid, got, a, None,
+                                                              np.empty_like(got), out),
+                     delta, expected)
+    native = compiled_module()
+    for kernel in (native.sigmoid_scale_to_bf16, native.sigmoid_scale_to_bf16_portable):
+        check_both_paths(lambda got, out: kernel(got, a, out.view(np.uint16)), delta, expected)
+
+
+@needs_ml_dtypes
+@pytest.mark.parametrize("columns", [1, 31, 32, 33, 70])
+def test_the_sigmoid_and_its_bf16_copy_match_numpys_passes_bit_for_bit(columns):
+    z, bias = sigmoid_pass_cases(columns, 4.0)
+    bias = bias[0] - 0.5
+    sigmoid = get_activation("sigmoid")
+    expected = sigmoid.function(z + bias)
+    check_both_paths(lambda got, out: precision.activate_to_bf16(sigmoid, got, bias, out),
+                     z, expected)
+    native = compiled_module()
+
+    def compiled(after):
+        def run(got, out):
+            native.sigmoid_before_tanh(got, bias)
+            np.tanh(got, out=got)
+            after(got, out.view(np.uint16))
+        return run
+
+    for after in (native.sigmoid_after_tanh_to_bf16, native.sigmoid_after_tanh_to_bf16_portable):
+        check_both_paths(compiled(after), z, expected)

@@ -42,6 +42,11 @@ class Activation:
         ``scale_in_place(delta, a, scratch)`` does ``delta *= f'(a)`` with no
         allocation, using ``scratch`` (same shape); the built-ins have one so
         the training loop allocates nothing.
+    bf16_kernel : str, optional
+        The prefix of this built-in's compiled passes in :mod:`._bf16`, which
+        compute the activation or ``delta *= f'(a)`` and write the bfloat16
+        copy of the result in the same pass, with the same float32 result
+        (:func:`.precision.activate_to_bf16`, :func:`.precision.scale_to_bf16`).
     """
 
     name: str
@@ -49,6 +54,7 @@ class Activation:
     derivative: Callable[[Array], Array]
     derivative_from: str = "output"
     scale_in_place: Callable[[Array, Array, Array], None] | None = None
+    bf16_kernel: str | None = None
 
     def scale_delta(self, delta: Array, a: Array, z: Array | None, scratch: Array) -> None:
         """``delta *= f'``, from the stored output (or input) of this layer."""
@@ -115,7 +121,7 @@ def _identity_scale(delta: Array, a: Array, scratch: Array) -> None:
 
 _ACTIVATIONS: dict[str, Activation] = {
     "sigmoid": Activation("sigmoid", _sigmoid, lambda a: a * (1.0 - a),
-                          scale_in_place=_sigmoid_scale),
+                          scale_in_place=_sigmoid_scale, bf16_kernel="sigmoid"),
     "tanh": Activation("tanh", _tanh, lambda a: 1.0 - a * a, scale_in_place=_tanh_scale),
     "relu": Activation("relu", _relu, lambda a: (a > 0).astype(a.dtype),
                        scale_in_place=_relu_scale),

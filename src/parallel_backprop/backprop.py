@@ -39,7 +39,7 @@ from .blas_libraries import bfloat16
 from .errors import ConfigError
 from .gemm import gemm
 from .network import Network
-from .precision import PRECISIONS, to_bf16, use_bf16_blas
+from .precision import PRECISIONS, activate_to_bf16, scale_to_bf16, to_bf16, use_bf16_blas
 
 
 class Workspace:
@@ -162,6 +162,9 @@ def forward(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray,
     for l, (weights, bias) in enumerate(layers):
         z = ws.a[l][:n]
         gemm(a_prev, ws.layers16[l][0] if ws.bf16 else weights, z)   # (n, n_in) @ (n_in, n_out)
+        if ws.bf16 and l < last and ws.z[l] is None:   # fused with the next operand's copy
+            a_prev = activate_to_bf16(ws.functions[l], z, bias, ws.a16[l][:n])
+            continue
         z += bias
         if ws.z[l] is not None:
             ws.z[l][:n] = z
@@ -226,23 +229,23 @@ def deltas(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, y: np.nda
                          out=ws.delta[last][:n], scratch=ws.scratch[last][:n])
     if weights is not None:
         delta *= weights[:, None]     # dLoss_w/dz of row i is w_i times the unweighted one
-    for l in range(last, lowest - 1, -1):
-        if ws.bf16:                   # the operand of the next product and of the update
-            delta = to_bf16(delta, ws.delta16[l][:n])
-        if l == lowest:
-            break
+    if ws.bf16:                       # the operand of the next product and of the update
+        delta = to_bf16(delta, ws.delta16[last][:n])
+    for l in range(last, lowest, -1):
         delta_prev = ws.delta[l - 1][:n]
+        delta16 = ws.delta16[l - 1][:n] if ws.bf16 else None
         hidden_delta(ws.functions[l - 1], ws.layers16[l][0] if ws.bf16 else layers[l][0],
                      delta, ws.a[l - 1][:n], None if ws.z[l - 1] is None else ws.z[l - 1][:n],
-                     delta_prev, ws.scratch[l - 1][:n])
-        delta = delta_prev
+                     delta_prev, ws.scratch[l - 1][:n], delta16)
+        delta = delta_prev if delta16 is None else delta16
     return loss
 
 
 def hidden_delta(function: Activation, weights: np.ndarray, delta: np.ndarray,
                  a_prev: np.ndarray, z_prev: np.ndarray | None, out: np.ndarray,
-                 scratch: np.ndarray) -> None:
-    """The delta of the layer below: ``out = (delta @ W^T) * f'(a_prev)``.
+                 scratch: np.ndarray, out16: np.ndarray | None = None) -> None:
+    """The delta of the layer below: ``out = (delta @ W^T) * f'(a_prev)``, and its
+    bfloat16 copy into ``out16`` when given (in the same pass where it can).
 
     ``delta`` (n, n_out), W (n_in, n_out); ``out``, ``a_prev``, ``scratch``
     (and ``z_prev``, kept only for an activation whose f' needs it) (n, n_in).
@@ -250,7 +253,10 @@ def hidden_delta(function: Activation, weights: np.ndarray, delta: np.ndarray,
     columns of theirs: f' comes from the stored output (or input).
     """
     gemm(delta, weights.T, out)                                # (n, n_out) @ (n_out, n_in)
-    function.scale_delta(out, a_prev, z_prev, scratch)
+    if out16 is None:
+        function.scale_delta(out, a_prev, z_prev, scratch)
+    else:
+        scale_to_bf16(function, out, a_prev, z_prev, scratch, out16)
 
 
 def update(weights: np.ndarray, bias: np.ndarray, a_prev: np.ndarray, delta: np.ndarray,

@@ -10,6 +10,21 @@
  * On CPUs with AVX512-BF16, VCVTNE2PS2BF16 converts 32 floats per
  * instruction (round to nearest even, like the portable loop below); the
  * choice is made once, at run time, from the CPU's feature flags.
+ *
+ * sigmoid_scale_to_bf16(delta, a, dst): the backward pass's element-wise
+ * step of a sigmoid layer and the conversion of its result in one pass:
+ * delta *= (1 - a) * a in float32, then dst = delta rounded to bfloat16.
+ * NumPy takes three passes for the first (activations._sigmoid_scale) and
+ * the converter a fourth; the arithmetic is NumPy's, operation for
+ * operation (built with -ffp-contract=off: no fused multiply-add), so the
+ * float32 delta is bit for bit the same either way.
+ *
+ * The forward pass's sigmoid, activations._sigmoid = 0.5 tanh(z / 2) + 0.5,
+ * in two passes around NumPy's tanh (kept: its float32 tanh is what the
+ * other precisions and the pure-NumPy path compute):
+ *   sigmoid_before_tanh(z, b)        z = (z + b) * 0.5        (the bias add too)
+ *   sigmoid_after_tanh_to_bf16(z, d) z = z * 0.5 + 0.5, d = z as bfloat16
+ * each operation rounded as NumPy rounds it; six passes become three.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -58,8 +73,79 @@ static void convert_avx512bf16(const float *src, uint16_t *dst, Py_ssize_t n)
 }
 #endif
 
+static void sigmoid_scale_portable(float *delta, const float *a, uint16_t *dst, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        float slope = (1.0f - a[i]) * a[i];
+        delta[i] = delta[i] * slope;
+    }
+    convert_portable(delta, dst, n);      /* the row is still in L1 */
+}
+
+#ifdef HAVE_AVX512BF16_PATH
+__attribute__((target("avx512f,avx512bw,avx512bf16")))
+static void sigmoid_scale_avx512bf16(float *delta, const float *a, uint16_t *dst, Py_ssize_t n)
+{
+    const __m512 one = _mm512_set1_ps(1.0f);
+    Py_ssize_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m512 a_lo = _mm512_loadu_ps(a + i), a_hi = _mm512_loadu_ps(a + i + 16);
+        __m512 lo = _mm512_mul_ps(_mm512_loadu_ps(delta + i),
+                                  _mm512_mul_ps(_mm512_sub_ps(one, a_lo), a_lo));
+        __m512 hi = _mm512_mul_ps(_mm512_loadu_ps(delta + i + 16),
+                                  _mm512_mul_ps(_mm512_sub_ps(one, a_hi), a_hi));
+        _mm512_storeu_ps(delta + i, lo);
+        _mm512_storeu_ps(delta + i + 16, hi);
+        _mm512_storeu_si512((void *)(dst + i), (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+    }
+    for (Py_ssize_t j = i; j < n; j++)
+        delta[j] = delta[j] * ((1.0f - a[j]) * a[j]);
+    if (i < n)
+        convert_avx512bf16(delta + i, dst + i, n - i);
+}
+#endif
+
+static void before_tanh_row(float *z, const float *b, uint16_t *unused, Py_ssize_t n)
+{
+    (void)unused;
+    for (Py_ssize_t i = 0; i < n; i++)
+        z[i] = (z[i] + b[i]) * 0.5f;
+}
+
+static void after_tanh_portable(float *z, const float *unused, uint16_t *dst, Py_ssize_t n)
+{
+    (void)unused;
+    for (Py_ssize_t i = 0; i < n; i++)
+        z[i] = z[i] * 0.5f + 0.5f;
+    convert_portable(z, dst, n);
+}
+
+#ifdef HAVE_AVX512BF16_PATH
+__attribute__((target("avx512f,avx512bw,avx512bf16")))
+static void after_tanh_avx512bf16(float *z, const float *unused, uint16_t *dst, Py_ssize_t n)
+{
+    (void)unused;
+    const __m512 half = _mm512_set1_ps(0.5f);
+    Py_ssize_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m512 lo = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(z + i), half), half);
+        __m512 hi = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(z + i + 16), half), half);
+        _mm512_storeu_ps(z + i, lo);
+        _mm512_storeu_ps(z + i + 16, hi);
+        _mm512_storeu_si512((void *)(dst + i), (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+    }
+    for (Py_ssize_t j = i; j < n; j++)
+        z[j] = z[j] * 0.5f + 0.5f;
+    if (i < n)
+        convert_avx512bf16(z + i, dst + i, n - i);
+}
+#endif
+
 typedef void (*converter)(const float *, uint16_t *, Py_ssize_t);
+typedef void (*scaler)(float *, const float *, uint16_t *, Py_ssize_t);
 static converter convert = convert_portable;
+static scaler sigmoid_scale = sigmoid_scale_portable;
+static scaler after_tanh = after_tanh_portable;
 static const char *kernel = "portable";
 
 static int rows_of(Py_buffer *view, Py_ssize_t itemsize, Py_ssize_t *rows, Py_ssize_t *cols,
@@ -113,6 +199,83 @@ static PyObject *to_bf16(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* The row layout of a 2-D (or 1-D) buffer of the given item size. */
+static int layout_of(PyObject *obj, Py_buffer *view, int flags, Py_ssize_t itemsize,
+                     Py_ssize_t *rows, Py_ssize_t *cols, Py_ssize_t *stride)
+{
+    if (PyObject_GetBuffer(obj, view, flags) < 0)
+        return -1;
+    if (rows_of(view, itemsize, rows, cols, stride) < 0) {
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+/* kernel(row of out, row of in, row of dst, cols) over every row, without the GIL.
+ * out: float32, written; in: float32 of out's shape, or 1-D (one row for
+ * all: a bias); dst: uint16 of out's shape, or None. */
+static PyObject *each_row(const char *name, PyObject *const objects[3], scaler kernel)
+{
+    Py_buffer views[3];
+    Py_ssize_t rows[3] = {0, 0, 0}, cols[3] = {0, 0, 0}, strides[3] = {0, 0, 0};
+    static const Py_ssize_t sizes[3] = {4, 4, 2};
+    int got = 0, bad = 0;
+    for (; got < 3 && !bad; got++) {
+        if (objects[got] == Py_None)
+            break;
+        int flags = PyBUF_STRIDES | (got == 1 ? 0 : PyBUF_WRITABLE);
+        bad = layout_of(objects[got], &views[got], flags, sizes[got], &rows[got], &cols[got],
+                        &strides[got]) < 0;
+    }
+    if (bad)
+        got--;                                      /* the failed one holds no buffer */
+    else if (got < 2 || (got == 3 && (rows[2] != rows[0] || cols[2] != cols[0]))
+             || cols[1] != cols[0] || (rows[1] != rows[0] && views[1].ndim != 1)) {
+        PyErr_Format(PyExc_ValueError, "%s: shapes differ", name);
+        bad = 1;
+    }
+    if (!bad) {
+        char *d = views[0].buf, *s = got == 3 ? views[2].buf : NULL;
+        const char *a = views[1].buf;
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t r = 0; r < rows[0]; r++)
+            kernel((float *)(d + r * strides[0]), (const float *)(a + r * strides[1]),
+                   s ? (uint16_t *)(s + r * strides[2]) : NULL, cols[0]);
+        Py_END_ALLOW_THREADS
+    }
+    for (int i = 0; i < got; i++)
+        PyBuffer_Release(&views[i]);
+    if (bad)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *sigmoid_scale_to_bf16(PyObject *self, PyObject *args)
+{
+    PyObject *objects[3];
+    if (!PyArg_ParseTuple(args, "OOO", &objects[0], &objects[1], &objects[2]))
+        return NULL;
+    return each_row("sigmoid_scale_to_bf16", objects, sigmoid_scale);
+}
+
+static PyObject *sigmoid_before_tanh(PyObject *self, PyObject *args)
+{
+    PyObject *objects[3] = {NULL, NULL, Py_None};
+    if (!PyArg_ParseTuple(args, "OO", &objects[0], &objects[1]))
+        return NULL;
+    return each_row("sigmoid_before_tanh", objects, before_tanh_row);
+}
+
+static PyObject *sigmoid_after_tanh_to_bf16(PyObject *self, PyObject *args)
+{
+    PyObject *objects[3] = {NULL, NULL, NULL};
+    if (!PyArg_ParseTuple(args, "OO", &objects[0], &objects[2]))
+        return NULL;
+    objects[1] = objects[0];                        /* the kernel reads only out */
+    return each_row("sigmoid_after_tanh_to_bf16", objects, after_tanh);
+}
+
 static PyObject *to_bf16_portable(PyObject *self, PyObject *args)
 {
     converter chosen = convert;
@@ -122,11 +285,41 @@ static PyObject *to_bf16_portable(PyObject *self, PyObject *args)
     return result;
 }
 
+static PyObject *sigmoid_scale_to_bf16_portable(PyObject *self, PyObject *args)
+{
+    scaler chosen = sigmoid_scale;
+    sigmoid_scale = sigmoid_scale_portable;  /* for tests, as to_bf16_portable */
+    PyObject *result = sigmoid_scale_to_bf16(self, args);
+    sigmoid_scale = chosen;
+    return result;
+}
+
+static PyObject *sigmoid_after_tanh_to_bf16_portable(PyObject *self, PyObject *args)
+{
+    scaler chosen = after_tanh;
+    after_tanh = after_tanh_portable;
+    PyObject *result = sigmoid_after_tanh_to_bf16(self, args);
+    after_tanh = chosen;
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"to_bf16", to_bf16, METH_VARARGS,
      "to_bf16(src, dst): float32 src into uint16 dst (bfloat16 bits), round to nearest even."},
     {"to_bf16_portable", to_bf16_portable, METH_VARARGS,
      "to_bf16 through the portable loop, whatever the CPU (for tests)."},
+    {"sigmoid_scale_to_bf16", sigmoid_scale_to_bf16, METH_VARARGS,
+     "sigmoid_scale_to_bf16(delta, a, dst): delta *= (1 - a) * a (float32, in place), then "
+     "dst = delta as bfloat16 bits (uint16), in one pass."},
+    {"sigmoid_scale_to_bf16_portable", sigmoid_scale_to_bf16_portable, METH_VARARGS,
+     "sigmoid_scale_to_bf16 through the portable loop, whatever the CPU (for tests)."},
+    {"sigmoid_before_tanh", sigmoid_before_tanh, METH_VARARGS,
+     "sigmoid_before_tanh(z, b): z = (z + b) * 0.5 in place (float32, b one row)."},
+    {"sigmoid_after_tanh_to_bf16", sigmoid_after_tanh_to_bf16, METH_VARARGS,
+     "sigmoid_after_tanh_to_bf16(z, dst): z = z * 0.5 + 0.5 in place, then dst = z as "
+     "bfloat16 bits (uint16), in one pass."},
+    {"sigmoid_after_tanh_to_bf16_portable", sigmoid_after_tanh_to_bf16_portable,
+     METH_VARARGS, "sigmoid_after_tanh_to_bf16 through the portable loop (for tests)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -140,6 +333,8 @@ PyMODINIT_FUNC PyInit__bf16(void)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512bf16")) {
         convert = convert_avx512bf16;
+        sigmoid_scale = sigmoid_scale_avx512bf16;
+        after_tanh = after_tanh_avx512bf16;
         kernel = "avx512bf16";
     }
 #endif
