@@ -294,6 +294,7 @@ def step_allocations(name, network, params, x, y, **kwargs):
             start, _ = tracemalloc.get_traced_memory()
             executor.step(x, y, LR)
             executor.step(x, y, LR)
+            executor.params()       # the other workers finish their updates first
             end, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
