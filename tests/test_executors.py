@@ -7,6 +7,7 @@ size. Runs must be bitwise reproducible; threads must not leak or hang.
 """
 
 import threading
+import warnings
 import tracemalloc
 
 import numpy as np
@@ -332,3 +333,23 @@ def test_step_rejects_a_batch_larger_than_the_batch_size():
                        threads=2) as executor:
         with pytest.raises(ConfigError, match="batch of 9 rows"):
             executor.step(x, y, LR)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_workers_follow_the_callers_numpy_error_handling(threads):
+    # NumPy's error state is per thread: a worker must not warn of an overflow the
+    # caller silenced (the trainer leaves divergence to its own one-line check).
+    network = Network((64, 512, 10), ("linear", "linear"))   # diverges at this rate
+    params = network.init_params(0)
+    x, y = random_batch(network, 64, np.random.default_rng(0), np.float32)
+    with make_executor("threads", network, params, batch_size=64, threads=threads) as executor:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with np.errstate(over="ignore", invalid="ignore"):
+                for _ in range(4):
+                    executor.step(x, y, 1e3)
+                assert not np.isfinite(executor.params()).all()
+    with make_executor("threads", network, params, batch_size=64, threads=threads) as executor:
+        with np.errstate(over="raise", invalid="raise"), pytest.raises(FloatingPointError):
+            for _ in range(4):
+                executor.step(x, y, 1e3)

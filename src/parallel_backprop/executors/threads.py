@@ -193,6 +193,7 @@ class ThreadsExecutor(Executor):
         self._losses = [0.0] * T
 
         self._job: tuple = (_SYNC,)
+        self._numpy_errors = np.geterr()       # the caller's, applied by every worker
         self._error: BaseException | None = None
         self._error_lock = threading.Lock()
         self._closed = False
@@ -277,6 +278,7 @@ class ThreadsExecutor(Executor):
                 + ("closed" if self._error is None else "stopped after a worker failed")
             ) from self._error
         self._job = job
+        self._numpy_errors = np.geterr()     # NumPy's error handling is per thread: see _worker
         try:
             self._barrier.wait()             # go: every worker has finished the last job
             self._do(0, job)
@@ -295,6 +297,9 @@ class ThreadsExecutor(Executor):
                 job = self._job              # read before the next barrier: see _do
                 if job[0] is _STOP:
                     return
+                if self._numpy_errors != np.geterr():
+                    # The caller's (e.g. overflow left to the divergence check, not warned of).
+                    np.seterr(**self._numpy_errors)
                 self._do(k, job)
         except threading.BrokenBarrierError:
             return                           # another worker failed, or close() after one
