@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 
 from helpers import random_batch
+from parallel_backprop import blas_choice
 from parallel_backprop import gemm as gemm_module
 from parallel_backprop import precision
 from parallel_backprop.activations import get_activation
 from parallel_backprop.backprop import gradient
 from parallel_backprop.blas_choice import resolve_blas, select_blas
-from parallel_backprop.blas_libraries import bfloat16, load_library
+from parallel_backprop.blas_libraries import bfloat16, load_library, mkl_installed
 from parallel_backprop.errors import ConfigError
 from parallel_backprop.executors import check_options, make_executor
 from parallel_backprop.network import Network
@@ -167,6 +168,22 @@ def test_a_cpu_without_native_bf16_is_refused_in_one_line(monkeypatch):
         assert "\n" not in str(caught.value) and "emulated" in str(caught.value)
     assert precision.cpu_bf16_missing({"amx_bf16"}) is None
     assert precision.cpu_bf16_missing({"avx512_bf16"}) is None
+
+
+@pytest.mark.skipif(bfloat16 is None or not mkl_installed(), reason="needs MKL and ml_dtypes")
+def test_a_bf16_gemm_measured_slower_than_fp32_is_refused_in_one_line(monkeypatch):
+    # The CPU's flags promise bf16, but the library emulates it (another vendor's CPU):
+    # the probe's timings, cached per machine, decide.
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx512_bf16"})
+    seconds = {"fp32": 0.010, "bf16": 0.031}
+    monkeypatch.setattr(blas_choice, "cached_probe", lambda libraries, precision_: {
+        "choice": libraries[0].name, "seconds": {libraries[0].name: seconds[precision_]}})
+    for name in ("serial", "threads"):
+        with pytest.raises(ConfigError, match="took 3.1x the time of its fp32") as caught:
+            check_options(name, precision="bf16")
+        assert "\n" not in str(caught.value) and "emulated, not native" in str(caught.value)
+    seconds["bf16"] = 0.004
+    assert check_options("serial", precision="bf16") is not None
 
 
 def converter_inputs():

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .blas_choice import select_blas
-from .blas_libraries import bfloat16
+from .blas_libraries import bfloat16, load_library
 from .errors import ConfigError
 from .gemm import current_blas
 
@@ -80,10 +80,43 @@ def cpu_bf16_missing(flags: set[str] | None = None) -> str | None:
 
 
 def bf16_unavailable(flags: set[str] | None = None) -> str | None:
-    """Why ``--precision bf16`` cannot run on the CPU here, or None. Loads no BLAS."""
+    """Why ``--precision bf16`` cannot run on the CPU here, or None.
+
+    The CPU's flags first (``flags``: given instead of this CPU's, nothing is
+    measured); then, on this CPU, whether the bf16 GEMM really is faster than
+    the same library's fp32 one (:func:`bf16_measured_slower`).
+    """
     if bfloat16 is None:
         return "ml_dtypes is not installed (it comes with the mkl extra)"
-    return cpu_bf16_missing(flags)
+    missing = cpu_bf16_missing(flags)
+    if missing is not None or flags is not None:
+        return missing
+    return bf16_measured_slower()
+
+
+def bf16_measured_slower() -> str | None:
+    """Why the installed bf16 GEMM does not pay on this CPU, or None.
+
+    The flags say what the CPU can do, not whether the BLAS uses it: a
+    library may take a generic path on another vendor's CPU and emulate.
+    So the bf16 GEMM is timed against the same library's fp32 one on a
+    step's products (``--blas auto``'s probe, cached once per machine); not
+    faster means emulated, refused. No library with a bf16 GEMM: None (the
+    caller's own error says what to install).
+    """
+    from .blas_choice import cached_probe, installed_blas
+
+    libraries = [library for library in map(load_library, installed_blas())
+                 if library.bf16 is not None]
+    if not libraries:
+        return None
+    library = libraries[0]
+    fp32 = cached_probe([library], "fp32")["seconds"][library.name]
+    bf16 = cached_probe([library], "bf16")["seconds"][library.name]
+    if bf16 < fp32:
+        return None
+    return (f"{library.name}'s bf16 products took {bf16 / fp32:.1f}x the time of its fp32 "
+            "ones on this CPU (emulated, not native), so bf16 would be slower; use fp32")
 
 
 def use_bf16_blas():
@@ -91,7 +124,8 @@ def use_bf16_blas():
 
     Keeps the current BLAS when it has a bf16 GEMM, else switches the process
     to ``auto``'s choice among those with one (:func:`..blas_choice.select_blas`;
-    a one-line error when none is installed). Refuses on a CPU without native bf16 (see :func:`bf16_unavailable`).
+    a one-line error when none is installed). Refuses where bf16 is not native
+    (see :func:`bf16_unavailable`).
     """
     reason = bf16_unavailable()
     if reason is not None:
@@ -178,5 +212,5 @@ def scale_to_bf16(function, delta: np.ndarray, a: np.ndarray, z: np.ndarray | No
 
 
 __all__ = ["BF16_CPU_FLAGS", "NATIVE_KERNEL", "PRECISIONS", "activate_to_bf16",
-           "bf16_unavailable", "cpu_bf16_missing", "cpu_flags", "scale_to_bf16", "to_bf16",
+           "bf16_measured_slower", "bf16_unavailable", "cpu_bf16_missing", "cpu_flags", "scale_to_bf16", "to_bf16",
            "use_bf16_blas", "use_fused_passes", "use_native_converter"]
