@@ -4,7 +4,7 @@ import sys
 
 from setuptools import Extension, setup
 
-# The update rules and bf16.c's activation passes must round as NumPy does (see
+# The update rules, kernels.c's and bf16.c's element-wise passes must round as NumPy does (see
 # fused.c): no fused multiply-add, no -ffast-math; -fno-math-errno only lets sqrt vectorise.
 FUSED_FLAGS = [] if sys.platform == "win32" else ["-O3", "-ffp-contract=off",
                                                   "-fno-math-errno"]
@@ -13,6 +13,8 @@ ext_modules = [
     Extension("parallel_backprop._bf16", ["src/parallel_backprop/_native/bf16.c"],
               extra_compile_args=FUSED_FLAGS, optional=True),
     Extension("parallel_backprop._fused", ["src/parallel_backprop/_native/fused.c"],
+              extra_compile_args=FUSED_FLAGS, optional=True),
+    Extension("parallel_backprop._kernels", ["src/parallel_backprop/_native/kernels.c"],
               extra_compile_args=FUSED_FLAGS, optional=True),
 ]
 

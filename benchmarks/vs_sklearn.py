@@ -102,6 +102,8 @@ def main() -> None:
                         help="learning_rate_init (default: 0.001 adam, 0.1 sgd)")
     parser.add_argument("--executor", default="threads")
     parser.add_argument("--threads", type=int, default=int(CORES))
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="of BackpropClassifier's products (scikit-learn's: float32)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the results to this file")
@@ -111,14 +113,15 @@ def main() -> None:
     common = settings(args)
     models = {"MLPClassifier": lambda: MLPClassifier(**common),
               "BackpropClassifier": lambda: BackpropClassifier(
-                  **common, executor=args.executor, threads=args.threads)}
+                  **common, executor=args.executor, threads=args.threads,
+                  precision=args.precision)}
     runs = {name: [] for name in models}
     for _ in range(args.repeats):
         for name, make in models.items():
             runs[name].append(fit_once(make(), x_train, y_train, x_test, y_test))
     print(f"{args.dataset}: {len(x_train)} training rows, {len(x_test)} test rows, "
           f"hidden {args.hidden}, batch {args.batch_size}, {args.epochs} epochs, "
-          f"solver {args.solver}; {platform.processor() or platform.machine()}")
+          f"solver {args.solver}, ours in {args.precision}; {platform.processor() or platform.machine()}")
     print("| estimator | test accuracy | fit time (s, median) | CPU time (s, median) | epochs/s |")
     print("|---|---|---|---|---|")
     results = {}

@@ -20,6 +20,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import compiled
 from .errors import ConfigError
 
 Array = np.ndarray
@@ -47,6 +48,9 @@ class Activation:
         compute the activation or ``delta *= f'(a)`` and write the bfloat16
         copy of the result in the same pass, with the same float32 result
         (:func:`.precision.activate_to_bf16`, :func:`.precision.scale_to_bf16`).
+    scale_kind : int, optional
+        This built-in's ``f'`` in the compiled ``scale_delta`` pass
+        (:mod:`.compiled`): one pass instead of NumPy's two or three, same result.
     """
 
     name: str
@@ -55,10 +59,15 @@ class Activation:
     derivative_from: str = "output"
     scale_in_place: Callable[[Array, Array, Array], None] | None = None
     bf16_kernel: str | None = None
+    scale_kind: int | None = None
 
     def scale_delta(self, delta: Array, a: Array, z: Array | None, scratch: Array) -> None:
         """``delta *= f'``, from the stored output (or input) of this layer."""
-        if self.scale_in_place is not None:
+        kernels = compiled.kernels
+        if (self.scale_kind is not None and kernels is not None
+                and delta.dtype.char in compiled.KERNEL_DTYPES and a.dtype == delta.dtype):
+            compiled.check(kernels.scale_delta(self.scale_kind, delta, a), "scale_delta")
+        elif self.scale_in_place is not None:
             self.scale_in_place(delta, a, scratch)
         elif self.derivative_from == "input":
             delta *= self.derivative(z)
@@ -121,10 +130,11 @@ def _identity_scale(delta: Array, a: Array, scratch: Array) -> None:
 
 _ACTIVATIONS: dict[str, Activation] = {
     "sigmoid": Activation("sigmoid", _sigmoid, lambda a: a * (1.0 - a),
-                          scale_in_place=_sigmoid_scale, bf16_kernel="sigmoid"),
-    "tanh": Activation("tanh", _tanh, lambda a: 1.0 - a * a, scale_in_place=_tanh_scale),
+                          scale_in_place=_sigmoid_scale, bf16_kernel="sigmoid", scale_kind=1),
+    "tanh": Activation("tanh", _tanh, lambda a: 1.0 - a * a, scale_in_place=_tanh_scale,
+                       scale_kind=2),
     "relu": Activation("relu", _relu, lambda a: (a > 0).astype(a.dtype),
-                       scale_in_place=_relu_scale),
+                       scale_in_place=_relu_scale, scale_kind=0),
     "linear": Activation("linear", _linear, np.ones_like, scale_in_place=_identity_scale),
     # Softmax's derivative is a Jacobian: output_delta handles it, and
     # Network refuses softmax on a hidden layer.
@@ -180,6 +190,29 @@ def get_activation(name: str) -> Activation:
 
 def activation_names() -> tuple[str, ...]:
     return tuple(_ACTIVATIONS)
+
+
+def activate(function: Activation, z: Array, bias: Array) -> None:
+    """``z := f(z + bias)`` in place: a layer's element-wise work in the forward pass.
+
+    ReLU in one compiled pass, sigmoid's bias add and affine steps fused
+    around NumPy's tanh (:mod:`.compiled`, same result as the NumPy passes);
+    otherwise the bias add, then ``function``.
+    """
+    kernels = compiled.kernels
+    if kernels is not None and z.dtype.char in compiled.KERNEL_DTYPES and z.dtype == bias.dtype:
+        if function.name == "relu":            # built-in: register_activation refuses the name
+            compiled.check(kernels.bias_relu(z, bias), "bias_relu")
+            return
+        if function.name == "sigmoid":         # 1/2 tanh(z/2) + 1/2, as _sigmoid
+            compiled.check(kernels.bias_scale(z, bias, 0.5), "bias_scale")
+            np.tanh(z, out=z)
+            compiled.check(kernels.affine(z, 0.5, 0.5), "affine")
+            return
+    z += bias
+    a = function.function(z)                   # in place for the built-ins
+    if a is not z:
+        z[...] = a
 
 
 def loss_sum(output_activation: str, loss: str, a: Array, y: Array,

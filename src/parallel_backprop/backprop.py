@@ -34,7 +34,8 @@ import copy
 
 import numpy as np
 
-from .activations import Activation, get_activation, loss_sum, output_delta
+from . import compiled
+from .activations import Activation, activate, get_activation, loss_sum, output_delta
 from .blas_libraries import bfloat16
 from .errors import ConfigError
 from .gemm import gemm
@@ -165,12 +166,14 @@ def forward(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray,
         if ws.bf16 and l < last and ws.z[l] is None:   # fused with the next operand's copy
             a_prev = activate_to_bf16(ws.functions[l], z, bias, ws.a16[l][:n])
             continue
-        z += bias
-        if ws.z[l] is not None:
+        if ws.z[l] is None:
+            activate(ws.functions[l], z, bias)
+        else:                                  # a user-defined f' needs its input
+            z += bias
             ws.z[l][:n] = z
-        a = ws.functions[l].function(z)       # in place for the built-ins
-        if a is not z:
-            z[...] = a
+            a = ws.functions[l].function(z)
+            if a is not z:
+                z[...] = a
         a_prev = to_bf16(z, ws.a16[l][:n]) if ws.bf16 and l < last else z
     return ws.a[last][:n]
 
@@ -270,8 +273,7 @@ def update(weights: np.ndarray, bias: np.ndarray, a_prev: np.ndarray, delta: np.
     delta the bias sums when ``delta`` is its bf16 copy (default ``delta``).
     """
     gemm(a_prev.T, delta, weights, alpha=-scale, beta=1.0)  # (n_in, n) @ (n, m)
-    np.sum(delta if bias_delta is None else bias_delta, axis=0, out=bias_step)
-    bias_step *= scale
+    column_sums(delta if bias_delta is None else bias_delta, bias_step, scale)
     bias -= bias_step
 
 
@@ -287,9 +289,7 @@ def layer_gradient(a_prev: np.ndarray, delta: np.ndarray, grad_weights: np.ndarr
     ``bias_delta``: as for :func:`update`.
     """
     gemm(a_prev.T, delta, grad_weights, alpha=scale)        # (n_in, n) @ (n, m)
-    np.sum(delta if bias_delta is None else bias_delta, axis=0, out=grad_bias)
-    if scale != 1.0:
-        grad_bias *= scale
+    column_sums(delta if bias_delta is None else bias_delta, grad_bias, scale)
 
 
 def accumulate(a_prev: np.ndarray, delta: np.ndarray, velocity_weights: np.ndarray,
@@ -303,10 +303,22 @@ def accumulate(a_prev: np.ndarray, delta: np.ndarray, velocity_weights: np.ndarr
     as there (the float32 delta when ``delta`` is its bf16 copy).
     """
     gemm(a_prev.T, delta, velocity_weights, alpha=scale, beta=mu)   # (n_in, n) @ (n, m)
-    np.sum(delta if bias_delta is None else bias_delta, axis=0, out=bias_step)
-    bias_step *= scale
+    column_sums(delta if bias_delta is None else bias_delta, bias_step, scale)
     velocity_bias *= mu
     velocity_bias += bias_step
+
+
+def column_sums(delta: np.ndarray, out: np.ndarray, scale: float) -> None:
+    """``out = scale * column sums of delta``, the bias gradient: NumPy's sum over the
+    rows in their order, in one compiled pass where built (:mod:`.compiled`)."""
+    kernels = compiled.kernels
+    if kernels is not None and delta.dtype.char in compiled.KERNEL_DTYPES \
+            and out.dtype == delta.dtype:
+        compiled.check(kernels.column_sums(delta, out, scale), "column_sums")
+        return
+    np.sum(delta, axis=0, out=out)
+    if scale != 1.0:
+        out *= scale
 
 
 def gradient(network: Network, params: np.ndarray, x: np.ndarray, y: np.ndarray,
