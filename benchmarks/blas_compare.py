@@ -50,8 +50,8 @@ def product_rates(rounds: int) -> dict[tuple[str, str], float]:
             a = rng.random((k, m) if transposed else (m, k), np.float32).astype(dtype)
             b = rng.random((k, n), np.float32).astype(dtype)
             c = np.zeros((m, n), np.float32)
-            args = ((b"T" if transposed else b"N"), b"N", m, n, k, -1e-3, a.ctypes.data,
-                    m if transposed else k, b.ctypes.data, n, 1.0, c.ctypes.data, n)
+            args = ((b"T" if transposed else b"N"), b"N", m, n, k, -1e-3, a,
+                    m if transposed else k, b, n, 1.0, c, n)
             with blas_thread_limit(1, library):
                 routine(*args)                              # first touch, not timed
                 start, calls = time.perf_counter(), 0

@@ -76,6 +76,20 @@ def test_activate_equals_numpy_bit_for_bit(dtype, name, block):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("width", [1, 2, 10])
+def test_softmax_equals_numpy_bit_for_bit(dtype, width):
+    z = hostile((60, width), dtype, seed=5)
+    z[20:30] = np.random.default_rng(6).standard_normal((10, width))
+    for row, column in enumerate(range(width)):      # a NaN or -inf at every position
+        z[30 + row, column], z[45 + row, column] = np.nan, -np.inf
+    softmax = activations.get_activation("softmax")
+    expected, = with_numpy(softmax.function, z)
+    with np.errstate(all="ignore"):
+        softmax.function(z)
+    same_bits(z, expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", ["relu", "sigmoid", "tanh"])
 def test_scale_delta_equals_numpy_bit_for_bit(dtype, name):
     function = activations.get_activation(name)
@@ -141,8 +155,7 @@ def test_compiled_blas_call_equals_ctypes(name, key, trans, m, n, k, monkeypatch
     outputs = []
     for routine in (direct, through_ctypes):
         c = c0.copy()
-        routine(*trans, m, n, k, 0.5, a.ctypes.data, a.shape[1], b.ctypes.data, b.shape[1],
-                0.25, c.ctypes.data, n)
+        routine(*trans, m, n, k, 0.5, a, a.shape[1], b, b.shape[1], 0.25, c, n)
         outputs.append(c)
     same_bits(*outputs)
     a32, b32 = (v.astype(np.float64) for v in (a, b))

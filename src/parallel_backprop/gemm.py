@@ -164,8 +164,7 @@ def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, alpha: float = 1.0,
         return c
     trans_a, lda = _as_blas(a)
     trans_b, ldb = _as_blas(b)
-    routine(trans_a, trans_b, m, n, k, alpha, a.ctypes.data, lda,
-            b.ctypes.data, ldb, beta, c.ctypes.data, ldc)
+    routine(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
     return c
 
 

@@ -10,10 +10,12 @@
  *       calls the BLAS routine at ``address`` (blas_libraries.py finds it):
  *       kind 0/1/2 CBLAS sgemm/dgemm/gemm_bf16bf16f32, row-major; kind 3/4
  *       Fortran sgemm/dgemm (SciPy's OpenBLAS), c^T = b^T a^T with the
- *       operands swapped. a, b, c are addresses; trans_* b"N" or b"T".
+ *       operands swapped. a, b, c are arrays (their first elements are the
+ *       operands' corners); trans_* b"N" or b"T".
  *   bias_relu(z, bias)            z = max(z + bias, 0)
  *   bias_scale(z, bias, s)        z = (z + bias) * s      (sigmoid: s = 1/2, then tanh)
  *   affine(z, s, t)               z = z * s + t           (sigmoid after tanh)
+ *   shift_rows(z)                 z -= the maximum of its row (softmax, before exp)
  *   scale_delta(kind, delta, a)   delta *= f'(a): 0 relu [a > 0], 1 sigmoid
  *                                 (1 - a) * a, 2 tanh 1 - a * a
  *   column_sums(x, out, s)        out = s * (0 + x[0] + x[1] + ... + x[n-1])
@@ -93,24 +95,39 @@ static void run_product(const Product *p)
 static PyObject *gemm(PyObject *self, PyObject *args)
 {
     Product p;
-    unsigned long long routine, a, b, c;
-    if (!PyArg_ParseTuple(args, "iKcciiidKiKidKi", &p.kind, &routine, &p.ta, &p.tb, &p.m,
-                          &p.n, &p.k, &p.alpha, &a, &p.lda, &b, &p.ldb, &p.beta, &c, &p.ldc))
+    unsigned long long routine;
+    PyObject *operands[3];
+    Py_buffer views[3];
+    int taken = 0;
+    if (!PyArg_ParseTuple(args, "iKcciiidOiOidOi", &p.kind, &routine, &p.ta, &p.tb, &p.m,
+                          &p.n, &p.k, &p.alpha, &operands[0], &p.lda, &operands[1], &p.ldb,
+                          &p.beta, &operands[2], &p.ldc))
         return NULL;
     if (p.kind < 0 || p.kind > 4 || !routine) {
         PyErr_SetString(PyExc_ValueError, "gemm: unknown routine kind or no address");
         return NULL;
     }
-    p.routine = (uintptr_t)routine;
-    p.a = (uintptr_t)a;
-    p.b = (uintptr_t)b;
-    p.c = (uintptr_t)c;
-    if ((double)p.m * p.n * p.k >= GIL_FREE_PRODUCT) {
-        Py_BEGIN_ALLOW_THREADS
-        run_product(&p);
-        Py_END_ALLOW_THREADS
-    } else
-        run_product(&p);
+    /* The arrays' first elements (the buffer protocol: no ctypes object per call). */
+    for (; taken < 3; taken++)
+        if (PyObject_GetBuffer(operands[taken], &views[taken],
+                               PyBUF_STRIDES | (taken == 2 ? PyBUF_WRITABLE : 0)) < 0)
+            break;
+    if (taken == 3) {
+        p.routine = (uintptr_t)routine;
+        p.a = (uintptr_t)views[0].buf;
+        p.b = (uintptr_t)views[1].buf;
+        p.c = (uintptr_t)views[2].buf;
+        if ((double)p.m * p.n * p.k >= GIL_FREE_PRODUCT) {
+            Py_BEGIN_ALLOW_THREADS
+            run_product(&p);
+            Py_END_ALLOW_THREADS
+        } else
+            run_product(&p);
+    }
+    while (taken-- > 0)
+        PyBuffer_Release(&views[taken]);
+    if (PyErr_Occurred())
+        return NULL;
     Py_RETURN_NONE;
 }
 
@@ -149,6 +166,17 @@ CLONES static void affine_##T(T *z, const T *unused, const Constants *k, Py_ssiz
     (void)unused;                                                                          \
     for (Py_ssize_t i = 0; i < n; i++)                                                     \
         z[i] = z[i] * s + t;                                                               \
+}                                                                                          \
+CLONES static void shift_row_##T(T *z, const T *unused, const Constants *k, Py_ssize_t n)  \
+{                                                                                          \
+    T top = z[0];                     /* NumPy's max: a NaN anywhere makes it NaN */      \
+    (void)unused;                                                                          \
+    (void)k;                                                                               \
+    for (Py_ssize_t i = 1; i < n && top == top; i++)                                       \
+        if (z[i] > top || z[i] != z[i])                                                    \
+            top = z[i];                                                                    \
+    for (Py_ssize_t i = 0; i < n; i++)                                                     \
+        z[i] = z[i] - top;                                                                 \
 }                                                                                          \
 CLONES static void scale_delta_##T(T *d, const T *a, const Constants *k, Py_ssize_t n)   \
 {                                                                                          \
@@ -192,6 +220,7 @@ typedef struct {
 static const Pass BIAS_RELU = {"bias_relu", bias_relu_float, bias_relu_double, 0};
 static const Pass BIAS_SCALE = {"bias_scale", bias_scale_float, bias_scale_double, 0};
 static const Pass AFFINE = {"affine", affine_float, affine_double, 0};
+static const Pass SHIFT_ROWS = {"shift_rows", shift_row_float, shift_row_double, 0};
 static const Pass SCALE_DELTA = {"scale_delta", scale_delta_float, scale_delta_double, 1};
 static const Pass ADD_ROW = {"column_sums", add_row_float, add_row_double, 0};
 static const Pass SCALE_ROW = {"column_sums", scale_row_float, scale_row_double, 0};
@@ -295,6 +324,15 @@ static PyObject *affine(PyObject *self, PyObject *args)
     return run_pass(&AFFINE, z, NULL, &k);
 }
 
+static PyObject *shift_rows(PyObject *self, PyObject *args)
+{
+    PyObject *z;
+    Constants k = {0};
+    if (!PyArg_ParseTuple(args, "O", &z))
+        return NULL;
+    return run_pass(&SHIFT_ROWS, z, NULL, &k);
+}
+
 static PyObject *scale_delta(PyObject *self, PyObject *args)
 {
     PyObject *delta, *a;
@@ -361,6 +399,7 @@ static PyMethodDef methods[] = {
     {"bias_relu", bias_relu, METH_VARARGS, "z = max(z + bias, 0) in place."},
     {"bias_scale", bias_scale, METH_VARARGS, "z = (z + bias) * s in place."},
     {"affine", affine, METH_VARARGS, "z = z * s + t in place."},
+    {"shift_rows", shift_rows, METH_VARARGS, "z -= the maximum of its row, in place."},
     {"scale_delta", scale_delta, METH_VARARGS, "delta *= f'(a) for relu, sigmoid, tanh."},
     {"column_sums", column_sums, METH_VARARGS, "out = s * column sums of x."},
     {NULL, NULL, 0, NULL},

@@ -553,10 +553,8 @@ def _mkl_product(setup: Setup, dtype) -> Workload:
     routine = library.routines[np.dtype(np.float32)] if dtype == np.float32 else library.bf16
     n = setup.gemm_size
     def product():
-        # The routine itself, so that the executors' choice of BLAS (use_blas) is not
-        # changed; the closure keeps the arrays (not only their addresses) alive.
-        routine(b"N", b"N", n, n, n, 1.0, a.ctypes.data, n, b.ctypes.data, n, 0.0,
-                c.ctypes.data, n)
+        # The routine itself, so that the executors' choice of BLAS (use_blas) is not changed.
+        routine(b"N", b"N", n, n, n, 1.0, a, n, b, n, 0.0, c, n)
     notes = []
     if dtype != np.float32 and cpu_bf16_missing():
         notes.append(cpu_bf16_missing())
