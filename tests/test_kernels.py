@@ -223,3 +223,53 @@ def test_bad_operands_are_refused_in_one_line():
         kernels.scale_delta(7, z, z)
     with pytest.raises(ValueError, match="unknown routine kind"):
         kernels.gemm(9, 1, b"N", b"N", 1, 1, 1, 1.0, 0, 1, 0, 1, 0.0, 0, 1)
+
+
+def test_barrier_releases_every_party_together_many_times():
+    import threading
+    parties, rounds = 3, 300
+    barrier = kernels.Barrier(parties)
+    arrivals = [0] * rounds
+    seen = []
+    lock = threading.Lock()
+
+    def party():
+        for r in range(rounds):
+            with lock:
+                arrivals[r] += 1
+            barrier.wait()
+            seen.append(arrivals[r])         # nobody passes before everyone arrived
+            barrier.wait()
+
+    threads = [threading.Thread(target=party) for _ in range(parties - 1)]
+    for thread in threads:
+        thread.start()
+    party()
+    for thread in threads:
+        thread.join()
+    assert seen == [parties] * (parties * rounds)
+
+
+def test_barrier_abort_breaks_waiting_and_later_waits():
+    import threading
+    import time
+    barrier = kernels.Barrier(2)
+    outcome = []
+
+    def waiter():
+        try:
+            barrier.wait()
+            outcome.append("released")
+        except threading.BrokenBarrierError:
+            outcome.append("broken")
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    time.sleep(0.3)                          # past the spin: the waiter sleeps
+    barrier.abort()
+    thread.join(timeout=5)
+    assert outcome == ["broken"]
+    with pytest.raises(threading.BrokenBarrierError):
+        barrier.wait()
+    with pytest.raises(ValueError, match="parties must be at least 1"):
+        kernels.Barrier(0)
