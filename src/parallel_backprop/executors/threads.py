@@ -63,8 +63,9 @@ the epoch's last).
 The step costs two barrier crossings: "go" and "deltas written", and one
 more after each part of the pass split by columns (~9 us each with the
 compiled barrier, whose waiters spin without the GIL; threading.Barrier's
-sleeping waiters took 81 us a crossing on a 2-core Xeon VM, and the
-compiled one made Net-1h steps 11-16% faster there: docs/executors.md). The caller
+sleeping waiters took 81 us a crossing on a 2-core Xeon VM: steps 2-3%
+faster there at Net-1h and Net-2h batch 128, 10% on 784-256-10 at batch
+200, none at batch 1024; docs/executors.md). The caller
 returns as soon as its own columns are updated; the other workers finish
 theirs while the trainer gathers the next batch, and the next "go" (which
 every worker reaches only after its update) orders it before the next
