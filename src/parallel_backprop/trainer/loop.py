@@ -65,11 +65,14 @@ class TrainingSet:
         keywords of ``step`` (``weights`` when the rows have them)."""
         idx = order[step * self.batch:(step + 1) * self.batch]
         rows = idx.shape[0]
-        np.take(self.x, idx, axis=0, out=self._x_batch[:rows])
-        np.take(self.targets, idx, axis=0, out=self._y_batch[:rows])
+        # mode="clip" (the indices are a permutation's, always in range): with the
+        # default "raise", NumPy gathers into a temporary and copies it into `out`
+        # (200 rows of 784 float32: 92 us against 19 us on a Xeon core).
+        np.take(self.x, idx, axis=0, out=self._x_batch[:rows], mode="clip")
+        np.take(self.targets, idx, axis=0, out=self._y_batch[:rows], mode="clip")
         if self.weights is None:    # executors without weights are called as they expect
             return self._x_batch[:rows], self._y_batch[:rows], {}
-        np.take(self.weights, idx, out=self._w_batch[:rows])
+        np.take(self.weights, idx, out=self._w_batch[:rows], mode="clip")
         return self._x_batch[:rows], self._y_batch[:rows], {"weights": self._w_batch[:rows]}
 
 
