@@ -14,9 +14,12 @@ product (``W := W - s * a^T @ delta``) would need a temporary and two more
 passes over W. SciPy's f2py wrappers accumulate, but they hold the GIL for
 the whole product (two threads calling them take turns: measured 2.4 ms ->
 4.9 ms per call) and silently copy a ``c`` that is not Fortran-contiguous,
-which leaves the caller's array unchanged. So we call BLAS routines through
-``ctypes``, which releases the GIL during a foreign call and lets us pass
-leading dimensions, so a worker can update its own columns of W in place.
+which leaves the caller's array unchanged. So we call the BLAS routines
+themselves (through the compiled module :mod:`.compiled`, or ctypes where it
+was not built), releasing the GIL during the call (the compiled module keeps
+it for products under 2^18 multiply-adds, shorter than a hand-over) and
+passing leading dimensions, so a worker can update its own columns of W in
+place.
 
 Two BLAS libraries (see :mod:`.blas_libraries`): SciPy's OpenBLAS (always
 there) and MKL (the ``mkl`` extra). :func:`use_blas` chooses the one every

@@ -43,10 +43,10 @@ and update alone were ~0.19 ms and its gradient GEMMs ~10% slower than the
 serial ones for their short K.
 
 Every product goes through :func:`..gemm.gemm`, which drops the GIL for
-the whole BLAS call and updates column slices of W in place; the
-element-wise work (activations, f', sums) is NumPy ufuncs on large arrays,
-which drop the GIL too. What remains under the GIL is ~40 Python-level calls
-per worker per step.
+the BLAS call (all but tiny ones) and updates column slices of W in place;
+the element-wise work (activations, f', sums) is compiled passes or NumPy
+ufuncs, which drop the GIL too on large arrays. What remains under the GIL
+is ~40 Python-level calls per worker per step.
 
 Each parameter is written by exactly one GEMM over the batch in a fixed
 order, so a run is bit-for-bit reproducible for a given seed and T, and
