@@ -225,10 +225,11 @@ def test_bad_operands_are_refused_in_one_line():
         kernels.gemm(9, 1, b"N", b"N", 1, 1, 1, 1.0, 0, 1, 0, 1, 0.0, 0, 1)
 
 
-def test_barrier_releases_every_party_together_many_times():
+@pytest.mark.parametrize("spin", [True, False])    # False: waiters sleep at once
+def test_barrier_releases_every_party_together_many_times(spin):
     import threading
     parties, rounds = 3, 300
-    barrier = kernels.Barrier(parties)
+    barrier = kernels.Barrier(parties, spin)
     arrivals = [0] * rounds
     seen = []
     lock = threading.Lock()

@@ -1,4 +1,5 @@
-"""What training a network costs a machine: host memory, and the check that it fits.
+"""What training a network costs a machine (host memory, and the check that it fits),
+and the cores this process may use.
 
 Asked before anything is allocated, so that an absurd network fails in a
 second with a one-line error instead of being killed by the OS.
@@ -45,6 +46,13 @@ def prediction_batch(network: Network, batch: int) -> int:
     while available is not None and batch > 1 and prediction_bytes(network, batch) > available:
         batch //= 2
     return batch
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity), else the machine's."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def physical_memory() -> int | None:

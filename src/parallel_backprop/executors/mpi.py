@@ -94,6 +94,7 @@ from ..backprop import layer_gradient, product_operands
 from ..errors import ConfigError, PbpError, install_hint
 from ..interrupts import STOP_SIGNALS, Stopped, exit_status, note_received, signal_name
 from ..network import Network
+from ..resources import usable_cores
 from ..optim import OptimizerConfig
 from .base import Layout, OptimizerState
 from .optimizing import HostOptimizer, check_weights
@@ -178,13 +179,6 @@ def wait_for(request, timeout_s: float, missing: str) -> None:
         if waited >= _spin_s:
             pause = min(LONGEST_PAUSE_S, max(FIRST_PAUSE_S, 2 * pause))
             time.sleep(pause)
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity), else the machine's."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 _roll_calls: dict = {}      # communicator handle -> its duplicate for roll calls
@@ -439,6 +433,7 @@ class MPIExecutor(ThreadsExecutor):
         self._roll = roll_call_comm(comm)
         crowded = sorted({(host, self.hosts.count(host), cores) for host, cores in every
                           if self.hosts.count(host) * threads > cores})
+        self._crowded = bool(crowded)
         if crowded:
             _spin_s = 0.0
             host, ranks, cores = crowded[0]
@@ -448,6 +443,10 @@ class MPIExecutor(ThreadsExecutor):
                     f"pbp: warning: {ranks} ranks x {threads} thread{'s' * (threads > 1)} on "
                     f"host {host}{also}, which has {cores} cores: waiting ranks sleep instead "
                     "of spinning, but fewer ranks (or threads) would train faster\n")
+
+    def _barrier_may_spin(self, workers: int) -> bool:
+        """Not where this host's ranks' workers outnumber its cores (see :meth:`_meet`)."""
+        return not self._crowded and super()._barrier_may_spin(workers)
 
     def _wait(self, request, what: str) -> None:
         """``wait_for`` the request; after a timeout, name the silent ranks and their hosts.

@@ -97,6 +97,7 @@ from ..gemm import blas_thread_limit
 from ..network import Network
 from ..optim import OPTIMIZERS, OptimizerConfig
 from ..precision import PRECISIONS
+from ..resources import usable_cores
 from .base import Executor, Layout, OptimizerState
 from .optimizing import HostOptimizer, check_weights
 
@@ -117,12 +118,13 @@ class ExecutorStopped(RuntimeError):
     """The executor was closed, or a worker failed earlier; it cannot run a step."""
 
 
-def make_barrier(parties: int):
+def make_barrier(parties: int, spin: bool = True):
     """A cyclic barrier for ``parties`` workers: the compiled one where built (its
     waiters spin, then sleep, without the GIL: 8.6 us a crossing for two threads
-    on a 2-core Xeon VM against threading.Barrier's 81), else threading's."""
+    on a 2-core Xeon VM against threading.Barrier's 81; ``spin`` false: they
+    sleep at once, for workers that outnumber the cores), else threading's."""
     if compiled.kernels is not None:
-        return compiled.kernels.Barrier(parties)
+        return compiled.kernels.Barrier(parties, spin)
     return threading.Barrier(parties)
 
 
@@ -211,13 +213,17 @@ class ThreadsExecutor(Executor):
         self._error: BaseException | None = None
         self._error_lock = threading.Lock()
         self._closed = False
-        self._barrier = make_barrier(T)
+        self._barrier = make_barrier(T, spin=self._barrier_may_spin(T))
         self._blas_limit = blas_thread_limit(blas_threads)
         self._pool = [threading.Thread(target=self._worker, args=(k,),
                                        name=f"pbp-{self.name}-{k}", daemon=True)
                       for k in range(1, T)]
         for thread in self._pool:
             thread.start()
+
+    def _barrier_may_spin(self, workers: int) -> bool:
+        """Whether waiting workers may spin: only with a core for each worker."""
+        return workers <= usable_cores()
 
     def _split_columns(self, T: int) -> None:
         """Worker k's columns [c0, c1) of each layer's output (``_columns``), and the
