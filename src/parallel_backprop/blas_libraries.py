@@ -223,6 +223,11 @@ _LOADERS = {"openblas": _load_openblas, "mkl": _load_mkl}
 _loaded: dict[str, BlasLibrary] = {}
 
 
+def loaded_names() -> tuple[str, ...]:
+    """The BLAS libraries loaded so far in this process."""
+    return tuple(_loaded)
+
+
 def mkl_installed() -> bool:
     """Whether ``libmkl_rt`` is in this environment (found without loading it)."""
     return _mkl_path() is not None

@@ -32,15 +32,18 @@ with the BLAS it chose; see :mod:`.blas_choice`), else OpenBLAS.
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
+from . import blas_libraries
 from .blas_libraries import BLAS_NAMES, BlasLibrary, bfloat16, load_library
 from .errors import ConfigError
 
 _NO, _TRANSPOSE = b"N", b"T"
 _current: BlasLibrary | None = None
+_controller: tuple[tuple[int, int], ThreadpoolController] | None = None
 
 
 def use_blas(name: str) -> BlasLibrary:
@@ -68,6 +71,16 @@ def current_blas() -> BlasLibrary:
     return _current
 
 
+def _threadpools() -> ThreadpoolController:
+    """threadpoolctl's view of the process's BLAS libraries, scanned again only when a
+    module was imported or a BLAS loaded since (a scan took ~1.5 ms, every executor)."""
+    global _controller
+    key = (len(sys.modules), len(blas_libraries.loaded_names()))
+    if _controller is None or _controller[0] != key:
+        _controller = (key, ThreadpoolController())
+    return _controller[1]
+
+
 class blas_thread_limit:
     """Every BLAS of the process on ``threads`` threads per calling thread, until restored.
 
@@ -82,7 +95,7 @@ class blas_thread_limit:
         self._library = library or current_blas()
         setter = self._library.set_threads
         self._before = self._library.get_threads() if setter is not None else None
-        self._limits = threadpool_limits(limits=threads, user_api="blas")
+        self._limits = _threadpools().limit(limits=threads, user_api="blas")
         if setter is not None:
             setter(threads)
 
