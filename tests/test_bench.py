@@ -68,6 +68,8 @@ def test_json_has_the_environment_and_one_record_per_configuration(tiny_grid):
                 "load_average"):
         assert key in env
     assert env["versions"]["numpy"] and env["blas"]
+    from parallel_backprop import compiled
+    assert env["compiled"]["_kernels"] == (compiled.kernels is not None)
     keys = {(r["system"], r["batch_size"], r["threads"]) for r in doc["records"]}
     # serial once per batch at one thread; the others at every thread count; gemm per count.
     assert keys == ({("serial", b, 1) for b in (4, 8)}

@@ -33,6 +33,14 @@ def usable_cpus() -> list[int]:
     return list(range(os.cpu_count() or 1))
 
 
+def compiled_modules() -> dict[str, bool]:
+    """Which optional compiled modules were built (each makes some steps faster)."""
+    from importlib.util import find_spec
+
+    return {name: find_spec(f"parallel_backprop.{name}") is not None
+            for name in ("_kernels", "_fused", "_bf16")}
+
+
 def environment() -> dict:
     """The environment record stored at the top of ``bench.json`` and ``study.json``."""
     from threadpoolctl import threadpool_info
@@ -59,6 +67,7 @@ def environment() -> dict:
                                                  "threading_layer", "architecture", "prefix")}
                  for info in threadpool_info() if info.get("user_api") == "blas"],
         "gemm_blas": blas_record(),
+        "compiled": compiled_modules(),
         "variables": {name: value for name, value in sorted(os.environ.items())
                       if name.startswith(VARIABLE_PREFIXES)},
         "versions": {name: _version(name) for name in PACKAGES},
