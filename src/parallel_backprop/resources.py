@@ -48,11 +48,16 @@ def prediction_batch(network: Network, batch: int) -> int:
     return batch
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity), else the machine's."""
+def usable_cpus() -> list[int]:
+    """The CPUs this process may run on (all of them where affinity is unknown)."""
     if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+def usable_cores() -> int:
+    """How many CPUs this process may run on."""
+    return len(usable_cpus())
 
 
 def physical_memory() -> int | None:

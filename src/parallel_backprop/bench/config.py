@@ -11,9 +11,9 @@ import re
 from dataclasses import dataclass, field, replace
 
 from ..errors import ConfigError
-from ..harness.environment import usable_cpus
 from ..network import SHORTHANDS, Network
 from ..optim import OPTIMIZERS
+from ..resources import usable_cpus
 from .systems import SYSTEMS
 
 

@@ -33,7 +33,7 @@ from ..executors import Executor, check_options
 from ..executors.mpi import find_mpiexec
 from ..harness import (Measurement, Status, epoch_seconds, error_line, process_env, run_isolated,
                        speedups)
-from ..harness.environment import usable_cpus
+from ..resources import usable_cpus
 from .config import BenchConfig, net_label
 from .systems import CEILING, SYSTEMS, System, availability
 

@@ -94,8 +94,8 @@ from ..backprop import layer_gradient, product_operands
 from ..errors import ConfigError, PbpError, install_hint
 from ..interrupts import STOP_SIGNALS, Stopped, exit_status, note_received, signal_name
 from ..network import Network
-from ..resources import usable_cores
 from ..optim import OptimizerConfig
+from ..resources import usable_cores
 from .base import Layout, OptimizerState
 from .optimizing import HostOptimizer, check_weights
 from .threads import ThreadsExecutor, check_batch_rows, shard_bounds

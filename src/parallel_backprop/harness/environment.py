@@ -17,6 +17,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from ..resources import usable_cpus
+
 # Variables that change how BLAS, OpenMP, PyTorch or XLA run (OPENBLAS_CORETYPE
 # picks OpenBLAS's kernels: Haswell's AVX2 ones run at about half the
 # AVX-512 rate on the machines this was written on).
@@ -24,13 +26,6 @@ VARIABLE_PREFIXES = ("OPENBLAS_", "GOTO", "OMP_", "KMP_", "GOMP_", "MKL_", "BLIS
                      "NUMEXPR_", "XLA_", "JAX_", "TORCH", "PYTORCH_", "CUDA_VISIBLE")
 PACKAGES = ("parallel-backprop", "numpy", "scipy", "threadpoolctl", "torch", "jax", "jaxlib",
             "scikit-learn", "matplotlib")
-
-
-def usable_cpus() -> list[int]:
-    """The CPUs this process may run on (all of them where affinity is unknown)."""
-    if hasattr(os, "sched_getaffinity"):
-        return sorted(os.sched_getaffinity(0))
-    return list(range(os.cpu_count() or 1))
 
 
 def compiled_modules() -> dict[str, bool]:
@@ -156,4 +151,4 @@ def warnings(env: dict) -> list[str]:
     return notes
 
 
-__all__ = ["cpu_model", "environment", "load_average", "usable_cpus", "warnings"]
+__all__ = ["cpu_model", "environment", "load_average", "warnings"]

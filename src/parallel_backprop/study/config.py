@@ -31,8 +31,8 @@ from ..bench.systems import CEILING, SYSTEMS
 from ..data import DATASETS
 from ..errors import ConfigError
 from ..executors import BASELINE, EXECUTORS
-from ..harness.environment import usable_cpus
 from ..network import SHORTHANDS
+from ..resources import usable_cpus
 from .tune import SEED_LRS
 
 PARTS = ("tune", "accuracy", "kdd-size", "batch", "threads", "width")

@@ -147,7 +147,7 @@ class _Study:
     """What the parts share: the config, where to write, the data sources, the document."""
 
     def __init__(self, config, out_dir, sources, doc, progress, log, plugins=()):
-        from ..harness.environment import usable_cpus
+        from ..resources import usable_cpus
 
         self.config, self.out_dir, self.sources, self.doc = config, out_dir, sources, doc
         self.progress, self.log, self.plugins = progress, log, plugins

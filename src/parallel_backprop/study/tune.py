@@ -145,7 +145,7 @@ def tune(network: Network, data, config: TuneConfig, *,
     ``test_accuracy``). Raises :class:`PbpError` when every candidate diverged.
     ``plugins`` are imported in every process that trains candidates.
     """
-    from ..harness.environment import usable_cpus
+    from ..resources import usable_cpus
 
     candidates = config.candidates()
     jobs = min(config.resolved_jobs(len(usable_cpus())), len(candidates))
