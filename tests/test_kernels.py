@@ -274,3 +274,27 @@ def test_barrier_abort_breaks_waiting_and_later_waits():
         barrier.wait()
     with pytest.raises(ValueError, match="parties must be at least 1"):
         kernels.Barrier(0)
+
+
+def test_barrier_wait_lets_signal_handlers_run():
+    # A waiter asleep wakes every 50 ms to run Python's signal handlers, so Ctrl-C
+    # reaches a main thread that waits for workers that never come.
+    import signal
+    import time
+
+    class Interrupted(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Interrupted
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        start = time.perf_counter()
+        with pytest.raises(Interrupted):
+            kernels.Barrier(2).wait()
+        assert time.perf_counter() - start < 2.0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

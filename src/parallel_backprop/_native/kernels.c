@@ -32,7 +32,8 @@
  *                                 workers: wait() and abort(), as threading's
  *                                 (BrokenBarrierError once aborted), waiting
  *                                 without the GIL by spinning first (unless
- *                                 spin is false), then asleep.
+ *                                 spin is false), then asleep (waking every
+ *                                 50 ms for signal handlers: Ctrl-C).
  *
  * Each pass returns the floating-point errors it raised, as NumPy's bits
  * (1 divide, 2 overflow, 4 underflow, 8 invalid; 0 for none), for compiled.py
@@ -413,6 +414,8 @@ static PyObject *column_sums(PyObject *self, PyObject *args)
  * cores a spinning waiter takes a core from one still working (steps 9-13%
  * slower, 3-4 workers on 2 cores): the caller then asks for no spinning. */
 #define SPIN_NS 200000
+/* A sleeping waiter wakes this often to let Python run signal handlers. */
+#define SLEEP_NS 50000000
 
 typedef struct {
     PyObject_HEAD
@@ -442,24 +445,37 @@ static inline void cpu_relax(void)
 #endif
 }
 
-/* Wait (without the GIL) until the generation moves on from ``generation``. */
-static void await_generation(Barrier *b, int generation)
+/* Wait (without the GIL) until the generation moves on from ``generation`` or the
+ * barrier breaks (returns 1), spinning first if ``spin``; or until SLEEP_NS pass
+ * asleep (returns 0), so that the caller can run signal handlers (Ctrl-C). */
+static int await_generation(Barrier *b, int generation, int spin)
 {
-    int64_t until = now_ns() + b->spin_ns;
+    int64_t until = now_ns() + (spin ? b->spin_ns : 0);
     for (unsigned spins = 1; atomic_load(&b->generation) == generation; spins++) {
         if (atomic_load(&b->broken))
-            return;
+            return 1;
         if (spins % 256 == 0 && now_ns() > until)
             break;
         cpu_relax();
     }
+    if (atomic_load(&b->generation) != generation)
+        return 1;
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_nsec += SLEEP_NS;
+    deadline.tv_sec += deadline.tv_nsec / 1000000000;
+    deadline.tv_nsec %= 1000000000;
+    int timed_out = 0;
     pthread_mutex_lock(&b->lock);
-    while (atomic_load(&b->generation) == generation && !atomic_load(&b->broken)) {
+    while (atomic_load(&b->generation) == generation && !atomic_load(&b->broken)
+           && !timed_out) {
         b->sleepers++;
-        pthread_cond_wait(&b->wake, &b->lock);
+        timed_out = pthread_cond_timedwait(&b->wake, &b->lock, &deadline) != 0;
         b->sleepers--;
     }
+    int done = atomic_load(&b->generation) != generation || atomic_load(&b->broken);
     pthread_mutex_unlock(&b->lock);
+    return done;
 }
 
 static void wake_sleepers(Barrier *b)
@@ -483,9 +499,16 @@ static PyObject *barrier_wait(Barrier *b, PyObject *unused)
         wake_sleepers(b);
         Py_RETURN_NONE;
     }
-    Py_BEGIN_ALLOW_THREADS
-    await_generation(b, generation);
-    Py_END_ALLOW_THREADS
+    for (int first = 1;; first = 0) {
+        int done;
+        Py_BEGIN_ALLOW_THREADS
+        done = await_generation(b, generation, first);
+        Py_END_ALLOW_THREADS
+        if (done)
+            break;
+        if (PyErr_CheckSignals() < 0)     /* a handler raised (KeyboardInterrupt): the */
+            return NULL;                  /* caller aborts the barrier for the others  */
+    }
     if (atomic_load(&b->generation) == generation) {            /* aborted, not released */
         PyErr_SetNone(broken_barrier_error);
         return NULL;
