@@ -61,7 +61,7 @@ of the workspace are made once per distinct batch length (the full batch and
 the epoch's last).
 
 The step costs two barrier crossings: "go" and "deltas written", and one
-more after each part of the pass split by columns (~9 us each with the
+more after each part of the pass split by columns (9-15 us each with the
 compiled barrier, whose waiters spin without the GIL; threading.Barrier's
 sleeping waiters took 81 us a crossing on a 2-core Xeon VM: steps 2-3%
 faster there at Net-1h and Net-2h batch 128, 10% on 784-256-10 at batch
@@ -120,7 +120,7 @@ class ExecutorStopped(RuntimeError):
 
 def make_barrier(parties: int, spin: bool = True):
     """A cyclic barrier for ``parties`` workers: the compiled one where built (its
-    waiters spin, then sleep, without the GIL: 8.6 us a crossing for two threads
+    waiters spin, then sleep, without the GIL: 9-15 us a crossing for two threads
     on a 2-core Xeon VM against threading.Barrier's 81; ``spin`` false: they
     sleep at once, for workers that outnumber the cores), else threading's."""
     if compiled.kernels is not None:
