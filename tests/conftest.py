@@ -56,6 +56,7 @@ TEST_MARKS = {
     "test_bench.py::test_mpi_ranks_agree_on_the_number_of_steps": {"slow", "subprocess"},
     "test_bench.py::test_ctrl_c_writes_what_was_measured": {"slow", "subprocess"},
     "test_blas.py::test_gemm_releases_the_gil": {"slow"},
+    "test_kernels.py::test_pure_python_switch_trains_to_the_same_bits": {"slow", "subprocess"},
     "test_blas.py::test_mkl_after_pytorch_runs_on_its_openmp_and_computes_right":
         {"slow", "subprocess"},
     "test_blas.py::test_distributed_executor_step_under_mkl_equals_openblas":

@@ -298,3 +298,47 @@ def test_barrier_wait_lets_signal_handlers_run():
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+PURE_PYTHON_SCRIPT = """
+import sys
+import numpy as np
+from parallel_backprop import compiled, optim, precision
+from parallel_backprop.executors import make_executor
+from parallel_backprop.network import Network
+from parallel_backprop.optim import OptimizerConfig
+
+out, pure = sys.argv[1], sys.argv[2] == "1"
+assert (compiled.kernels is None and optim.native is None) == pure
+network = Network((13, 70, 40, 3), ("relu", "sigmoid", "softmax"), "cross-entropy")
+rng = np.random.default_rng(4)
+x = rng.standard_normal((32, 13)).astype(np.float32)
+y = network.targets(rng.integers(0, 3, 32), np.float32)
+results = {}
+for executor, threads in (("serial", 1), ("threads", 2)):
+    for rule in ("sgd", "adam"):
+        with make_executor(executor, network, network.init_params(0).astype(np.float32),
+                           batch_size=32, threads=threads,
+                           optimizer=OptimizerConfig(rule)) as ex:
+            losses = [ex.step(x, y, 0.05) for _ in range(3)]
+            results[f"{executor}-{rule}"] = np.append(ex.params(), losses)
+np.savez(out, **results)
+"""
+
+
+def test_pure_python_switch_trains_to_the_same_bits(tmp_path):
+    # PBP_PURE_PYTHON=1 runs without any compiled module (ctypes BLAS calls, NumPy's
+    # passes, threading.Barrier): the same steps, bit for bit.
+    import os
+    import subprocess
+    import sys
+    runs = {}
+    for pure in ("0", "1"):
+        path = tmp_path / f"pure{pure}.npz"
+        env = dict(os.environ, PBP_PURE_PYTHON=pure)
+        subprocess.run([sys.executable, "-c", PURE_PYTHON_SCRIPT, str(path), pure], env=env,
+                       check=True, timeout=120)
+        runs[pure] = dict(np.load(path))
+    assert runs["0"].keys() == runs["1"].keys()
+    for key in runs["0"]:
+        same_bits(runs["0"][key], runs["1"][key])

@@ -1,9 +1,14 @@
-"""The compiled step kernels (``_kernels``, from ``_native/kernels.c``), or None.
+"""The optional compiled modules, and the step kernels (``_kernels``) among them.
 
-Direct BLAS calls and fused element-wise passes that equal NumPy's bit for
-bit (see the C file); the package works without them, slower at small
-batches. Callers read :data:`kernels` at call time, so a test (or a
-benchmark comparing the two) can set it to None.
+Three modules are built from ``_native/`` where a C compiler is found at
+install: ``_kernels`` (direct BLAS calls and fused element-wise passes of a
+step, equal to NumPy's bit for bit, and the threads executor's barrier),
+``_fused`` (the update rules, :mod:`.optim`) and ``_bf16`` (the bfloat16
+conversions, :mod:`.precision`). The package works without any of them,
+slower; ``PBP_PURE_PYTHON=1`` in the environment runs it so even where
+they were built (to compare, or to rule them out when something looks
+wrong). Callers read :data:`kernels` at call time, so a test can set it to
+None.
 
 A pass returns the floating-point errors it raised (NumPy's bits; 0 for
 none); :func:`check` handles them as NumPy's own passes would under
@@ -12,15 +17,29 @@ none); :func:`check` handles them as NumPy's own passes would under
 
 from __future__ import annotations
 
+import importlib
+import os
 import sys
 import warnings
+from types import ModuleType
 
 import numpy as np
 
-try:
-    from . import _kernels as kernels
-except ImportError:          # built without a C compiler: NumPy's passes and ctypes instead
-    kernels = None
+PURE_PYTHON_VARIABLE = "PBP_PURE_PYTHON"
+
+
+def optional(name: str) -> ModuleType | None:
+    """The compiled module ``parallel_backprop.<name>``, or None where it was not
+    built or ``$PBP_PURE_PYTHON`` asks for none (read once, at import)."""
+    if os.environ.get(PURE_PYTHON_VARIABLE, "").strip() not in ("", "0"):
+        return None
+    try:
+        return importlib.import_module(f"{__package__}.{name}")
+    except ImportError:      # built without a C compiler: NumPy's passes and ctypes instead
+        return None
+
+
+kernels = optional("_kernels")
 
 # The dtypes the kernels take (float32, float64), by NumPy's type character.
 KERNEL_DTYPES = "fd"

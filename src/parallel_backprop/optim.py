@@ -38,12 +38,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import compiled
 from .errors import ConfigError
 
-try:
-    from . import _fused as native
-except ImportError:          # built without a C compiler: NumPy's passes instead
-    native = None
+native = compiled.optional("_fused")       # None: NumPy's passes instead
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
 # State buffers each keeps: velocity; first and second moments.

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import compiled
 from .blas_choice import select_blas
 from .blas_libraries import bfloat16, load_library
 from .errors import ConfigError
@@ -30,10 +31,7 @@ PRECISIONS = ("fp32", "bf16")
 # /proc/cpuinfo flags of a native bf16 product: AMX tiles, or AVX-512 bf16 dot products.
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
-try:
-    from . import _bf16 as _compiled       # the compiled converter (optional)
-except ImportError:
-    _compiled = None
+_compiled = compiled.optional("_bf16")     # the compiled converter, or None
 NATIVE_KERNEL = _compiled.KERNEL if _compiled is not None else None
 _native = _compiled                        # what to_bf16 calls: the converter, or None
 _fused_passes = {"forward": True, "backward": True}   # which of the activations' passes run

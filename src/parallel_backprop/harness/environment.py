@@ -29,11 +29,11 @@ PACKAGES = ("parallel-backprop", "numpy", "scipy", "threadpoolctl", "torch", "ja
 
 
 def compiled_modules() -> dict[str, bool]:
-    """Which optional compiled modules were built (each makes some steps faster)."""
-    from importlib.util import find_spec
+    """Which optional compiled modules the run uses: built, and not switched off by
+    ``$PBP_PURE_PYTHON`` (each makes some steps faster; see :mod:`..compiled`)."""
+    from .. import compiled
 
-    return {name: find_spec(f"parallel_backprop.{name}") is not None
-            for name in ("_kernels", "_fused", "_bf16")}
+    return {name: compiled.optional(name) is not None for name in ("_kernels", "_fused", "_bf16")}
 
 
 def environment() -> dict:
