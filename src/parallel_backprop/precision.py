@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import compiled
+from .activations import activate
 from .blas_choice import select_blas
 from .blas_libraries import bfloat16, load_library
 from .errors import ConfigError
@@ -181,10 +182,7 @@ def activate_to_bf16(function, z: np.ndarray, bias: np.ndarray, out: np.ndarray)
         np.tanh(z, out=z)
         after(z, out.view(np.uint16))
         return out
-    z += bias
-    a = function.function(z)
-    if a is not z:
-        z[...] = a
+    activate(function, z, bias)        # ReLU: one compiled pass where built
     return to_bf16(z, out)
 
 
