@@ -341,7 +341,8 @@ class ThreadsExecutor(Executor):
             self._spare[k] = shared
             n = x.shape[0]
             start, stop = shard_bounds(n, self._workers, k)
-            x[start:stop] = caller_x[start:stop]
+            if x is not caller_x:            # (the same array: nothing to copy)
+                x[start:stop] = caller_x[start:stop]
             self._forward(k, caller_x, x, n)
             if start < stop:
                 self._losses[k] = deltas(self._layers, x[start:stop], y[start:stop],
@@ -376,6 +377,8 @@ class ThreadsExecutor(Executor):
         n = x.shape[0]
         inputs = self._inputs[self._turn][:n]
         self._turn ^= 1
+        if self._workers == 1 and x.dtype == inputs.dtype and x.flags.c_contiguous:
+            inputs = x                       # one worker: done with x before step returns
         first_by_columns = self._plan(n)[0][0][2]
         if first_by_columns and not (x.dtype == inputs.dtype and x.flags.c_contiguous):
             inputs[...] = x                  # the first layer's columns read every row of x:
