@@ -128,6 +128,44 @@ def test_bf16_runs_repeat_bit_for_bit(name, kwargs):
 
 
 @needs_bf16
+@pytest.mark.parametrize("name,kwargs", cpu_executors())
+@pytest.mark.parametrize("optimizer", [None, OptimizerConfig("adam")], ids=["sgd", "adam"])
+def test_rows_handed_over_in_bf16_give_the_same_steps(name, kwargs, optimizer):
+    # The trainer gathers bf16 executors' batches from a bf16 copy of the data
+    # (step_input_dtype): the same bits as float32 rows converted each step.
+    network, params, _, _ = network_and_batch()
+    data = batches(network)
+    as_bf16 = [(x.astype(bfloat16), y) for x, y in data]
+    with make_executor(name, network, params, batch_size=37, precision="bf16",
+                       **kwargs) as executor:
+        assert executor.step_input_dtype() == bfloat16
+    fp32_rows = steps(name, network, params, data, optimizer=optimizer, **kwargs)
+    bf16_rows = steps(name, network, params, as_bf16, optimizer=optimizer, **kwargs)
+    assert fp32_rows[0] == bf16_rows[0]
+    assert np.array_equal(fp32_rows[1], bf16_rows[1])
+
+
+@needs_bf16
+def test_the_trainer_gathers_bf16_batches_for_a_bf16_executor(monkeypatch):
+    from parallel_backprop.executors.serial import SerialExecutor
+    from parallel_backprop.trainer import TrainConfig, train
+    network, _, x, _ = network_and_batch(rows=90)
+    labels = np.random.default_rng(5).integers(0, 10, 90)
+    seen = []
+    real_step = SerialExecutor.step
+
+    def spying_step(self, rows, *args, **kw):
+        seen.append(rows.dtype)
+        return real_step(self, rows, *args, **kw)
+
+    monkeypatch.setattr(SerialExecutor, "step", spying_step)
+    config = TrainConfig(epochs=1, batch_size=32, precision="bf16")
+    result = train(network, config, x, labels, progress=False, log=False)
+    assert set(seen) == {bfloat16} and len(seen) == 3
+    assert np.isfinite(result.params).all()
+
+
+@needs_bf16
 def test_bf16_predictions_follow_the_bf16_products():
     network, params, x, _ = network_and_batch(rows=50)
     with make_executor("serial", network, params, batch_size=16, precision="bf16") as low, \

@@ -149,11 +149,12 @@ def product_operands(ws: Workspace, x: np.ndarray, l: int,
 
     Rows [0, n) of the layer's input (``x`` for the first layer) and delta,
     in the workspace's product precision: the bf16 copies in bf16, after
-    :func:`forward` and :func:`deltas` wrote them. The bias still sums the
-    float32 ``ws.delta[l]``.
+    :func:`forward` and :func:`deltas` wrote them (``x`` itself when it came
+    in bfloat16). The bias still sums the float32 ``ws.delta[l]``.
     """
     if ws.bf16:
-        return (ws.x16[:n] if l == 0 else ws.a16[l - 1][:n]), ws.delta16[l][:n]
+        first = x if x.dtype == bfloat16 else ws.x16[:n]     # rows handed over in bf16
+        return (first if l == 0 else ws.a16[l - 1][:n]), ws.delta16[l][:n]
     return (x if l == 0 else ws.a[l - 1][:n]), ws.delta[l][:n]
 
 
@@ -162,10 +163,11 @@ def forward(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray,
     """Activations of every layer for ``x`` (n, sizes[0]); returns the output (n, sizes[-1]).
 
     ``layers`` are the ``(W, b)`` views from :meth:`Network.layers`; a bf16
-    workspace multiplies its copy of each W (the master's, refreshed).
+    workspace multiplies its copy of each W (the master's, refreshed), and
+    ``x`` as it is when it comes in bfloat16 (else its bf16 copy).
     """
     n = x.shape[0]
-    a_prev = to_bf16(x, ws.x16[:n]) if ws.bf16 else x
+    a_prev = to_bf16(x, ws.x16[:n]) if ws.bf16 and x.dtype != bfloat16 else x
     last = len(layers) - 1
     for l, (weights, bias) in enumerate(layers):
         z = ws.a[l][:n]

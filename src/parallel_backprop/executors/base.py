@@ -155,6 +155,15 @@ class Executor:
         """Output activations (n, n_out) for ``x`` (n, n_in), in chunks of the batch size."""
         raise NotImplementedError
 
+    def step_input_dtype(self) -> np.dtype:
+        """The dtype ``step`` multiplies its rows in, the one to hand it (float32 here).
+
+        A CPU executor in bf16 says bfloat16: given float32 rows it converts
+        them every step, so the trainer gathers its batches from a bfloat16
+        copy of the training set instead (half the bytes, no conversion).
+        """
+        return np.dtype(np.float32)
+
     def params(self) -> np.ndarray:
         """A host copy of the flat parameters (n_params,)."""
         raise NotImplementedError

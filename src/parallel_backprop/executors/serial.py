@@ -54,6 +54,9 @@ class SerialExecutor(Executor):
             self._optimizer.apply_flat(self._everything, lr, t, ws)
         return loss
 
+    def step_input_dtype(self) -> np.dtype:
+        return self._ws.x16.dtype if self._ws.bf16 else self._params.dtype
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         out = np.empty((x.shape[0], self.network.sizes[-1]), self._params.dtype)
         for start in range(0, x.shape[0], self.batch_size):

@@ -193,7 +193,7 @@ class ThreadsExecutor(Executor):
         # buffers in turn: the first layer's update reads every row of the
         # input after ``step`` has returned, when the caller may already be
         # writing its next batch; the next step's "go" orders the reuse.
-        self._inputs = [np.empty((batch_size, network.sizes[0]), self._params.dtype)
+        self._inputs = [np.empty((batch_size, network.sizes[0]), self.step_input_dtype())
                         for _ in range(2)]
         self._turn = 0
         self._row_shards: dict[tuple[int, int], list[Workspace]] = {}  # (n, layer) -> T views
@@ -257,6 +257,9 @@ class ThreadsExecutor(Executor):
         n = check_batch_rows(x, self.batch_size)
         self._post_step(x, y, check_weights(weights, n), lr, n)
         return sum(self._losses[:min(n, self._workers)])  # worker order: reproducible
+
+    def step_input_dtype(self) -> np.dtype:
+        return self._ws.x16.dtype if self._ws.bf16 else self._params.dtype
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         out = np.empty((x.shape[0], self.network.sizes[-1]), self._params.dtype)

@@ -20,6 +20,8 @@ from tqdm.auto import tqdm
 from ..errors import ConfigError
 from ..executors import Executor, make_executor
 from ..network import Network
+from ..blas_libraries import bfloat16
+from ..precision import to_bf16
 from ..resources import check_fits_in_memory
 from .checkpointing import Checkpointer, first_state
 from .config import TrainConfig
@@ -48,15 +50,24 @@ def normalised_weights(sample_weight, n: int) -> np.ndarray | None:
 
 class TrainingSet:
     """The training rows, their targets (n, n_out), optional per-row weights (n,), and the
-    host path's batch buffers."""
+    host path's batch buffers.
+
+    ``dtype``: the one the executor multiplies its rows in
+    (:meth:`..executors.Executor.step_input_dtype`). For bfloat16 the rows are
+    converted once, here, into a copy the batches are gathered from: half the
+    bytes to gather, and no conversion per step (the same values: the same
+    rounding).
+    """
 
     def __init__(self, x: np.ndarray, targets: np.ndarray, batch: int,
-                 weights: np.ndarray | None = None):
+                 weights: np.ndarray | None = None, dtype: np.dtype = np.dtype(np.float32)):
         self.x, self.targets, self.batch, self.weights = x, targets, batch, weights
         self.n = x.shape[0]
         self.steps = math.ceil(self.n / batch)
+        in_bf16 = bfloat16 is not None and np.dtype(dtype) == bfloat16
+        self._rows = to_bf16(x, np.empty(x.shape, bfloat16)) if in_bf16 else x
         # One set of buffers, refilled for every step: executors may not keep them.
-        self._x_batch = np.empty((batch, x.shape[1]), np.float32)
+        self._x_batch = np.empty((batch, x.shape[1]), bfloat16 if in_bf16 else np.float32)
         self._y_batch = np.empty((batch, targets.shape[1]), np.float32)
         self._w_batch = None if weights is None else np.empty(batch, np.float32)
 
@@ -68,7 +79,7 @@ class TrainingSet:
         # mode="clip" (the indices are a permutation's, always in range): with the
         # default "raise", NumPy gathers into a temporary and copies it into `out`
         # (200 rows of 784 float32: 92 us against 19 us on a Xeon core).
-        np.take(self.x, idx, axis=0, out=self._x_batch[:rows], mode="clip")
+        np.take(self._rows, idx, axis=0, out=self._x_batch[:rows], mode="clip")
         np.take(self.targets, idx, axis=0, out=self._y_batch[:rows], mode="clip")
         if self.weights is None:    # executors without weights are called as they expect
             return self._x_batch[:rows], self._y_batch[:rows], {}
@@ -350,13 +361,14 @@ def train(network: Network, config: TrainConfig,
     start, shuffle_rng = first_state(network, config, steps, params, resume)
     # Targets (n, n_out), built once: one-hot (or 0/1) from class indices.
     targets = y_train if y_train.ndim == 2 else network.targets(y_train)
-    data = TrainingSet(x_train, targets, batch, normalised_weights(sample_weight, n))
+    weights = normalised_weights(sample_weight, n)
     # Overflow is the divergence check's to report, in one line, not numpy's to warn of.
     with make_executor(config.executor, network, start.params, batch_size=batch,
                        threads=config.threads, blas_threads=config.blas_threads,
                        precision=config.precision, blas=config.blas, optimizer=config.optimizer,
                        optimizer_state=start.optimizer_state) as executor, checkpointer, \
             np.errstate(over="ignore", invalid="ignore"):
+        data = TrainingSet(x_train, targets, batch, weights, executor.step_input_dtype())
         loop = EpochLoop(network, config, executor, data, shuffle_rng, checkpointer,
                          progress, log, task)
         return loop.run(start, x_val, y_val)
