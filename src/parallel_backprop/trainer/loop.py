@@ -17,10 +17,10 @@ from typing import Callable
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..blas_libraries import bfloat16
 from ..errors import ConfigError
 from ..executors import Executor, make_executor
 from ..network import Network
-from ..blas_libraries import bfloat16
 from ..precision import to_bf16
 from ..resources import check_fits_in_memory
 from .checkpointing import Checkpointer, first_state
@@ -65,7 +65,8 @@ class TrainingSet:
         self.n = x.shape[0]
         self.steps = math.ceil(self.n / batch)
         in_bf16 = bfloat16 is not None and np.dtype(dtype) == bfloat16
-        self._rows = to_bf16(x, np.empty(x.shape, bfloat16)) if in_bf16 else x
+        self._rows = (to_bf16(np.asarray(x, np.float32), np.empty(x.shape, bfloat16))
+                      if in_bf16 else x)
         # One set of buffers, refilled for every step: executors may not keep them.
         self._x_batch = np.empty((batch, x.shape[1]), bfloat16 if in_bf16 else np.float32)
         self._y_batch = np.empty((batch, targets.shape[1]), np.float32)
