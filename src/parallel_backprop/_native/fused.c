@@ -42,14 +42,7 @@
 
 /* Vector widths chosen when the module loads: AVX-512 where the CPU has it
  * (sqrt and division dominate Adam's pass once the arrays are in cache). */
-#if defined(__has_attribute) && defined(__x86_64__) && defined(__linux__)
-#if __has_attribute(target_clones)
-#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
-#endif
-#ifndef CLONES
-#define CLONES
-#endif
+#include "clones.h"
 #if defined(_MSC_VER) && !defined(__clang__)
 #define restrict __restrict
 #endif

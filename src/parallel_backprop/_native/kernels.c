@@ -52,14 +52,7 @@
 #define GIL_FREE_MIN 4096            /* elements of a pass */
 #define GIL_FREE_PRODUCT (1 << 18)   /* m * n * k of a product */
 
-#if defined(__has_attribute) && defined(__x86_64__) && defined(__linux__)
-#if __has_attribute(target_clones)
-#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
-#endif
-#ifndef CLONES
-#define CLONES
-#endif
+#include "clones.h"
 
 /* ---- BLAS ----------------------------------------------------------------- */
 
