@@ -96,6 +96,11 @@ class Workspace:
         self.master_layers = network.layers(params)
         self.refresh()
 
+    @property
+    def input_dtype(self) -> np.dtype:
+        """The dtype of the rows its first product reads: bfloat16 in bf16, else its own."""
+        return self.x16.dtype if self.bf16 else self.a[0].dtype
+
     def refresh(self, lo: int = 0, hi: int | None = None) -> None:
         """Copy the master parameters [lo, hi) (flat) into their bf16 copy; no-op in fp32."""
         if self.bf16:

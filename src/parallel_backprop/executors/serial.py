@@ -55,7 +55,7 @@ class SerialExecutor(Executor):
         return loss
 
     def step_input_dtype(self) -> np.dtype:
-        return self._ws.x16.dtype if self._ws.bf16 else self._params.dtype
+        return self._ws.input_dtype
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         out = np.empty((x.shape[0], self.network.sizes[-1]), self._params.dtype)

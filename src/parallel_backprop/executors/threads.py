@@ -259,7 +259,7 @@ class ThreadsExecutor(Executor):
         return sum(self._losses[:min(n, self._workers)])  # worker order: reproducible
 
     def step_input_dtype(self) -> np.dtype:
-        return self._ws.x16.dtype if self._ws.bf16 else self._params.dtype
+        return self._ws.input_dtype
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         out = np.empty((x.shape[0], self.network.sizes[-1]), self._params.dtype)
