@@ -96,7 +96,7 @@ from ..errors import ConfigError
 from ..gemm import blas_thread_limit
 from ..network import Network
 from ..optim import OPTIMIZERS, OptimizerConfig
-from ..precision import PRECISIONS
+from ..precision import PRECISIONS, copy_rows
 from ..resources import usable_cores
 from .base import Executor, Layout, OptimizerState
 from .optimizing import HostOptimizer, check_weights
@@ -345,7 +345,7 @@ class ThreadsExecutor(Executor):
             n = x.shape[0]
             start, stop = shard_bounds(n, self._workers, k)
             if x is not caller_x:            # (the same array: nothing to copy)
-                x[start:stop] = caller_x[start:stop]
+                copy_rows(caller_x[start:stop], x[start:stop])
             self._forward(k, caller_x, x, n)
             if start < stop:
                 self._losses[k] = deltas(self._layers, x[start:stop], y[start:stop],
