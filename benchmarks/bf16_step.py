@@ -2,7 +2,7 @@
 
 A bf16 step's sigmoid layers have two compiled passes in
 ``parallel_backprop._bf16`` (see docs/precision.md): the forward one (bias
-add and sigmoid around NumPy's tanh, with the bf16 copy of the result) and
+add and sigmoid in one pass, with the bf16 copy of the result) and
 the backward one (``delta *= a (1 - a)`` with the bf16 copy of the delta).
 For each executor, network and batch size this times the steps of one
 executor with the passes switched (``precision.use_fused_passes``) between
