@@ -200,6 +200,7 @@ def test_mpi_ranks_agree_on_the_number_of_steps(tmp_path):
     (["--threads", ","], "--threads ',': expected a comma-separated list"),
     (["--nets", "20-x-3"], "--nets '20-x-3': expected sizes joined by '-'"),
     (["--repeats", "0"], "'--repeats': 0 is not in the range"),
+    (["--passes", "0"], "'--passes': 0 is not in the range"),
     (["--warmup", "-1"], "'--warmup': -1.0 is not in the range"),
 ])
 def test_bad_options_give_one_line_errors(argv, message, tmp_path):
@@ -369,3 +370,64 @@ def test_records_name_the_blas_the_executors_and_the_gemm_ceiling_ran(tiny_grid)
         elif not ours:
             assert "blas" not in record
 
+
+
+def test_passes_run_the_grid_again_in_reverse_and_keep_each_median_pass(tmp_path, monkeypatch):
+    rates = iter([30.0, 10.0, 70.0, 20.0, 50.0, 40.0, 60.0, 80.0, 90.0, 5.0, 15.0, 25.0])
+    order = []
+
+    def execute(run, config, scratch, plugins=()):
+        order.append((run.system, run.batch_size, run.threads))
+        record = run.record()
+        if run.skip:
+            return record
+        rate = next(rates)
+        record.take({"status": "ok", "samples_per_s": rate, "samples_per_s_best": rate + 1,
+                     "gflops": rate / 10, "gflops_best": (rate + 1) / 10, "step_s_median": 1 / rate,
+                     "step_s_min": 1 / (rate + 1)})
+        return record
+
+    monkeypatch.setattr(runner, "execute", execute)
+    code, _, stderr = run_cli(["bench", *TINY, "--systems", "serial,threads,hybrid",
+                               "--batch-sizes", "4", "--passes", "3", "--quiet", "--no-plots",
+                               "--out", tmp_path])
+    assert code == 0, stderr
+    planned = [(r.system, r.batch_size, r.threads)
+               for r in runner.plan(BenchConfig.preset(False, systems=("serial", "threads",
+                                                                       "hybrid"),
+                                                       nets=("20-16-3",), batch_sizes=(4,),
+                                                       threads=(1, 2)))]
+    measured = [p for p in planned if p[0] != "hybrid"]     # hybrid needs 4 threads: skipped once
+    assert order == planned + measured[::-1] + measured
+    doc = json.loads((tmp_path / "bench.json").read_text())
+    by_config = {(r["system"], r["threads"]): r for r in doc["records"]}
+    # serial T1, threads T1, threads T2 measured 30/10/70, then 20/50/40 reversed, then 60/80/90
+    passes = {("serial", 1): [30.0, 40.0, 60.0], ("threads", 1): [10.0, 50.0, 80.0],
+              ("threads", 2): [70.0, 20.0, 90.0]}
+    for key, seen in passes.items():
+        record = by_config[key]
+        assert record["samples_per_s_passes"] == seen
+        assert record["samples_per_s"] == sorted(seen)[1]
+        assert record["samples_per_s_best"] == max(seen) + 1
+        assert record["gflops"] == sorted(seen)[1] / 10
+    assert by_config[("hybrid", 2)]["status"] == "skipped"
+    assert doc["config"]["passes"] == 3
+
+
+def test_median_pass_keeps_a_finished_pass_over_a_failed_one():
+    from parallel_backprop.harness import Measurement
+
+    def record(rate):
+        r = Measurement(system="serial", kind="executor")
+        if rate is None:
+            r.fail("worker exited with status 1: boom")
+        else:
+            r.take({"status": "ok", "samples_per_s": rate, "samples_per_s_best": rate,
+                    "step_s_min": 1 / rate})
+        return r
+
+    merged = runner.median_pass([record(5.0), record(None), record(7.0)])
+    assert merged.ok and merged.samples_per_s == 5.0 and merged.samples_per_s_best == 7.0
+    assert merged.extra["samples_per_s_passes"] == [5.0, None, 7.0]
+    assert "1 of 3 passes did not finish: worker exited with status 1: boom" in merged.notes
+    assert not runner.median_pass([record(None), record(None)]).ok

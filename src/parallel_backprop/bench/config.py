@@ -82,6 +82,9 @@ class BenchConfig:
     epoch_samples: int = 60000
     gemm_size: int = 2048
     timeout_s: float = 600.0
+    # Times the whole grid runs, every other pass in reverse order; each configuration
+    # reports its median pass (runner.median_pass).
+    passes: int = 1
     seed: int = 0
     lr: float = 0.1
     # Steps cycle through this many distinct samples (2 to 64 batches):
@@ -115,6 +118,7 @@ class BenchConfig:
         for name, value in (("--features", self.features), ("--epoch-samples", self.epoch_samples),
                             ("--gemm-size", self.gemm_size)):
             _positive_ints((value,), name)
+        _positive_ints((self.passes,), "--passes")
         if not (isinstance(self.classes, int) and self.classes >= 2):
             raise ConfigError(f"--classes {self.classes!r}: expected an integer >= 2")
         if self.hybrid_blas_threads is not None:

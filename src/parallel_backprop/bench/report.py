@@ -15,7 +15,9 @@ Each record has ``system``, ``kind`` (executor, peer or ceiling), ``status``
 round), ``samples_per_s_best`` (fastest round), ``epoch_s``, ``gflops``,
 ``gflops_best``, ``speedup_vs_serial``, ``efficiency``, ``cores_busy`` (CPU
 seconds per second of the worker while timed: the cores it really used), the
-per-step times of every round and the thread pools the worker had loaded.
+per-step times of every round and the thread pools the worker had loaded;
+with ``--passes`` > 1, the median pass's, with ``samples_per_s_passes`` (every
+pass's rate) and the fastest round of any pass.
 """
 
 from __future__ import annotations

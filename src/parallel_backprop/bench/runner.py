@@ -7,7 +7,10 @@ and a process that has run one configuration carries its pools, caches and
 allocator state into the next. Configurations of one network and batch
 size run back to back, so the machine's load hits the systems being
 compared alike. The ceilings (large GEMMs) run first, at every thread
-count the grid uses.
+count the grid uses. With ``passes`` > 1 the whole grid runs again, every
+other pass in reverse order, and each configuration keeps its median pass
+(:func:`median_pass`): on a shared machine the same configuration moved by
+up to 25% between runs minutes apart, more than the ratios being measured.
 
 Derived afterwards: ``epoch_s`` (the time for ``epoch_samples`` at the
 steady-state rate), ``speedup_vs_serial`` (against the baseline executor,
@@ -17,6 +20,7 @@ ceiling at the same thread count).
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import os
@@ -240,19 +244,55 @@ def derive(records: list[Measurement], epoch_samples: int) -> dict[str, dict[int
     return ceilings
 
 
+def pass_order(n_runs: int, passes: int):
+    """Indices of the planned runs, pass after pass: in plan order, then reversed, and so on."""
+    for number in range(passes):
+        yield from (range(n_runs) if number % 2 == 0 else reversed(range(n_runs)))
+
+
+def median_pass(records: list[Measurement]) -> Measurement:
+    """One configuration's record over its passes: that of the pass with the median rate
+    (the lower middle one for an even number), with the fastest round of any pass, the
+    rate of every pass (``samples_per_s_passes``) and the time of all of them.
+
+    A configuration skipped or failed in every pass: its first record, with the reason.
+    """
+    ok = [r for r in records if r.ok]
+    if len(records) == 1 or not ok:
+        return records[0]
+    record = copy.deepcopy(sorted(ok, key=lambda r: r.samples_per_s)[(len(ok) - 1) // 2])
+    record.samples_per_s_best = max(r.samples_per_s_best for r in ok)
+    if record.gflops_best is not None:
+        record.gflops_best = max(r.gflops_best for r in ok)
+    record.step_s_min = min(r.step_s_min for r in ok)
+    record.wall_s = sum(r.wall_s or 0.0 for r in records)
+    record.extra["samples_per_s_passes"] = [r.samples_per_s if r.ok else None for r in records]
+    failed = [r for r in records if not r.ok]
+    if failed:
+        record.notes.append(f"{len(failed)} of {len(records)} passes did not finish: "
+                            f"{failed[0].notes[-1] if failed[0].notes else failed[0].status}")
+    return record
+
+
 def run_grid(config: BenchConfig, *, progress: bool = True,
              plugins: tuple[str, ...] = ()) -> tuple[list[Measurement], bool]:
-    """Every configuration's record, and whether the run was interrupted (Ctrl-C)."""
+    """Every configuration's record (its median pass), and whether the run was
+    interrupted (Ctrl-C: the passes measured so far count)."""
     runs = plan(config)
-    records = []
+    measured: list[list[Measurement]] = [[] for _ in runs]
     # A system its worker found unable to run here (no compiler, no GPU) is
     # not started again at that precision: the reason holds for the whole machine.
     unable: dict[tuple[str, str], str] = {}
-    bar = tqdm(total=len(runs), desc="pbp bench", unit="config", disable=not progress,
-               file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(total=len(runs) * config.passes, desc="pbp bench", unit="config",
+               disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    interrupted = False
     try:
         with tempfile.TemporaryDirectory(prefix="pbp-bench-") as scratch:
-            for run in runs:
+            for index in pass_order(len(runs), config.passes):
+                run = runs[index]
+                if measured[index] and measured[index][0].status == Status.SKIPPED:
+                    bar.update()
+                    continue                     # a reason to skip holds for every pass
                 where = "" if run.net is None else f" {net_label(run.net)} b{run.batch_size}"
                 bar.set_postfix_str(f"{run.system}{where} T{run.threads}")
                 started = time.perf_counter()
@@ -262,10 +302,10 @@ def run_grid(config: BenchConfig, *, progress: bool = True,
                 record.wall_s = time.perf_counter() - started
                 if record.status == Status.SKIPPED and not run.skip:
                     unable[run.system, run.precision] = record.notes[-1]
-                records.append(record)
+                measured[index].append(record)
                 bar.update()
     except KeyboardInterrupt:
-        return records, True
+        interrupted = True
     finally:
         bar.close()
-    return records, False
+    return [median_pass(records) for records in measured if records], interrupted

@@ -54,6 +54,10 @@ NO_DATASET = {"dataset": None, "data_dir": None, "limit": None, "kdd_task": "bin
               help="Samples in the epoch whose time (epoch_s) is reported.")
 @timing_options({"warmup": "1; --quick 0.2", "min_time": "0.5; --quick 0.1",
                  "repeats": "5; --quick 3", "timeout": "600; --quick 180"}, "a configuration")
+@click.option("--passes", type=click.IntRange(min=1),
+              help="Run the whole grid this many times, every other time in reverse order, "
+                   "and report each configuration's median pass: load that comes and goes "
+                   "then falls on every system alike (default 1).")
 @click.option("--gemm-size", type=click.IntRange(min=1), default=2048, show_default=True,
               help="n of the n x n x n float32 GEMM that measures the ceiling.")
 @blas_option
