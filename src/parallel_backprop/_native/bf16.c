@@ -26,7 +26,7 @@
  * fp32) needs its tanh in a pass of its own, so it was three passes over z;
  * this one computes exp itself (below), within 3 ulp of the exact sigmoid
  * (NumPy's is within 1e-7 absolute, far more in relative terms for small
- * outputs), the same bits from the portable and the AVX-512 loops.
+ * outputs), the same values from the portable and the AVX-512 loops.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -110,7 +110,7 @@ static void sigmoid_scale_avx512bf16(float *delta, const float *a, uint16_t *dst
 
 /* exp(-x) for the sigmoid, in float arithmetic that both loops below repeat
  * operation for operation (fused multiply-adds as fmaf, 2^k as ldexpf: each
- * rounded once, so the same bits): 2^k e^r with k = round(t / ln 2) and
+ * rounded once, so the same values): 2^k e^r with k = round(t / ln 2) and
  * r = t - k ln 2 (ln 2 split in two so that k ln2_hi is exact), e^r by a
  * degree-7 polynomial on |r| <= ln 2 / 2. t = -x is held to [-87, 80]
  * first, so the result stays a normal float: the sigmoid is 1 to within
