@@ -373,7 +373,9 @@ def test_records_name_the_blas_the_executors_and_the_gemm_ceiling_ran(tiny_grid)
 
 
 def test_passes_run_the_grid_again_in_reverse_and_keep_each_median_pass(tmp_path, monkeypatch):
-    rates = iter([30.0, 10.0, 70.0, 20.0, 50.0, 40.0, 60.0, 80.0, 90.0, 5.0, 15.0, 25.0])
+    # In the order they run: pass 1 gemm T1, gemm T2, serial, threads (hybrid is
+    # skipped once), pass 2 the other way round, pass 3 as pass 1.
+    values = iter([100.0, 300.0, 30.0, 10.0, 20.0, 50.0, 200.0, 70.0, 200.0, 100.0, 60.0, 80.0])
     order = []
 
     def execute(run, config, scratch, plugins=()):
@@ -381,35 +383,44 @@ def test_passes_run_the_grid_again_in_reverse_and_keep_each_median_pass(tmp_path
         record = run.record()
         if run.skip:
             return record
-        rate = next(rates)
+        if run.system == "gemm":               # a ceiling has GFLOP/s, no samples/s
+            gflops = next(values)
+            record.take({"status": "ok", "gflops": gflops, "gflops_best": gflops + 1,
+                         "step_s_median": 1 / gflops, "step_s_min": 1 / (gflops + 1)})
+            return record
+        rate = next(values)
         record.take({"status": "ok", "samples_per_s": rate, "samples_per_s_best": rate + 1,
                      "gflops": rate / 10, "gflops_best": (rate + 1) / 10, "step_s_median": 1 / rate,
                      "step_s_min": 1 / (rate + 1)})
         return record
 
     monkeypatch.setattr(runner, "execute", execute)
-    code, _, stderr = run_cli(["bench", *TINY, "--systems", "serial,threads,hybrid",
+    systems_ = ("serial", "threads", "hybrid", "gemm")
+    code, _, stderr = run_cli(["bench", *TINY, "--systems", ",".join(systems_), "--threads", "2",
                                "--batch-sizes", "4", "--passes", "3", "--quiet", "--no-plots",
                                "--out", tmp_path])
     assert code == 0, stderr
     planned = [(r.system, r.batch_size, r.threads)
-               for r in runner.plan(BenchConfig.preset(False, systems=("serial", "threads",
-                                                                       "hybrid"),
+               for r in runner.plan(BenchConfig.preset(False, systems=systems_,
                                                        nets=("20-16-3",), batch_sizes=(4,),
-                                                       threads=(1, 2)))]
+                                                       threads=(2,)))]
+    assert planned == [("gemm", None, 1), ("gemm", None, 2), ("serial", 4, 1),
+                       ("threads", 4, 2), ("hybrid", 4, 2)]
     measured = [p for p in planned if p[0] != "hybrid"]     # hybrid needs 4 threads: skipped once
     assert order == planned + measured[::-1] + measured
     doc = json.loads((tmp_path / "bench.json").read_text())
     by_config = {(r["system"], r["threads"]): r for r in doc["records"]}
-    # serial T1, threads T1, threads T2 measured 30/10/70, then 20/50/40 reversed, then 60/80/90
-    passes = {("serial", 1): [30.0, 40.0, 60.0], ("threads", 1): [10.0, 50.0, 80.0],
-              ("threads", 2): [70.0, 20.0, 90.0]}
+    passes = {("serial", 1): [30.0, 50.0, 60.0], ("threads", 2): [10.0, 20.0, 80.0]}
     for key, seen in passes.items():
         record = by_config[key]
         assert record["samples_per_s_passes"] == seen
         assert record["samples_per_s"] == sorted(seen)[1]
         assert record["samples_per_s_best"] == max(seen) + 1
         assert record["gflops"] == sorted(seen)[1] / 10
+    assert by_config[("gemm", 1)]["gflops_passes"] == [100.0, 70.0, 200.0]
+    assert by_config[("gemm", 1)]["gflops"] == 100.0
+    assert by_config[("gemm", 2)]["gflops_passes"] == [300.0, 200.0, 100.0]
+    assert by_config[("gemm", 2)]["gflops"] == 200.0 and by_config[("gemm", 2)]["gflops_best"] == 301
     assert by_config[("hybrid", 2)]["status"] == "skipped"
     assert doc["config"]["passes"] == 3
 

@@ -252,21 +252,23 @@ def pass_order(n_runs: int, passes: int):
 
 def median_pass(records: list[Measurement]) -> Measurement:
     """One configuration's record over its passes: that of the pass with the median rate
-    (the lower middle one for an even number), with the fastest round of any pass, the
-    rate of every pass (``samples_per_s_passes``) and the time of all of them.
+    (samples/s; GFLOP/s for a ceiling; the lower middle one for an even number), with the
+    fastest round of any pass, every pass's rate (``samples_per_s_passes``, or
+    ``gflops_passes``) and the time of all of them.
 
     A configuration skipped or failed in every pass: its first record, with the reason.
     """
     ok = [r for r in records if r.ok]
     if len(records) == 1 or not ok:
         return records[0]
-    record = copy.deepcopy(sorted(ok, key=lambda r: r.samples_per_s)[(len(ok) - 1) // 2])
-    record.samples_per_s_best = max(r.samples_per_s_best for r in ok)
-    if record.gflops_best is not None:
-        record.gflops_best = max(r.gflops_best for r in ok)
-    record.step_s_min = min(r.step_s_min for r in ok)
+    rate = "gflops" if ok[0].samples_per_s is None else "samples_per_s"
+    record = copy.deepcopy(sorted(ok, key=lambda r: getattr(r, rate))[(len(ok) - 1) // 2])
+    for name, best in (("samples_per_s_best", max), ("gflops_best", max), ("step_s_min", min)):
+        values = [getattr(r, name) for r in ok if getattr(r, name) is not None]
+        if values:
+            setattr(record, name, best(values))
     record.wall_s = sum(r.wall_s or 0.0 for r in records)
-    record.extra["samples_per_s_passes"] = [r.samples_per_s if r.ok else None for r in records]
+    record.extra[f"{rate}_passes"] = [getattr(r, rate) if r.ok else None for r in records]
     failed = [r for r in records if not r.ok]
     if failed:
         record.notes.append(f"{len(failed)} of {len(records)} passes did not finish: "
