@@ -307,20 +307,34 @@ static PyObject *each_row(const char *name, PyObject *const objects[3], scaler k
     Py_RETURN_NONE;
 }
 
-static PyObject *sigmoid_scale_to_bf16(PyObject *self, PyObject *args)
+/* name(out, in, dst): ``kernel`` over every row, as each_row lays them out. */
+static PyObject *row_pass(PyObject *args, const char *name, scaler kernel)
 {
     PyObject *objects[3];
     if (!PyArg_ParseTuple(args, "OOO", &objects[0], &objects[1], &objects[2]))
         return NULL;
-    return each_row("sigmoid_scale_to_bf16", objects, sigmoid_scale);
+    return each_row(name, objects, kernel);
+}
+
+static PyObject *sigmoid_scale_to_bf16(PyObject *self, PyObject *args)
+{
+    return row_pass(args, "sigmoid_scale_to_bf16", sigmoid_scale);
 }
 
 static PyObject *sigmoid_to_bf16(PyObject *self, PyObject *args)
 {
-    PyObject *objects[3];
-    if (!PyArg_ParseTuple(args, "OOO", &objects[0], &objects[1], &objects[2]))
-        return NULL;
-    return each_row("sigmoid_to_bf16", objects, sigmoid);
+    return row_pass(args, "sigmoid_to_bf16", sigmoid);
+}
+
+/* The same passes through the portable loops, whatever the CPU (for tests). */
+static PyObject *sigmoid_scale_to_bf16_portable(PyObject *self, PyObject *args)
+{
+    return row_pass(args, "sigmoid_scale_to_bf16", sigmoid_scale_portable);
+}
+
+static PyObject *sigmoid_to_bf16_portable(PyObject *self, PyObject *args)
+{
+    return row_pass(args, "sigmoid_to_bf16", sigmoid_portable);
 }
 
 static PyObject *to_bf16_portable(PyObject *self, PyObject *args)
@@ -329,24 +343,6 @@ static PyObject *to_bf16_portable(PyObject *self, PyObject *args)
     convert = convert_portable;          /* for tests: the loop other CPUs run */
     PyObject *result = to_bf16(self, args);
     convert = chosen;
-    return result;
-}
-
-static PyObject *sigmoid_scale_to_bf16_portable(PyObject *self, PyObject *args)
-{
-    scaler chosen = sigmoid_scale;
-    sigmoid_scale = sigmoid_scale_portable;  /* for tests, as to_bf16_portable */
-    PyObject *result = sigmoid_scale_to_bf16(self, args);
-    sigmoid_scale = chosen;
-    return result;
-}
-
-static PyObject *sigmoid_to_bf16_portable(PyObject *self, PyObject *args)
-{
-    scaler chosen = sigmoid;
-    sigmoid = sigmoid_portable;          /* for tests, as to_bf16_portable */
-    PyObject *result = sigmoid_to_bf16(self, args);
-    sigmoid = chosen;
     return result;
 }
 
