@@ -117,6 +117,19 @@ def test_every_cpu_executor_in_bf16_agrees_with_serial_bf16(optimizer):
 
 
 @needs_bf16
+@pytest.mark.parametrize("optimizer", [None, OptimizerConfig("momentum")], ids=["sgd", "momentum"])
+def test_workers_without_rows_add_nothing_to_the_bias(optimizer):
+    # Each worker sums its rows of every delta for the bias; with fewer rows
+    # than workers, the sums a worker left from an earlier step must not count.
+    network, params, _, _ = network_and_batch()
+    data = batches(network, rows=(37, 2, 1, 37))
+    _, serial = steps("serial", network, params, data, optimizer=optimizer)
+    _, got = steps("threads", network, params, data, optimizer=optimizer, threads=3)
+    moved = np.abs(serial - params).max()
+    assert np.abs(got - serial).max() <= 1e-2 * moved
+
+
+@needs_bf16
 @pytest.mark.parametrize("name,kwargs", [("serial", {}), ("threads", {"threads": 2})])
 def test_bf16_runs_repeat_bit_for_bit(name, kwargs):
     network, params, _, _ = network_and_batch()
@@ -507,6 +520,37 @@ def test_the_sigmoid_scale_and_its_bf16_copy_match_numpys_passes_bit_for_bit(col
     native = compiled_module()
     for kernel in (native.sigmoid_scale_to_bf16, native.sigmoid_scale_to_bf16_portable):
         check_both_paths(lambda got, out: kernel(got, a, out.view(np.uint16)), delta, expected)
+
+
+@needs_ml_dtypes
+@pytest.mark.parametrize("columns", [1, 31, 32, 33, 70])
+def test_the_sigmoid_scale_sums_its_columns_as_numpy_does(columns):
+    # The bias gradient: NumPy's sum over axis 0 adds the rows in order, as the
+    # compiled pass does, so every path gives the same bits.
+    delta, a = sigmoid_pass_cases(columns, 1.0)
+    sigmoid = get_activation("sigmoid")
+    scaled = delta.copy()
+    sigmoid.scale_delta(scaled, a, None, np.empty_like(scaled))
+    expected = scaled.sum(axis=0)
+    runs = []
+    for fused in (False, True):
+        before = precision.use_fused_passes(fused, fused)
+        try:
+            sums = np.full(columns, np.nan, np.float32)    # overwritten, not added to
+            precision.scale_to_bf16(sigmoid, delta.copy(), a, None, np.empty_like(delta),
+                                    np.empty(delta.shape, bfloat16), sums)
+        finally:
+            precision.use_fused_passes(*before)
+        runs.append(sums)
+    native = compiled_module()
+    for kernel in (native.sigmoid_scale_to_bf16, native.sigmoid_scale_to_bf16_portable):
+        sums = np.full(columns, np.nan, np.float32)
+        kernel(delta.copy(), a, np.empty(delta.shape, np.uint16), sums)
+        runs.append(sums)
+    for sums in runs:
+        assert np.array_equal(sums, expected)
+    with pytest.raises(ValueError, match="shapes differ"):
+        kernel(delta.copy(), a, np.empty(delta.shape, np.uint16), np.empty(columns + 1, np.float32))
 
 
 def sigmoid_inputs() -> np.ndarray:

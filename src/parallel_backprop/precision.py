@@ -198,10 +198,13 @@ def activate_to_bf16(function, z: np.ndarray, bias: np.ndarray, out: np.ndarray)
 
 
 def scale_to_bf16(function, delta: np.ndarray, a: np.ndarray, z: np.ndarray | None,
-                  scratch: np.ndarray, out: np.ndarray) -> np.ndarray:
+                  scratch: np.ndarray, out: np.ndarray,
+                  sums: np.ndarray | None = None) -> np.ndarray:
     """``delta *= f'`` for the :class:`..activations.Activation` ``function`` (from its
     output ``a`` or input ``z``; ``scratch`` as :meth:`~..activations.Activation.scale_delta`
     takes it), then :func:`to_bf16` of the result into ``out``; returns ``out``.
+    ``sums`` (n_out,) float32: also set to the column sums of the scaled delta
+    (rows added in order in the compiled pass; NumPy's sum otherwise).
 
     One compiled pass where the converter is built and the activation has one
     (``function.bf16_kernel``: the sigmoid), 2-D float32 with contiguous rows:
@@ -211,10 +214,12 @@ def scale_to_bf16(function, delta: np.ndarray, a: np.ndarray, z: np.ndarray | No
     """
     kernel = _kernel(function, "_scale_to_bf16", "backward")
     if (kernel is not None and _rows_of_floats(delta, a) and a.shape == delta.shape
-            and out.strides[-1] == 2):
-        kernel(delta, a, out.view(np.uint16))
+            and out.strides[-1] == 2 and (sums is None or sums.dtype == np.float32)):
+        kernel(delta, a, out.view(np.uint16), sums)
         return out
     function.scale_delta(delta, a, z, scratch)
+    if sums is not None:
+        np.sum(delta, axis=0, out=sums)
     return to_bf16(delta, out)
 
 

@@ -520,7 +520,7 @@ class MPIExecutor(ThreadsExecutor):
                 if c0 < c1:
                     a_prev, delta = product_operands(ws, x, l, n)
                     layer_gradient(a_prev, delta[:, c0:c1], grad_weights[:, c0:c1],
-                                   grad_bias[c0:c1], scale, ws.delta[l][:n, c0:c1])
+                                   grad_bias[c0:c1], scale, ws.bias_rows(l, n)[:, c0:c1])
         self._barrier.wait()                          # g_r and every worker's loss written
         if k == 0:                                    # 3. one collective per step
             self._reduced[-1] = sum(self._losses[:min(n, self._workers)])

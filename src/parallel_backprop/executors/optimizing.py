@@ -125,7 +125,7 @@ class HostOptimizer:
         """
         weights, bias = self.layers[l]
         a_prev, delta = product_operands(ws, x, l, n)
-        bias_delta = ws.delta[l][:n, c0:c1]
+        bias_delta = ws.bias_rows(l, n)[:, c0:c1]
         if self.folded:
             if self.config.weight_decay:      # p(1 - lr wd) - lr g = p - lr (g + wd p)
                 weights[:, c0:c1] *= 1.0 - lr * self.config.weight_decay

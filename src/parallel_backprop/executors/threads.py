@@ -188,7 +188,7 @@ class ThreadsExecutor(Executor):
         self._layers = network.layers(self._params)
         self._optimizer = self._host_optimizer(optimizer, optimizer_state)
         self._ws = Workspace(network, batch_size, self._params.dtype,  # shared, batch rows
-                             precision, self._params)
+                             precision, self._params, parts=T)
         # The step's inputs, copied (each worker its rows) into one of two
         # buffers in turn: the first layer's update reads every row of the
         # input after ``step`` has returned, when the caller may already be
@@ -394,7 +394,7 @@ class ThreadsExecutor(Executor):
         layers ``first..`` (cached)."""
         shards = self._row_shards.get((n, first))
         if shards is None:                   # at most twice a run: races only duplicate it
-            shards = [self._ws.row_view(*shard_bounds(n, self._workers, k))
+            shards = [self._ws.row_view(*shard_bounds(n, self._workers, k), k)
                       for k in range(self._workers)]
             if first:
                 shards = [shard.layers_view(first, len(self._layers)) for shard in shards]
