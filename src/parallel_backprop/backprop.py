@@ -274,10 +274,15 @@ def deltas(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, y: np.nda
         weights_l = ws.layers16[l][0] if ws.bf16 else layers[l][0]
         if ws.bf16 and weights_l.shape[1] < BF16_MIN_INNER:   # a narrow layer: fp32 is faster
             weights_l, delta = layers[l][0], ws.delta[l][:n]
+        # bf16: the bias sums come from the pass that scales delta_prev, which then
+        # leaves it unwritten, unless the next product takes it in float32
+        keeps_fp32 = layers[l - 1][0].shape[1] < BF16_MIN_INNER
+        sums = ws.own_sums[l - 1] if ws.bf16 and not keeps_fp32 else None
         hidden_delta(ws.functions[l - 1], weights_l, delta, ws.a[l - 1][:n],
                      None if ws.z[l - 1] is None else ws.z[l - 1][:n],
-                     delta_prev, ws.scratch[l - 1][:n], delta16,
-                     ws.own_sums[l - 1] if ws.bf16 else None)
+                     delta_prev, ws.scratch[l - 1][:n], delta16, sums)
+        if ws.bf16 and sums is None:
+            column_sums(delta_prev, ws.own_sums[l - 1], 1.0)
         delta = delta_prev if delta16 is None else delta16
     return loss
 
@@ -287,8 +292,9 @@ def hidden_delta(function: Activation, weights: np.ndarray, delta: np.ndarray,
                  scratch: np.ndarray, out16: np.ndarray | None = None,
                  sums: np.ndarray | None = None) -> None:
     """The delta of the layer below: ``out = (delta @ W^T) * f'(a_prev)``, and its
-    bfloat16 copy into ``out16`` when given (in the same pass where it can), and
-    then its column sums into ``sums`` when given.
+    bfloat16 copy into ``out16`` when given (in the same pass where it can); with
+    ``sums`` too, its column sums there and ``out`` is left to
+    :func:`..precision.scale_to_bf16` (unscaled by the compiled pass).
 
     ``delta`` (n, n_out), W (n_in, n_out); ``out``, ``a_prev``, ``scratch``
     (and ``z_prev``, kept only for an activation whose f' needs it) (n, n_in).

@@ -203,8 +203,10 @@ def scale_to_bf16(function, delta: np.ndarray, a: np.ndarray, z: np.ndarray | No
     """``delta *= f'`` for the :class:`..activations.Activation` ``function`` (from its
     output ``a`` or input ``z``; ``scratch`` as :meth:`~..activations.Activation.scale_delta`
     takes it), then :func:`to_bf16` of the result into ``out``; returns ``out``.
-    ``sums`` (n_out,) float32: also set to the column sums of the scaled delta
-    (rows added in order in the compiled pass; NumPy's sum otherwise).
+    ``sums`` (n_out,) float32: set to the column sums of the scaled delta (rows
+    added in order: NumPy's ``sum(axis=0)`` gives the same bits), and ``delta``
+    then only read by the compiled pass (NumPy's passes scale it in place):
+    for a caller that needs no float32 delta afterwards.
 
     One compiled pass where the converter is built and the activation has one
     (``function.bf16_kernel``: the sigmoid), 2-D float32 with contiguous rows:
