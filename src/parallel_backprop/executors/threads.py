@@ -11,6 +11,8 @@ sharing one full-batch workspace::
     2. columns    worker k owns columns C_k of every layer's output:
                   W_l[:, C_k] -= lr/n * a_{l-1}^T @ delta_l[:, C_k]   (one GEMM, beta = 1)
                   b_l[C_k]    -= lr/n * column sums of delta_l[:, C_k]
+                  (bf16: the sum of the workers' column sums of their rows,
+                  written in step 1 with the deltas: Workspace.bias_rows)
                   (other update rules: the gradient mean of those columns into a
                   flat buffer, GEMM with beta = 0, then the rule on those columns
                   in one compiled pass; without the compiled module, a third
