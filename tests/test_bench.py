@@ -442,3 +442,46 @@ def test_median_pass_keeps_a_finished_pass_over_a_failed_one():
     assert merged.extra["samples_per_s_passes"] == [5.0, None, 7.0]
     assert "1 of 3 passes did not finish: worker exited with status 1: boom" in merged.notes
     assert not runner.median_pass([record(None), record(None)]).ok
+
+
+def test_source_fingerprint_follows_the_package_modules(tmp_path):
+    from parallel_backprop.harness.environment import source_fingerprint
+
+    (tmp_path / "pkg").mkdir()
+    module = tmp_path / "pkg" / "mod.py"
+    module.write_text("x = 1\n")
+    (tmp_path / "notes.txt").write_text("not a module")
+    first = source_fingerprint(tmp_path)
+    assert source_fingerprint(tmp_path) == first
+    (tmp_path / "notes.txt").write_text("still not a module, longer")
+    assert source_fingerprint(tmp_path) == first
+    module.write_text("x = 22\n")
+    edited = source_fingerprint(tmp_path)
+    assert edited != first
+    (tmp_path / "new.py").write_text("")
+    assert source_fingerprint(tmp_path) != edited
+
+
+@pytest.mark.parametrize("changed", [False, True])
+def test_a_bench_says_when_the_package_changed_during_its_run(tmp_path, monkeypatch, changed):
+    # Every configuration runs in a new process that imports the package
+    # afresh: an edit during the run would mix two versions in one bench.json.
+    from parallel_backprop.harness import environment
+    from parallel_backprop.harness.environment import SOURCE_CHANGED
+
+    fingerprints = iter(["before", "after" if changed else "before"])
+    monkeypatch.setattr(environment, "source_fingerprint", lambda: next(fingerprints))
+
+    def execute(run, config, scratch, plugins=()):
+        record = run.record()
+        record.fail("not run in this test")
+        return record
+
+    monkeypatch.setattr(runner, "execute", execute)
+    code, stdout, stderr = run_cli(["bench", *TINY, "--systems", "serial", "--no-plots",
+                                    "--out", tmp_path])
+    assert code == 0, stderr
+    doc = json.loads((tmp_path / "bench.json").read_text())
+    assert doc["environment"]["source_changed"] is changed
+    assert (doc["notes"][:1] == [SOURCE_CHANGED]) is changed
+    assert (f"warning: {SOURCE_CHANGED}" in stdout) is changed

@@ -153,6 +153,7 @@ def test_study_json_has_every_part(tiny_study):
     assert doc["command"][:2] == ["pbp", "study"] and not doc["interrupted"]
     for key in ("cpu_model", "usable_cpus", "blas", "versions", "git", "load_average_end"):
         assert key in doc["environment"]
+    assert doc["environment"]["source_changed"] is False     # nothing edited mid-run
     assert {part: record["status"] for part, record in doc["parts"].items()} == dict.fromkeys(
         ("tune", "accuracy", "kdd-size", "batch", "threads", "width"), "ok")
     assert doc["wall_s"] > 0 and set(doc["data"]) == {"synthetic", "kdd99"}

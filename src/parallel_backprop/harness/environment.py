@@ -10,6 +10,7 @@ has loaded NumPy's and SciPy's OpenBLAS and, where it is installed, MKL
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 import platform
 import subprocess
@@ -138,6 +139,28 @@ def _git() -> dict | None:
     except (OSError, subprocess.SubprocessError):
         return None   # not a checkout (an installed wheel), or no git
     return {"commit": commit, "dirty": dirty}
+
+
+SOURCE_CHANGED = ("the package's files changed during the run: configurations started after "
+                  "the change ran the new code, so these results mix two versions")
+
+
+def source_fingerprint(root: Path | None = None) -> str:
+    """A digest of the package's modules (each one's path, size and modification time).
+
+    A bench or study compares it before and after its run: its workers are
+    new processes that import the package afresh, so an edit to a checkout
+    in between (easy in a 17-minute run) would mix two versions in one set
+    of results without a trace in the commit recorded at the start.
+    """
+    root = root or Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.suffix in (".py", ".so", ".pyd") and path.is_file():
+            stat = path.stat()
+            digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n"
+                          .encode())
+    return digest.hexdigest()
 
 
 def warnings(env: dict) -> list[str]:

@@ -65,7 +65,8 @@ def run_study(config: StudyConfig, out_dir: Path, *, data_dir=None, kdd_file=Non
     Ctrl-C writes what was done (``"interrupted": true``) and re-raises.
     """
     from ..fileio import output_folder
-    from ..harness.environment import environment, load_average, warnings
+    from ..harness.environment import (SOURCE_CHANGED, environment, load_average,
+                                       source_fingerprint, warnings)
 
     sources, notes = find_sources(config, data_dir, kdd_file, train_file)
     out_dir = output_folder(out_dir, (OUTPUT,), inputs={
@@ -73,6 +74,7 @@ def run_study(config: StudyConfig, out_dir: Path, *, data_dir=None, kdd_file=Non
         for s in sources.values()})
     load_plugins(plugins)
     env = environment()
+    source = source_fingerprint()
     doc = {"schema": SCHEMA, "preset": config.preset, "command": command or sys.argv,
            "config": asdict(config), "environment": env, "wall_s": None,
            "interrupted": False, "parts": {}, "data": {s.name: s.where for s in sources.values()},
@@ -94,6 +96,10 @@ def run_study(config: StudyConfig, out_dir: Path, *, data_dir=None, kdd_file=Non
         write_document(out_dir / OUTPUT, doc)
         raise
     env["load_average_end"] = load_average()
+    env["source_changed"] = source_fingerprint() != source
+    if env["source_changed"]:
+        doc["notes"].insert(0, SOURCE_CHANGED)
+        log(f"warning: {SOURCE_CHANGED}")
     doc["wall_s"] = time.perf_counter() - started
     write_document(out_dir / OUTPUT, doc)
     return plain(doc)
