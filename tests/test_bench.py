@@ -211,6 +211,13 @@ def test_bad_options_give_one_line_errors(argv, message, tmp_path):
     assert not (tmp_path / "out").exists()     # nothing ran
 
 
+def not_run(run, config, scratch, plugins=()):
+    """A stand-in for runner.execute that measures nothing: the record of a failed run."""
+    record = run.record()
+    record.fail("not run in this test")
+    return record
+
+
 def test_ctrl_c_writes_what_was_measured(tmp_path, monkeypatch):
     calls = []
 
@@ -218,9 +225,7 @@ def test_ctrl_c_writes_what_was_measured(tmp_path, monkeypatch):
         calls.append(run)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        record = run.record()
-        record.fail("not run in this test")
-        return record
+        return not_run(run, config, scratch, plugins)
 
     monkeypatch.setattr(runner, "execute", execute)
     code, _, stderr = run_cli(["bench", *TINY, "--systems", "serial", "--quiet",
@@ -471,13 +476,7 @@ def test_a_bench_says_when_the_package_changed_during_its_run(tmp_path, monkeypa
 
     fingerprints = iter(["before", "after" if changed else "before"])
     monkeypatch.setattr(environment, "source_fingerprint", lambda: next(fingerprints))
-
-    def execute(run, config, scratch, plugins=()):
-        record = run.record()
-        record.fail("not run in this test")
-        return record
-
-    monkeypatch.setattr(runner, "execute", execute)
+    monkeypatch.setattr(runner, "execute", not_run)
     code, stdout, stderr = run_cli(["bench", *TINY, "--systems", "serial", "--no-plots",
                                     "--out", tmp_path])
     assert code == 0, stderr

@@ -50,6 +50,12 @@ from .precision import PRECISIONS, activate_to_bf16, scale_to_bf16, to_bf16, use
 BF16_MIN_INNER = 32
 
 
+def narrow_for_bf16(weights: np.ndarray) -> bool:
+    """Whether the product of a layer's delta with its W^T goes in float32 in a bf16 step:
+    a layer narrower than ``BF16_MIN_INNER`` (the product's inner dimension)."""
+    return weights.shape[1] < BF16_MIN_INNER
+
+
 class Workspace:
     """Buffers for one worker's forward and backward pass, up to ``rows`` samples.
 
@@ -272,12 +278,11 @@ def deltas(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, y: np.nda
         delta_prev = ws.delta[l - 1][:n]
         delta16 = ws.delta16[l - 1][:n] if ws.bf16 else None
         weights_l = ws.layers16[l][0] if ws.bf16 else layers[l][0]
-        if ws.bf16 and weights_l.shape[1] < BF16_MIN_INNER:   # a narrow layer: fp32 is faster
+        if ws.bf16 and narrow_for_bf16(layers[l][0]):
             weights_l, delta = layers[l][0], ws.delta[l][:n]
         # bf16: the bias sums come from the pass that scales delta_prev, which then
         # leaves it unwritten, unless the next product takes it in float32
-        keeps_fp32 = layers[l - 1][0].shape[1] < BF16_MIN_INNER
-        sums = ws.own_sums[l - 1] if ws.bf16 and not keeps_fp32 else None
+        sums = ws.own_sums[l - 1] if ws.bf16 and not narrow_for_bf16(layers[l - 1][0]) else None
         hidden_delta(ws.functions[l - 1], weights_l, delta, ws.a[l - 1][:n],
                      None if ws.z[l - 1] is None else ws.z[l - 1][:n],
                      delta_prev, ws.scratch[l - 1][:n], delta16, sums)
