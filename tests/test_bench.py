@@ -17,7 +17,7 @@ import pytest
 
 from parallel_backprop import Network
 from parallel_backprop.backprop import gradient
-from parallel_backprop.bench import run_bench, runner, systems
+from parallel_backprop.bench import report, run_bench, runner, systems
 from parallel_backprop.bench.config import BenchConfig, Timing
 from parallel_backprop.bench.report import CSV_COLUMNS
 from parallel_backprop.bench.systems import (SYSTEMS, Pool, Setup, availability, build,
@@ -162,6 +162,26 @@ def test_summary_table_is_printed(tiny_grid):
     _, _, stdout = tiny_grid
     assert "20-16-3: samples/s (speedup over serial)" in stdout
     assert "(1.00x)" in stdout and "gemm ceiling, GFLOP/s" in stdout
+    assert "fp32 speedup over serial (share of the gemm ceiling's gain: " in stdout
+    assert "  20-16-3 batch 8: threads 2 thr " in stdout
+
+
+def test_scaling_is_each_speedup_over_the_ceilings_own_gain():
+    def record(system, threads, speedup, **fields):
+        return {"system": system, "kind": "executor", "status": "ok", "net": "1h",
+                "batch_size": 1024, "threads": threads, "speedup_vs_serial": speedup,
+                "precision": "fp32", "optimizer": "sgd", **fields}
+
+    doc = {"ceilings": {"gemm": {"1": 160.0, "2": 328.0}},
+           "records": [record("serial", 1, 1.0), record("threads", 1, 0.98),
+                       record("threads", 2, 1.85), record("blas", 2, 1.64, optimizer="adam"),
+                       record("threads", 2, 4.1, precision="bf16"),
+                       record("hybrid", 2, None, status="failed")]}
+    assert report.scaling(doc) == [
+        "fp32 speedup over serial (share of the gemm ceiling's gain: 2.05x at 2 thr)",
+        "  1h batch 1024: threads 2 thr 1.85x (90%), blas adam 2 thr 1.64x (80%)"]
+    assert report.scaling({**doc, "ceilings": {"gemm": {"2": 328.0}}}) == []
+    assert report.scaling({**doc, "ceilings": {}}) == []
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch not installed")

@@ -30,6 +30,7 @@ from ..executors import BASELINE
 from ..fileio import atomic_open
 from ..harness import Measurement, is_ok, load_document, series, write_document
 from .config import BenchConfig
+from .systems import CEILING
 
 SCHEMA = "parallel-backprop/bench/1"
 CSV_COLUMNS = ("system", "kind", "status", "net", "net_name", "batch_size", "optimizer",
@@ -105,9 +106,39 @@ def summary(doc: dict) -> list[str]:
         lines.append(f"{header[0]:<15}{header[1]:>8}" + "".join(f"{h:>22}" for h in header[2:]))
         for row in rows:
             lines.append(f"{row[0]:<15}{row[1]:>8}" + "".join(f"{c:>22}" for c in row[2:]))
+    gains = scaling(doc)
+    if gains:
+        lines.append("")
+        lines += gains
     if doc["notes"]:
         lines.append("")
         lines += [f"note: {note}" for note in doc["notes"]]
+    return lines
+
+
+def scaling(doc: dict) -> list[str]:
+    """How much of the machine's own gain from more cores each float32 executor turned
+    into speed: its speedup over the baseline (one thread) against the ``gemm``
+    ceiling's T-thread / 1-thread ratio measured in the same run, e.g.
+    ``threads 2 thr 1.87x (91%)``. Empty without the ceiling at 1 thread and more."""
+    ceiling = {int(t): gflops for t, gflops in doc["ceilings"].get(CEILING, {}).items()}
+    gains = {t: gflops / ceiling[1] for t, gflops in ceiling.items() if t > 1 and 1 in ceiling}
+    by_config: dict[tuple, list[str]] = {}
+    for r in doc["records"]:
+        if (is_ok(r) and r["kind"] == "executor" and r["system"] != BASELINE
+                and r["threads"] in gains and r.get("speedup_vs_serial")
+                and (r.get("precision") or "fp32") == "fp32"):
+            name = r["system"] if (r.get("optimizer") or "sgd") == "sgd" \
+                else f"{r['system']} {r['optimizer']}"
+            speedup = r["speedup_vs_serial"]
+            by_config.setdefault((r["net"], r["batch_size"]), []).append(
+                f"{name} {r['threads']} thr {speedup:.2f}x ({speedup / gains[r['threads']]:.0%})")
+    if not by_config:
+        return []
+    lines = [f"fp32 speedup over {BASELINE} (share of the {CEILING} ceiling's gain: "
+             + ", ".join(f"{gain:.2f}x at {t} thr" for t, gain in sorted(gains.items())) + ")"]
+    lines += [f"  {net} batch {batch}: " + ", ".join(cells)
+              for (net, batch), cells in by_config.items()]
     return lines
 
 
