@@ -38,7 +38,7 @@ def run_bench(config: BenchConfig, out_dir: Path, *, plots: bool = True, progres
     """
     from ..fileio import output_folder
     from ..plugins import load_plugins
-    from ..harness.environment import (SOURCE_CHANGED, environment, load_average,
+    from ..harness.environment import (environment, load_average, source_change_notes,
                                        source_fingerprint, warnings)
     from . import report
     from .runner import derive, run_grid
@@ -50,14 +50,13 @@ def run_bench(config: BenchConfig, out_dir: Path, *, plots: bool = True, progres
     source = source_fingerprint()
     records, interrupted = run_grid(config, progress=progress, plugins=tuple(plugins))
     env["load_average_end"] = load_average()   # a busy machine shows here
-    env["source_changed"] = source_fingerprint() != source
+    changed = source_change_notes(env, source)
     ceilings = derive(records, config.epoch_samples)
     doc = report.document(config, env, records, ceilings, command=command or sys.argv,
                           wall_s=time.perf_counter() - started, interrupted=interrupted)
-    doc["notes"][:0] = (([SOURCE_CHANGED] if env["source_changed"] else []) + warnings(env)
-                        + list(config.notes))
-    if env["source_changed"]:
-        log(f"warning: {SOURCE_CHANGED}")
+    doc["notes"][:0] = changed + warnings(env) + list(config.notes)
+    for note in changed:
+        log(f"warning: {note}")
     if plots:
         from ..harness.plotstyle import PlotsUnavailable
         from .plots import write_plots

@@ -163,6 +163,14 @@ def source_fingerprint(root: Path | None = None) -> str:
     return digest.hexdigest()
 
 
+def source_change_notes(env: dict, before: str) -> list[str]:
+    """Set ``env["source_changed"]``: whether the package's modules differ from the
+    :func:`source_fingerprint` ``before`` taken at the start of the run; returns the
+    note that then goes first in the run's notes (none if unchanged)."""
+    env["source_changed"] = source_fingerprint() != before
+    return [SOURCE_CHANGED] if env["source_changed"] else []
+
+
 def warnings(env: dict) -> list[str]:
     """Notes on settings that change the numbers, for the top of the report."""
     notes = []

@@ -65,7 +65,7 @@ def run_study(config: StudyConfig, out_dir: Path, *, data_dir=None, kdd_file=Non
     Ctrl-C writes what was done (``"interrupted": true``) and re-raises.
     """
     from ..fileio import output_folder
-    from ..harness.environment import (SOURCE_CHANGED, environment, load_average,
+    from ..harness.environment import (environment, load_average, source_change_notes,
                                        source_fingerprint, warnings)
 
     sources, notes = find_sources(config, data_dir, kdd_file, train_file)
@@ -96,10 +96,10 @@ def run_study(config: StudyConfig, out_dir: Path, *, data_dir=None, kdd_file=Non
         write_document(out_dir / OUTPUT, doc)
         raise
     env["load_average_end"] = load_average()
-    env["source_changed"] = source_fingerprint() != source
-    if env["source_changed"]:
-        doc["notes"].insert(0, SOURCE_CHANGED)
-        log(f"warning: {SOURCE_CHANGED}")
+    changed = source_change_notes(env, source)
+    doc["notes"][:0] = changed
+    for note in changed:
+        log(f"warning: {note}")
     doc["wall_s"] = time.perf_counter() - started
     write_document(out_dir / OUTPUT, doc)
     return plain(doc)
